@@ -1,0 +1,6 @@
+"""One module per subcommand; each has DESCRIPTION, add_arguments(parser) and run(args)."""
+
+
+def plain_args(args):
+    """The parsed flags as a JSON-friendly dict (without the dispatch function)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("run", "command")}

@@ -1,0 +1,167 @@
+"""Datasets and loaders: list entries -> decoded, transformed images + task labels.
+
+Loading runs in ``--data-nthreads`` worker processes of Gluon's DataLoader.
+A bad image found mid-epoch either raises a UserInputError naming it, or, with
+``skip_bad``, comes back as a blank sample whose labels are all BAD_SAMPLE, which
+the training loop masks out, counts and logs by name.
+"""
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from . import _runtime  # noqa: F401  (numpy shim before mxnet)
+from mxnet import gluon
+
+from .errors import UserInputError
+from .images import check_image_file, decode_image
+from .lists import ImageList, drop_entries, find_duplicates, find_overlap
+from .tasks import Task, class_histograms, task_labels
+
+_logger = logging.getLogger(__name__)
+
+BAD_SAMPLE = -2  # label value that marks a sample whose image failed to decode
+
+
+class LstDataset(gluon.data.Dataset):
+    """Items are (CHW float32 image, int32 task labels, int32 position in the list)."""
+
+    def __init__(self, image_list: ImageList, tasks: Sequence[Task], transform, skip_bad=False):
+        self.image_list = image_list
+        self.tasks = list(tasks)
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self._labels = np.stack([task_labels(self.tasks, e.labels) for e in image_list.entries])
+        self._pid = None
+
+    def __len__(self):
+        return len(self.image_list.entries)
+
+    def _per_process_setup(self):
+        # Workers are forked: one OpenCV thread each (they are the parallelism), and
+        # a random stream per process so that workers do not repeat each other's crops.
+        self._pid = os.getpid()
+        cv2.setNumThreads(1)
+        if hasattr(self.transform, "reseed"):
+            self.transform.reseed(int.from_bytes(os.urandom(4), "little"))
+
+    def __getitem__(self, idx):
+        if self._pid != os.getpid():
+            self._per_process_setup()
+        entry = self.image_list.entries[idx]
+        try:
+            img = decode_image(entry.path, getattr(self.transform, "decode_size", None))
+            data = self.transform(img)
+        except UserInputError as exc:
+            if not self.skip_bad:
+                raise UserInputError("%s (%s)" % (exc, self.image_list.where(entry)))
+            shape = (3,) + tuple(self.transform.out_hw)
+            return (np.zeros(shape, np.float32),
+                    np.full(len(self.tasks), BAD_SAMPLE, np.int32), np.int32(idx))
+        return data, self._labels[idx], np.int32(idx)
+
+
+def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep"):
+    """A Gluon DataLoader over ``dataset`` with ``num_workers`` worker processes."""
+    return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                 last_batch=last_batch, num_workers=num_workers,
+                                 prefetch=2 * num_workers if num_workers else None)
+
+
+def find_bad_images(image_list: ImageList, full_decode=False, threads=4):
+    """{line: reason} for entries whose image is missing, unreadable or truncated.
+
+    The default check reads only each file's first and last bytes; ``full_decode``
+    also decodes every image (OpenCV releases the GIL, so threads run in parallel).
+    """
+    def problem(entry):
+        if not os.path.exists(entry.path):
+            return "does not exist"
+        reason = check_image_file(entry.path)
+        if reason is None and full_decode:
+            try:
+                decode_image(entry.path)
+            except UserInputError:
+                reason = "cannot be decoded by OpenCV"
+        return reason
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        reasons = list(pool.map(problem, image_list.entries))
+    return {e.line: r for e, r in zip(image_list.entries, reasons) if r}
+
+
+def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, threads=4):
+    """Return the list without bad images (with skip_bad) or raise naming the first ones."""
+    bad = find_bad_images(image_list, full_decode, threads)
+    if not bad:
+        return image_list
+    described = ["%s:%d: image %s %s" % (image_list.source, line, _entry_path(image_list, line), reason)
+                 for line, reason in sorted(bad.items())]
+    if len(bad) == len(image_list.entries):
+        raise UserInputError("none of the %d images of %s can be used (is --image-train/--image-val "
+                             "the folder the paths are relative to? It is %s).\n  %s"
+                             % (len(bad), image_list.source, image_list.image_root, "\n  ".join(described[:5])))
+    if not skip_bad:
+        more = "\n  ... and %d more" % (len(bad) - 10) if len(bad) > 10 else ""
+        raise UserInputError("%d bad image(s) in %s:\n  %s%s\nFix or remove them, or pass --skip-bad-images "
+                             "to leave them out (counted and logged)."
+                             % (len(bad), image_list.source, "\n  ".join(described[:10]), more))
+    for text in described:
+        _logger.warning("skipping bad image: %s", text)
+    _logger.warning("skipped %d bad image(s) of %d in %s", len(bad), len(image_list.entries), image_list.source)
+    return drop_entries(image_list, set(bad))
+
+
+def _entry_path(image_list, line):
+    return next(e.path for e in image_list.entries if e.line == line)
+
+
+def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = None):
+    """Log per-task class histograms, duplicate paths and train/val overlap; return them."""
+    report = {"train": class_histograms(tasks, [e.labels for e in train.entries])}
+    if val is not None:
+        report["val"] = class_histograms(tasks, [e.labels for e in val.entries])
+    for split, hist in report.items():
+        for name, h in hist.items():
+            missing = ", %d unknown" % h["missing"] if h["missing"] else ""
+            _logger.info("preflight %s %s: class counts %s%s", split, name, h["counts"], missing)
+            empty = [c for c, n in enumerate(h["counts"]) if n == 0]
+            if split == "train" and empty:
+                _logger.warning("preflight: task %s has no training images of class(es) %s", name, empty)
+    for image_list in filter(None, (train, val)):
+        for path, lines in sorted(find_duplicates(image_list).items()):
+            _logger.warning("preflight: %s lists %s on lines %s", image_list.source, path, lines)
+    if val is not None:
+        overlap = find_overlap(train, val)
+        report["overlap"] = overlap
+        if overlap:
+            _logger.warning("preflight: %d image(s) are in both the training and validation lists, "
+                            "which inflates validation accuracy; first: %s", len(overlap), overlap[0])
+    return report
+
+
+def add_arguments(parser):
+    """Data flags (the original's names first)."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-train", required=True, help="training .lst file")
+    group.add_argument("--image-train", default=None, help="folder the training list's paths are relative to "
+                       "(default: the list's folder)")
+    group.add_argument("--data-val", default=None, help="validation .lst file (optional)")
+    group.add_argument("--image-val", default=None, help="folder the validation list's paths are relative to")
+    group.add_argument("--image-shape", default="3,224,224", help="network input C,H,W")
+    group.add_argument("--num-examples", type=int, default=None,
+                       help="images per epoch for the lr schedule (default: counted from --data-train)")
+    group.add_argument("--data-nthreads", type=int, default=None,
+                       help="loader worker processes (default: number of cores, at most 4)")
+    group.add_argument("--skip-bad-images", action="store_true",
+                       help="leave out missing/unreadable images (counted and logged) instead of stopping")
+    group.add_argument("--check-images", choices=["header", "full", "none"], default="header",
+                       help="before training, check every image's file header/trailer, fully decode "
+                            "every image, or skip the check")
+    group.add_argument("--normalization", choices=["auto", "imagenet", "raw"], default="auto",
+                       help="pixel preprocessing: auto follows the weights (raw 0-255 for classic MXNet "
+                            "checkpoints that start with bn_data, ImageNet mean/std otherwise)")
+    group.add_argument("--no-color-jitter", action="store_true", help="train without colour jitter")

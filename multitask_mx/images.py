@@ -1,0 +1,295 @@
+"""Decoding images with OpenCV and the train/eval transform presets.
+
+Everything here works on numpy arrays so that it runs in the loader's worker
+processes, away from the MXNet engine.
+"""
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import UserInputError
+
+_logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# name -> (mean, std) on the 0-255 scale. "raw" is for networks that normalise
+# inside (the classic MXNet ResNet starts with a BatchNorm `bn_data` on 0-255 pixels).
+NORMALIZATIONS = {
+    "imagenet": (tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)),
+    "raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+EVAL_CROP_FRACTION = 0.875  # resize to 256, crop 224: the usual ImageNet evaluation
+
+_MAGIC = {
+    b"\xff\xd8": "jpeg", b"\x89PNG": "png", b"BM": "bmp", b"GIF8": "gif",
+    b"II*\x00": "tiff", b"MM\x00*": "tiff", b"RIFF": "webp",
+}
+
+
+def sniff_format(head: bytes) -> Optional[str]:
+    """The image format named by a file's first bytes, or None."""
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def check_image_file(path):
+    """Cheap check without decoding: exists, known format, not truncated.
+
+    Returns None when the file looks fine, else a short reason. A truncated JPEG
+    still decodes in OpenCV (grey lower half, a warning on stderr), so the check
+    looks for the end-of-image marker instead.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 32))
+            tail = f.read()
+    except OSError as exc:
+        return "cannot be read (%s)" % (exc.strerror or exc)
+    if size == 0:
+        return "is empty (0 bytes)"
+    kind = sniff_format(head)
+    if kind is None:
+        return "is not an image OpenCV reads (unknown format)"
+    if kind == "jpeg" and b"\xff\xd9" not in tail:
+        return "is a truncated JPEG (no end-of-image marker)"
+    if kind == "png" and b"IEND" not in tail:
+        return "is a truncated PNG (no IEND chunk)"
+    return None
+
+
+def _to_rgb8(img):
+    """Any decoded image -> HxWx3 uint8 RGB (grayscale, 16-bit, float and alpha handled)."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _reduction_flag(data, min_short_side):
+    """cv2 flag that decodes a big JPEG at 1/2, 1/4 or 1/8 size when that is still large enough."""
+    if not min_short_side or not data[:2].tobytes() == b"\xff\xd8":
+        return cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    height, width = jpeg_size(data)
+    short = min(height, width) if height else 0
+    for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                         (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if short // factor >= min_short_side:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def jpeg_size(data):
+    """(height, width) from a JPEG's SOF marker, or (0, 0) if not found; reads no pixels."""
+    buf = data.tobytes() if hasattr(data, "tobytes") else data
+    i = 2
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            i += 1
+            continue
+        marker = buf[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            return (buf[i + 5] << 8) | buf[i + 6], (buf[i + 7] << 8) | buf[i + 8]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        i += 2 + ((buf[i + 2] << 8) | buf[i + 3])
+    return 0, 0
+
+
+def decode_image(path, min_short_side=None):
+    """Read an image file as HxWx3 uint8 RGB.
+
+    EXIF orientation is applied. With ``min_short_side``, large JPEGs are decoded
+    directly at a reduced size that still has at least that many pixels on the
+    short side, which is several times faster for phone photos.
+    Raises UserInputError naming the file if it cannot be decoded.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise UserInputError("image %s cannot be read: %s" % (path, exc.strerror or exc))
+    img = cv2.imdecode(data, _reduction_flag(data, min_short_side)) if data.size else None
+    if img is None:
+        raise UserInputError("image %s cannot be decoded by OpenCV (empty, corrupt or not an image). "
+                             "Remove it from the list or pass --skip-bad-images." % path)
+    return _to_rgb8(img)
+
+
+def decode_image_bytes(data: bytes, max_pixels=None):
+    """Decode an in-memory image (e.g. an upload) to RGB uint8; None if it is not an image."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if max_pixels and sniff_format(data[:16]) == "jpeg":
+        height, width = jpeg_size(buf)
+        if height * width > max_pixels:
+            return None
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+    return None if img is None else _to_rgb8(img)
+
+
+def resize_short(img, size, interpolation=cv2.INTER_LINEAR):
+    """Resize so that the short side is ``size``, keeping the aspect ratio."""
+    h, w = img.shape[:2]
+    scale = size / float(min(h, w))
+    new = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    if new == (w, h):
+        return img
+    interp = cv2.INTER_AREA if scale < 0.5 else interpolation
+    return cv2.resize(img, new, interpolation=interp)
+
+
+def center_crop(img, out_hw):
+    """Crop the centre ``out_hw`` window (the image must be at least that large)."""
+    h, w = img.shape[:2]
+    th, tw = out_hw
+    top, left = max(0, (h - th) // 2), max(0, (w - tw) // 2)
+    crop = img[top:top + th, left:left + tw]
+    if crop.shape[:2] != (th, tw):
+        crop = cv2.resize(crop, (tw, th), interpolation=cv2.INTER_LINEAR)
+    return crop
+
+
+def random_resized_crop_box(h, w, scale, ratio, rng):
+    """Inception-style crop box (top, left, height, width) of random area and aspect."""
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+    side = min(h, w)  # fallback: the central square
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def to_chw_float(img, normalization):
+    """HWC uint8 RGB -> CHW float32, normalised by the named preset's mean and std."""
+    mean, std = NORMALIZATIONS[normalization]
+    out = img.astype(np.float32)
+    if normalization != "raw":
+        out -= np.asarray(mean, np.float32)
+        out *= np.asarray([1.0 / s for s in std], np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation settings (each one can be switched off)."""
+
+    scale: Tuple[float, float] = (0.08, 1.0)
+    ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    hflip: bool = True
+    vflip: bool = False
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    random_crop: bool = True
+
+
+def jitter_colour(img, cfg: AugmentConfig, rng):
+    """Random brightness, contrast and saturation (as torchvision's ColorJitter), in float."""
+    out = img.astype(np.float32)
+    ops = []
+    if cfg.brightness > 0:
+        ops.append(lambda x: x * rng.uniform(1 - cfg.brightness, 1 + cfg.brightness))
+    if cfg.contrast > 0:
+        def contrast(x):
+            alpha = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+            return x * alpha + (1 - alpha) * x.mean()
+        ops.append(contrast)
+    if cfg.saturation > 0:
+        def saturation(x):
+            alpha = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+            gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+            return x * alpha + (1 - alpha) * gray[..., None]
+        ops.append(saturation)
+    rng.shuffle(ops)
+    for op in ops:
+        out = op(out)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
+class TrainTransform:
+    """Random resized crop, flips and colour jitter, then normalisation to CHW float32."""
+
+    def __init__(self, out_hw, normalization="imagenet", augment: Optional[AugmentConfig] = None):
+        self.out_hw = tuple(out_hw)
+        self.normalization = normalization
+        self.augment = augment or AugmentConfig()
+        self._rng = random.Random()
+
+    @property
+    def decode_size(self):
+        """Short side worth decoding at: enough pixels for the smallest crop at full detail."""
+        return int(max(self.out_hw) / math.sqrt(max(self.augment.scale[0], 0.25)))
+
+    def reseed(self, seed):
+        """Give this copy of the transform its own random stream (one per worker)."""
+        self._rng.seed(seed)
+
+    def __call__(self, img):
+        cfg, rng = self.augment, self._rng
+        h, w = img.shape[:2]
+        if cfg.random_crop:
+            top, left, ch, cw = random_resized_crop_box(h, w, cfg.scale, cfg.ratio, rng)
+            img = img[top:top + ch, left:left + cw]
+            interp = cv2.INTER_AREA if ch > 2 * self.out_hw[0] else cv2.INTER_LINEAR
+            img = cv2.resize(img, self.out_hw[::-1], interpolation=interp)
+        else:
+            img = center_crop(resize_short(img, max(self.out_hw)), self.out_hw)
+        if cfg.hflip and rng.random() < 0.5:
+            img = img[:, ::-1]
+        if cfg.vflip and rng.random() < 0.5:
+            img = img[::-1]
+        if cfg.brightness or cfg.contrast or cfg.saturation:
+            img = jitter_colour(img, cfg, rng)
+        return to_chw_float(img, self.normalization)
+
+
+class EvalTransform:
+    """Resize the short side to out/0.875 and take the centre crop, then normalise."""
+
+    def __init__(self, out_hw, normalization="imagenet"):
+        self.out_hw = tuple(out_hw)
+        self.normalization = normalization
+
+    @property
+    def decode_size(self):
+        """Short side worth decoding at."""
+        return int(math.ceil(max(self.out_hw) / EVAL_CROP_FRACTION))
+
+    def __call__(self, img):
+        img = resize_short(img, self.decode_size)
+        return to_chw_float(center_crop(img, self.out_hw), self.normalization)
+
+    def flipped(self, img):
+        """The same view mirrored left-right (for flip test-time augmentation)."""
+        return self(img[:, ::-1])
+
+
+def parse_image_shape(text):
+    """'3,224,224' -> (3, 224, 224), with a clear error for anything else."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
+        raise UserInputError("--image-shape %r: expected 3,HEIGHT,WIDTH such as 3,224,224." % text)
+    return shape

@@ -1,0 +1,179 @@
+"""The network: a shared trunk and one softmax head per task.
+
+The trunk is either the ``features`` of a GluonCV model-zoo network, or the
+symbol of an MXNet checkpoint cut before its classifier (see pretrained.py).
+Heads output logits; softmax is applied by the loss and by predict/evaluate.
+"""
+import difflib
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from . import _runtime  # noqa: F401  (numpy shim before mxnet)
+import mxnet as mx
+from mxnet import gluon
+from mxnet.gluon import nn
+
+from .errors import UserInputError
+from .pretrained import load_classic_checkpoint, load_params_file, match_params
+
+_logger = logging.getLogger(__name__)
+
+NET_PREFIX = "multitask_"
+TRUNK_SYMBOL_FILE = "trunk-symbol.json"
+
+
+@dataclass
+class TrunkSpec:
+    """Where the trunk comes from: a zoo network name, or a symbol (JSON text) and its input."""
+
+    network: str = "resnet50_v1"
+    symbol_json: Optional[str] = None
+    input_name: str = "data"
+
+    @property
+    def from_symbol(self):
+        """True for a trunk cut from an MXNet checkpoint's symbol."""
+        return self.symbol_json is not None
+
+
+def zoo_network_names():
+    """All GluonCV model-zoo names (for messages)."""
+    from gluoncv.model_zoo import get_model_list
+    return list(get_model_list())
+
+
+def _zoo_trunk(network):
+    from gluoncv.model_zoo import get_model
+    try:
+        base = get_model(network, pretrained=False)
+    except ValueError:
+        close = difflib.get_close_matches(network, zoo_network_names(), n=8, cutoff=0.5)
+        raise UserInputError("--network %r is not a GluonCV model-zoo network. Close names: %s. "
+                             "All names: gluoncv.model_zoo.get_model_list()."
+                             % (network, ", ".join(close) or "none"))
+    if not hasattr(base, "features"):
+        raise UserInputError("--network %s has no `features` trunk to share between heads; choose a "
+                             "classification network such as resnet50_v1, mobilenetv2_1.0, vgg16." % network)
+    return base.features
+
+
+def _symbol_trunk(spec: TrunkSpec):
+    symbol = mx.sym.load_json(spec.symbol_json)
+    return gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))
+
+
+class MultiTaskNet(gluon.HybridBlock):
+    """Shared trunk -> one Dense head per task; forward returns a tuple of logits."""
+
+    def __init__(self, trunk_spec: TrunkSpec, task_classes: Sequence[int], task_names: Sequence[str],
+                 head_hidden=0, dropout=0.0, **kwargs):
+        super().__init__(prefix=NET_PREFIX, **kwargs)
+        self.task_names = list(task_names)
+        with self.name_scope():
+            self.trunk = _symbol_trunk(trunk_spec) if trunk_spec.from_symbol else _zoo_trunk(trunk_spec.network)
+            self.heads = nn.HybridSequential(prefix="")
+            for name, classes in zip(task_names, task_classes):
+                head = nn.HybridSequential(prefix="head_%s_" % name)
+                with head.name_scope():
+                    if head_hidden:
+                        head.add(nn.Dense(head_hidden, activation="relu"))
+                        if dropout:
+                            head.add(nn.Dropout(dropout))
+                    head.add(nn.Dense(classes))
+                self.heads.add(head)
+
+    def hybrid_forward(self, F, x):
+        features = self.trunk(x)
+        return tuple(head(features) for head in self.heads)
+
+    def trunk_params(self):
+        """The trunk's parameters (for freezing and lr multipliers)."""
+        return self.trunk.collect_params()
+
+    def head_params(self):
+        """The heads' parameters."""
+        return self.heads.collect_params()
+
+
+def initialize_net(net: MultiTaskNet, ctx, image_shape):
+    """Initialise every parameter and run one tiny forward so that all shapes are known."""
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
+    net(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
+
+
+def set_params(pairs):
+    """Copy arrays into parameters on all their contexts."""
+    for param, array in pairs.items():
+        param.set_data(array.astype(param.dtype))
+
+
+def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, classic_params=None):
+    """Fill the trunk from pretrained weights: a classic checkpoint's or a ``.params`` file's."""
+    if classic_params is not None:
+        pairs = match_params(net.trunk, classic_params)
+    else:
+        saved = load_params_file(model_path)
+        prefixes = ("features.", NET_PREFIX + "trunk.", "trunk.")
+        pairs = match_params(net.trunk, saved, strip_prefixes=prefixes)
+    set_params(pairs)
+    _logger.info("loaded %d pretrained trunk arrays from %s; heads are freshly initialised",
+                 len(pairs), model_path)
+
+
+def resolve_trunk(network, model, epoch, normalization_flag):
+    """Decide trunk and normalisation from --network/--model/--epoch/--normalization.
+
+    Returns (TrunkSpec, normalisation name, classic params or None).
+    """
+    if model and model.endswith(".params"):
+        return TrunkSpec(network=network), _normalization(normalization_flag, "imagenet"), None
+    if model:
+        features, input_name, params, detected = load_classic_checkpoint(model, epoch or 0)
+        if network:
+            _logger.info("--model %s is a checkpoint with its own network: --network %s does not apply",
+                         model, network)
+        spec = TrunkSpec(network="symbol:%s" % model, symbol_json=features.tojson(), input_name=input_name)
+        return spec, _normalization(normalization_flag, detected), params
+    return TrunkSpec(network=network or "resnet50_v1"), _normalization(normalization_flag, "imagenet"), None
+
+
+def _normalization(flag, detected):
+    if flag and flag != "auto":
+        if flag != detected:
+            _logger.warning("--normalization %s overrides the %s preprocessing detected for these weights",
+                            flag, detected)
+        return flag
+    return detected
+
+
+def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dropout=0.0):
+    """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``."""
+    net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
+                       head_hidden=head_hidden, dropout=dropout)
+    try:
+        initialize_net(net, ctx, image_shape)
+    except mx.base.MXNetError as exc:
+        raise UserInputError("the network %s does not accept images of shape %s: %s"
+                             % (trunk_spec.network, image_shape, str(exc).splitlines()[0]))
+    return net
+
+
+def load_checkpoint_params(net: MultiTaskNet, params_file):
+    """Load one of our own saved ``.params`` (MXNet checkpoint format) into ``net``."""
+    saved = load_params_file(params_file)
+    set_params(match_params(net, saved))
+
+
+def add_arguments(parser):
+    """Model flags."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--network", default=None,
+                       help="GluonCV model-zoo network for the trunk (default resnet50_v1); not used "
+                            "with a classic --model checkpoint, which carries its own network")
+    group.add_argument("--model", default=None,
+                       help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
+                            "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
+    group.add_argument("--epoch", type=int, default=0, help="epoch of the --model checkpoint (original flag)")
+    group.add_argument("--head-hidden", type=int, default=0, help="hidden Dense+ReLU units per head (0: none)")
+    group.add_argument("--head-dropout", type=float, default=0.0, help="dropout after the hidden layer")

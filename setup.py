@@ -1,0 +1,35 @@
+"""multitask_mx: multi-task image classification with MXNet Gluon."""
+import re
+
+from setuptools import find_packages, setup
+
+with open("multitask_mx/__init__.py") as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+setup(
+    name="multitask_mx",
+    version=VERSION,
+    description="Multi-task image classification with MXNet Gluon: .lst + raw images, "
+                "train, evaluate, predict, export",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["multitask_mx", "multitask_mx.*"]),
+    python_requires=">=3.8,<3.13",
+    # MXNet comes as an extra because its CPU and GPU builds are different
+    # distributions (mxnet, mxnet-cu112, ...) of the same module: `.[cpu]` is the
+    # default install, `.[cu112]` the CUDA 11.2 one. Always with -c constraints.txt.
+    install_requires=[
+        "gluoncv>=0.10.5",
+        "numpy",
+        "opencv-python",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "cpu": ["mxnet==1.9.1"],
+        "cu112": ["mxnet-cu112==1.9.1"],
+        "cu110": ["mxnet-cu110==1.9.1"],
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},
+)
