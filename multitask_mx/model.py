@@ -6,6 +6,7 @@ Heads output logits; softmax is applied by the loss and by predict/evaluate.
 """
 import difflib
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -60,7 +61,17 @@ def _zoo_trunk(network):
 
 def _symbol_trunk(spec: TrunkSpec):
     symbol = mx.sym.load_json(spec.symbol_json)
-    return gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))
+    with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32, set at first call
+        warnings.simplefilter("ignore", UserWarning)
+        block = gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))
+    # A symbol's parameters carry no initialiser of their own, and Xavier refuses
+    # vectors: give BatchNorm/bias vectors theirs (pretrained values replace them).
+    for name, param in block.collect_params().items():
+        if name.endswith(("gamma", "moving_var", "running_var")):
+            param.init = mx.init.One()
+        elif name.endswith(("beta", "bias", "moving_mean", "running_mean")):
+            param.init = mx.init.Zero()
+    return block
 
 
 class MultiTaskNet(gluon.HybridBlock):

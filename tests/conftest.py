@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny real JPEG datasets, .lst files and pretrained params files."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import multitask_mx  # noqa: F401  (numpy shim before mxnet)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures")
+CLASSIC_SYMBOL = os.path.join(FIXTURES, "resnet-50-symbol.json")
+CLASS_NAMES = ["background", "circle", "square", "triangle"]
+
+
+def _drawing_module():
+    path = os.path.join(REPO, "data_example", "make_data_example.py")
+    spec = importlib.util.spec_from_file_location("make_data_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_images(root, per_class, size=32, seed=0, classes=4):
+    """Draw ``per_class`` JPEGs per class under root/<class>/; returns [(relpath, label)]."""
+    draw = _drawing_module().draw_image
+    rng = np.random.RandomState(seed)
+    items = []
+    for label in range(classes):
+        folder = os.path.join(root, CLASS_NAMES[label])
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            img = cv2.resize(draw(label, rng), (size, size), interpolation=cv2.INTER_AREA)
+            rel = "%s/%s_%d_%03d.jpg" % (CLASS_NAMES[label], CLASS_NAMES[label], seed, i)
+            cv2.imwrite(os.path.join(root, rel), img)
+            items.append((rel, label))
+    return items
+
+
+def write_list(path, items, start_index=0):
+    """Write an MXNet .lst: index, labels (float format, like im2rec), path."""
+    with open(path, "w") as f:
+        for i, (rel, labels) in enumerate(items):
+            labels = labels if isinstance(labels, (list, tuple)) else [labels]
+            f.write("%d\t%s\t%s\n" % (start_index + i, "\t".join("%f" % l for l in labels), rel))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """Train/val lists of tiny 32x32 images (4 classes) under tmp_path/images."""
+    root = tmp_path / "images"
+    train = make_images(str(root), 6, seed=1)
+    val = make_images(str(root), 2, seed=2)
+    return {"root": str(root),
+            "train": write_list(tmp_path / "train.lst", train),
+            "val": write_list(tmp_path / "val.lst", val, start_index=len(train))}
+
+
+def make_classic_checkpoint(prefix, seed=0):
+    """Save params matching the classic ResNet-50 symbol (fixture) as PREFIX-0000.params."""
+    import mxnet as mx
+    sym = mx.sym.load(CLASSIC_SYMBOL)
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, 224, 224))
+    mx.random.seed(seed)
+    args = {n: mx.nd.random.normal(0, 0.02, s) for n, s in zip(sym.list_arguments(), arg_shapes)
+            if n not in ("data", "softmax_label")}
+    aux = {n: (mx.nd.ones(s) if n.endswith("var") else mx.nd.zeros(s))
+           for n, s in zip(sym.list_auxiliary_states(), aux_shapes)}
+    mx.model.save_checkpoint(str(prefix), 0, sym, args, aux)
+    return str(prefix)
+
+
+@pytest.fixture(scope="session")
+def classic_checkpoint(tmp_path_factory):
+    """A classic MXNet ResNet-50 checkpoint (the real symbol, generated weights)."""
+    return make_classic_checkpoint(tmp_path_factory.mktemp("pretrained") / "resnet-50")
+
+
+def run_cli(*args, expect=0, timeout=600, env=None):
+    """Run ``python -m multitask_mx ARGS`` and return the completed process."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "multitask_mx"] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError("exit %d (wanted %d)\nstdout:\n%s\nstderr:\n%s"
+                             % (proc.returncode, expect, proc.stdout[-4000:], proc.stderr[-6000:]))
+    return proc
