@@ -8,16 +8,24 @@ later run reads is written to a temporary name and renamed, so a kill during a
 save never leaves a half-written file under the real name.
 """
 import csv
+import glob
 import io
 import json
 import logging
+import math
 import os
+import pickle
+import re
+import shutil
 
 _logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 HISTORY_CSV = "history.csv"
+BEST_FILE = "best.json"
+PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
+STATES_FORMAT = "multitask_mx-states-1"
 
 
 def atomic_write_bytes(path, data: bytes):
@@ -69,10 +77,11 @@ def history_csv_text(history):
 class CheckpointSaver:
     """Writes and finds the files of one training run's save directory."""
 
-    def __init__(self, save_dir, save_name, writer=True):
+    def __init__(self, save_dir, save_name, writer=True, keep_last=0):
         self.save_dir = save_dir
         self.save_name = save_name
         self.writer = writer  # False on distributed ranks other than 0
+        self.keep_last = keep_last
         self.history = []
         if writer:
             os.makedirs(save_dir, exist_ok=True)
@@ -103,30 +112,207 @@ class CheckpointSaver:
         if self.writer:
             atomic_write_json(self.path(CONFIG_FILE), config)
 
+    def read_config(self):
+        """The run's config.json."""
+        return read_json(self.path(CONFIG_FILE))
+
+    def read_text(self, filename):
+        """A text file of the run."""
+        with open(self.path(filename), encoding="utf-8") as f:
+            return f.read()
+
+    def read_best(self):
+        """best.json of an earlier run, or None."""
+        path = self.path(BEST_FILE)
+        return read_json(path) if os.path.exists(path) else None
+
     def write_text(self, filename, text):
         """Write a text file of the run (e.g. the trunk symbol), atomically."""
         if self.writer:
             atomic_write_bytes(self.path(filename), text.encode("utf-8"))
 
-    def save_epoch(self, net, trainer, epoch, record):
-        """Write the epoch's symbol, params, optimizer states and history row."""
+    def save_epoch(self, net, trainer, epoch, record, best=None):
+        """Write the epoch's symbol, params, optimizer states and history row (and best, keep-last)."""
         if not self.writer:
             return
-        tmp_prefix = self.path(".tmp-%d-%s" % (os.getpid(), self.save_name))
-        net.export(tmp_prefix, epoch=epoch)
-        os.replace("%s-symbol.json" % tmp_prefix, self.symbol_file())
-        os.replace("%s-%04d.params" % (tmp_prefix, epoch), self.params_file(epoch))
+        self._export(net, self.params_file(epoch))
         if trainer is not None:
-            trainer.save_states(tmp_prefix + ".states")
-            os.replace(tmp_prefix + ".states", self.states_file(epoch))
+            save_trainer_states(trainer, self.states_file(epoch))
         self.append_history(record)
+        if best is not None and best.update(record):
+            self._link_atomic(self.params_file(epoch), self.best_params_file())
+            atomic_write_json(self.path(BEST_FILE), best.to_dict())
+            _logger.info("epoch %d is the best so far: %s = %.5g -> %s", epoch, best.metric, best.value,
+                         self.best_params_file())
+        self._clear_progress()
+        self.prune(epoch)
         _logger.info("saved checkpoint %s", self.params_file(epoch))
+
+    def save_progress(self, net, trainer, epoch, batches_done):
+        """Mid-epoch checkpoint (``--checkpoint-every``): weights, states and the position."""
+        if not self.writer:
+            return
+        self._export(net, "%s-last.params" % self.prefix)
+        save_trainer_states(trainer, "%s-last.states" % self.prefix)
+        atomic_write_json(self.path(PROGRESS_FILE), {"epoch": epoch, "batches_done": batches_done})
+
+    def _clear_progress(self):
+        for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def best_params_file(self):
+        """``{name}-best.params``: the weights of the best epoch so far."""
+        return "%s-best.params" % self.prefix
+
+    def _export(self, net, params_path):
+        tmp_prefix = self.path(".tmp-%d-%s" % (os.getpid(), self.save_name))
+        net.export(tmp_prefix, epoch=0)
+        os.replace("%s-symbol.json" % tmp_prefix, self.symbol_file())
+        os.replace("%s-0000.params" % tmp_prefix, params_path)
+
+    @staticmethod
+    def _link_atomic(source, target):
+        tmp = "%s.tmp-%d" % (target, os.getpid())
+        try:
+            os.link(source, tmp)  # no copy: the epoch file and best share the bytes
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+    def prune(self, epoch, keep_last=None):
+        """Delete epoch files older than the newest ``keep_last`` (best.params stays)."""
+        keep = self.keep_last if keep_last is None else keep_last
+        if not keep:
+            return
+        for old in self.saved_epochs():
+            if old <= epoch - keep:
+                for path in (self.params_file(old), self.states_file(old)):
+                    if os.path.exists(path):
+                        os.remove(path)
+
+    def saved_epochs(self):
+        """Epoch numbers that have a params file, ascending."""
+        pattern = re.compile(re.escape(self.save_name) + r"-(\d{4,})\.params$")
+        found = (pattern.match(os.path.basename(p)) for p in glob.glob("%s-*.params" % glob.escape(self.prefix)))
+        return sorted(int(m.group(1)) for m in found if m)
 
     def append_history(self, record):
         """Add one epoch's record to ``history.json`` and ``history.csv``."""
-        self.history.append(record)
+        self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
         atomic_write_json(self.path(HISTORY_FILE), self.history)
         atomic_write_bytes(self.path(HISTORY_CSV), history_csv_text(self.history).encode("utf-8"))
+
+    def resume_point(self):
+        """(epoch, params file, states file, batches done) to resume from, or None.
+
+        The newest finished epoch, or a newer mid-epoch checkpoint if one exists.
+        """
+        history = read_json(self.path(HISTORY_FILE)) if os.path.exists(self.path(HISTORY_FILE)) else []
+        finished = [r["epoch"] for r in history if os.path.exists(self.params_file(r["epoch"]))
+                    and os.path.exists(self.states_file(r["epoch"]))]
+        epoch = max(finished) if finished else 0
+        self.history = [r for r in history if r["epoch"] <= epoch]
+        progress = self.path(PROGRESS_FILE)
+        if os.path.exists(progress):
+            pos = read_json(progress)
+            if pos["epoch"] == epoch + 1 and os.path.exists("%s-last.states" % self.prefix):
+                return (epoch, "%s-last.params" % self.prefix, "%s-last.states" % self.prefix,
+                        pos["batches_done"])
+        if not epoch:
+            return None
+        return epoch, self.params_file(epoch), self.states_file(epoch), 0
+
+
+class BestTracker:
+    """Which epoch is best by ``val-loss``, ``val-acc:<task>``, ``val-acc-mean`` (or train-loss)."""
+
+    def __init__(self, metric, task_names, has_val=True):
+        if metric.startswith("val") and not has_val:
+            _logger.info("--best-metric %s needs --data-val; using train-loss instead", metric)
+            metric = "train-loss"
+        valid = ["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
+        if metric not in valid:
+            from .errors import UserInputError
+            raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
+        self.metric = metric
+        self.higher_is_better = "acc" in metric
+        self.value, self.epoch = None, None
+
+    def value_of(self, record):
+        """The metric's value in an epoch record."""
+        if self.metric == "val-loss":
+            return record["val_loss"]
+        if self.metric == "train-loss":
+            return record["train_loss"]
+        if self.metric == "val-acc-mean":
+            accs = [v["acc"] for v in record["val"].values() if v["count"]]
+            return sum(accs) / len(accs)
+        return record["val"][self.metric.split(":", 1)[1]]["acc"]
+
+    def update(self, record):
+        """Take an epoch's record; True if it is a new best."""
+        value = self.value_of(record)
+        if value is None or math.isnan(value):
+            return False
+        better = self.value is None or (value > self.value if self.higher_is_better else value < self.value)
+        if better:
+            self.value, self.epoch = value, record["epoch"]
+        return better
+
+    def to_dict(self):
+        """For best.json."""
+        return {"metric": self.metric, "value": self.value, "epoch": self.epoch}
+
+    def restore(self, saved):
+        """Continue from a best.json written by an earlier run."""
+        if saved and saved.get("metric") == self.metric:
+            self.value, self.epoch = saved["value"], saved["epoch"]
+
+
+def _trainer_ready(trainer):
+    # Trainer creates its kvstore and per-device updaters lazily, at the first step.
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+
+
+def save_trainer_states(trainer, path):
+    """Save the optimizer state of every device (Trainer.save_states keeps only the first)."""
+    _trainer_ready(trainer)
+    if trainer._update_on_kvstore:  # distributed: the state lives in the kvstore
+        tmp = "%s.tmp-%d" % (path, os.getpid())
+        trainer.save_states(tmp)
+        os.replace(tmp, path)
+        return
+    payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True) for u in trainer._updaters]}
+    atomic_write_bytes(path, pickle.dumps(payload))
+
+
+def load_trainer_states(trainer, path):
+    """Load states saved by save_trainer_states, onto as many devices as the trainer has now."""
+    _trainer_ready(trainer)
+    if trainer._update_on_kvstore:
+        trainer.load_states(path)
+        return
+    with open(path, "rb") as f:
+        payload = pickle.loads(f.read())
+    states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
+    if states is None:
+        from .errors import UserInputError
+        raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
+    updaters = trainer._updaters
+    if len(states) != len(updaters):
+        # Data-parallel devices apply identical updates, so their states are copies.
+        _logger.info("resuming on %d device(s) from states of %d: device 0's state is given to all",
+                     len(updaters), len(states))
+        states = [states[0]] * len(updaters)
+    for updater, state in zip(updaters, states):
+        updater.set_states(state)
+        updater.optimizer = updaters[0].optimizer
+    trainer._optimizer = updaters[0].optimizer
+    trainer._optimizer.param_dict = {i: p for i, p in enumerate(trainer._params)}
 
 
 def add_arguments(parser):
@@ -134,3 +320,11 @@ def add_arguments(parser):
     group = parser.add_argument_group("checkpoint")
     group.add_argument("--save-result", required=True, help="folder for checkpoints, logs and history")
     group.add_argument("--save-name", default="multitask", help="checkpoint prefix inside --save-result")
+    group.add_argument("--best-metric", default="val-loss",
+                       help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, val-acc-mean")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
+    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                       help="also checkpoint every N batches, so a kill loses at most N batches")
+    group.add_argument("--keep-last", type=int, default=0, metavar="K",
+                       help="keep only the newest K epoch checkpoints (0: keep all; best is always kept)")

@@ -7,6 +7,7 @@ image root (``--image-train``/``--image-val``) or absolute.
 """
 import collections
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -53,6 +54,8 @@ def _parse_label(text, where):
     try:
         value = float(text)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # 'nan' and 'inf' parse as floats but are not class indices
         raise UserInputError("%s: label %r is not a number. Labels are class indices "
                              "(0, 1, 2 or 0.000000, 1.000000 ...), -1 for unknown." % (where, text))
     if value != int(value):
@@ -73,7 +76,7 @@ def parse_line(text, where):
                              % (where, len(parts), text.strip()[:120], hint))
     try:
         index = int(float(parts[0]))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 'inf'; 'nan' gives ValueError
         raise UserInputError("%s: the first column must be the image index (a number), found %r."
                              % (where, parts[0]))
     labels = tuple(_parse_label(t, where) for t in parts[1:-1])
@@ -81,6 +84,16 @@ def parse_line(text, where):
     if not path:
         raise UserInputError("%s: the image path (last column) is empty." % where)
     return index, labels, path
+
+
+def _decode_line(raw, where, first):
+    # Decoded per line so that a bad byte is reported with its line; a UTF-8 byte-order
+    # mark (Windows editors write one) is dropped from the first line.
+    try:
+        return raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError("%s: not UTF-8 text. A .lst file is text (index, labels, path separated by "
+                             "TABs); pass the .lst, not the .rec/.idx, and save it as UTF-8." % where)
 
 
 def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
@@ -98,11 +111,12 @@ def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
                              "at the folder the list's paths are relative to." % (root, lst_path))
     entries = []
     width = None
-    with open(lst_path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
+    with open(lst_path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = "%s:%d" % (lst_path, number)
+            text = _decode_line(raw, where, first=number == 1)
             if not text.strip():
                 continue
-            where = "%s:%d" % (lst_path, number)
             index, labels, rel = parse_line(text, where)
             if width is None:
                 width = len(labels)
@@ -115,6 +129,9 @@ def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
         raise UserInputError("list file %s has no entries." % lst_path)
     if num_parts > 1:
         entries = entries[part_index::num_parts]
+        if not entries:
+            raise UserInputError("list file %s has fewer entries than the %d workers sharing it; worker %d "
+                                 "gets none. Use more images or fewer workers." % (lst_path, num_parts, part_index))
     return ImageList(lst_path, root, entries)
 
 

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional
 
 from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
+import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
@@ -25,39 +26,68 @@ _logger = logging.getLogger(__name__)
 
 
 class MultiTaskLoss:
-    """Sum over tasks of softmax cross-entropy; unknown labels (-1) and padding count zero."""
+    """Weighted sum over tasks of softmax cross-entropy.
 
-    def __init__(self, num_tasks, weights=None):
-        self.num_tasks = num_tasks
-        self.weights = list(weights) if weights else [1.0] * num_tasks
-        self._ce = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=True)
+    Unknown labels (-1), failed images and device padding have mask 0 and add
+    nothing. Optional label smoothing; ``mix`` gives mixup's second labels and weight.
+    """
 
-    def __call__(self, outputs, labels, valid):
+    def __init__(self, num_classes, weights=None, label_smoothing=0.0):
+        self.num_classes = list(num_classes)
+        self.weights = list(weights) if weights else [1.0] * len(self.num_classes)
+        self.label_smoothing = label_smoothing
+        self._ce = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not label_smoothing)
+
+    def _task_loss(self, out, label, k):
+        if not self.label_smoothing:
+            return self._ce(out, label)
+        eps, classes = self.label_smoothing, self.num_classes[k]
+        dense = mx.nd.one_hot(label, classes, on_value=1 - eps + eps / classes, off_value=eps / classes)
+        return self._ce(out, dense)
+
+    def __call__(self, outputs, labels, valid, mix=None):
         """Returns (total per-sample loss, per-task losses, per-task labels, per-task masks)."""
         losses, task_labels, masks = [], [], []
         for k, out in enumerate(outputs):
-            label = labels[:, k]
-            mask = (label >= 0).astype("float32") * valid
-            label = mx.nd.maximum(label, 0).astype("float32")
-            losses.append(self._ce(out, label) * mask)
+            label, mask = _label_and_mask(labels[:, k], valid)
+            loss = self._task_loss(out, label, k) * mask
+            if mix is not None:
+                other, other_mask = _label_and_mask(mix[0][:, k], valid)
+                loss = mix[1] * loss + (1 - mix[1]) * self._task_loss(out, other, k) * other_mask
+            losses.append(loss)
             task_labels.append(label)
             masks.append(mask)
         total = mx.nd.add_n(*[w * l for w, l in zip(self.weights, losses)])
         return total, losses, task_labels, masks
 
 
+def _label_and_mask(label, valid):
+    mask = (label >= 0).astype("float32") * valid
+    return mx.nd.maximum(label, 0).astype("float32"), mask
+
+
+def mixup(x, labels, alpha, rng):
+    """Mix each image with another of the batch: (mixed x, the partners' labels, weight)."""
+    lam = float(rng.beta(alpha, alpha))
+    index = mx.nd.array(rng.permutation(x.shape[0]), ctx=x.context)
+    return lam * x + (1 - lam) * mx.nd.take(x, index), mx.nd.take(labels, index), lam
+
+
 @dataclass
 class LoopConfig:
-    """How the loop reports: batches between log lines, progress bar or plain lines."""
+    """How the loop runs and reports."""
 
     log_every: int = 20
     progress_bar: bool = True
     skip_bad: bool = False
+    mixup_alpha: float = 0.0
+    amp: bool = False
+    seed: Optional[int] = None
 
 
-def _progress(loader, enabled, desc):
+def _progress(loader, enabled, desc, total=None):
     if enabled and sys.stderr.isatty():
-        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, total=total or len(loader))
     return loader
 
 
@@ -79,37 +109,57 @@ def _check_finite(values, epoch, batch_index):
 
 
 def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, epoch, cfg: LoopConfig,
-                    on_batch: Optional[Callable] = None):
-    """Train over ``loader`` once; returns (metric values, images/s, skipped bad images)."""
+                    on_batch: Optional[Callable] = None, max_batches=None):
+    """Train over ``loader`` once (or ``max_batches``); returns (metric values, images/s, skipped images)."""
     metrics.reset()
-    skipped, seen, tic, interval_start, interval_seen = 0, 0, time.time(), time.time(), 0
-    bar = _progress(loader, cfg.progress_bar, "epoch %d" % epoch)
-    for i, batch in enumerate(bar):
+    rng = np.random.RandomState(None if cfg.seed is None else cfg.seed + epoch)
+    skipped, seen, done, tic = 0, 0, 0, time.time()
+    interval_start, interval_seen = tic, 0
+    bar = _progress(loader, cfg.progress_bar, "epoch %d" % epoch, max_batches)
+    for batch in bar:
+        if max_batches is not None and done >= max_batches:
+            break
         if cfg.skip_bad:
             skipped += _log_bad_samples(batch, loader._dataset)
-        parts, valids = split_batch(batch[:2], ctxs)
-        with autograd.record():
-            results = []
-            for (x, y), v in zip(parts, valids):
-                outputs = net(x)
-                results.append((outputs, loss_fn(outputs, y, v)))
-        autograd.backward([res[1][0] for res in results])
-        trainer.step(batch[0].shape[0])
-        for d, (outputs, (_, losses, labels, masks)) in enumerate(results):
-            metrics.update(d, outputs, labels, masks, losses)
+        train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng)
+        done += 1
         seen += batch[0].shape[0]
         interval_seen += batch[0].shape[0]
-        if (i + 1) % cfg.log_every == 0:
+        if done % cfg.log_every == 0:
             values = metrics.values()
-            _check_finite(values, epoch, i + 1)
+            _check_finite(values, epoch, done)
             speed = interval_seen / max(time.time() - interval_start, 1e-9)
-            _report_interval(bar, epoch, i + 1, speed, values, trainer.learning_rate)
+            _report_interval(bar, epoch, done, speed, values, trainer.learning_rate)
             interval_start, interval_seen = time.time(), 0
         if on_batch is not None:
-            on_batch(epoch, i + 1)
+            on_batch(epoch, done)
     values = metrics.values()
-    _check_finite(values, epoch, i + 1 if seen else 0)
+    _check_finite(values, epoch, done)
     return values, seen / max(time.time() - tic, 1e-9), skipped
+
+
+def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng):
+    """One batch: split over devices, forward, summed task losses, backward, update, metrics."""
+    parts, valids = split_batch(batch[:2], ctxs)
+    results = []
+    with autograd.record():
+        for (x, y), v in zip(parts, valids):
+            mix = None
+            if cfg.mixup_alpha:
+                x, other, lam = mixup(x, y, cfg.mixup_alpha, rng)
+                mix = (other, lam)
+            outputs = net(x)
+            results.append((outputs, loss_fn(outputs, y, v, mix)))
+        totals = [res[1][0] for res in results]
+        if cfg.amp:
+            from mxnet.contrib import amp
+            with amp.scale_loss(totals, trainer) as scaled:
+                autograd.backward(scaled)
+    if not cfg.amp:
+        autograd.backward(totals)
+    trainer.step(batch[0].shape[0])
+    for d, (outputs, (_, losses, labels, masks)) in enumerate(results):
+        metrics.update(d, outputs, labels, masks, losses)
 
 
 def _report_interval(bar, epoch, batch_index, speed, values, lr):
@@ -155,9 +205,11 @@ def add_arguments(parser):
     group.add_argument("--mom", type=float, default=0.9, help="SGD momentum")
     group.add_argument("--wd", type=float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
-    group.add_argument("--lr-scheduler", default="step", help="learning-rate schedule: step")
-    group.add_argument("--lr-step-epochs", default="5,10", help="epochs at which the step schedule drops the lr")
-    group.add_argument("--lr-factor", type=float, default=0.1, help="lr multiplier at each step")
+    group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon, e.g. 0.1")
+    group.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                       help="mixup with Beta(ALPHA, ALPHA) weights, applied to every task (0: off)")
+    group.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                       help="float16 = mixed precision (AMP) on GPUs")
     group.add_argument("--seed", type=int, default=None, help="random seed for weights, shuffling, augmentation")
     group.add_argument("--disp-batches", type=int, default=20, help="batches between speed/metric log lines")
     group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")

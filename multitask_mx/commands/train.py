@@ -10,9 +10,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import checkpoints, data, devices, model, tasks as tasks_mod, training
+from .. import checkpoints, data, devices, finetune, model, tasks as tasks_mod, training
 from . import plain_args
-from ..checkpoints import CheckpointSaver
+from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
+from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
 from ..images import AugmentConfig, EvalTransform, TrainTransform, parse_image_shape
@@ -31,6 +32,7 @@ def add_arguments(parser):
     data.add_arguments(parser)
     tasks_mod.add_arguments(parser)
     model.add_arguments(parser)
+    finetune.add_arguments(parser)
     training.add_arguments(parser)
     checkpoints.add_arguments(parser)
     devices.add_arguments(parser)
@@ -70,17 +72,25 @@ def build_datasets(args, train, val, tasks, image_shape, normalization):
     return train_set, val_set
 
 
-def make_trainer(args, net, kv, epoch_size, begin_epoch):
-    """A gluon.Trainer with the lr schedule; the batch size is the total over devices."""
-    lr, scheduler = make_scheduler(args.lr_scheduler, args.lr, epoch_size, begin_epoch,
+def make_trainer(args, net, kv, epoch_size):
+    """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
+
+    Updates run on each device (update_on_kvstore=False) except for dist_async,
+    so every device's optimizer state can be saved and restored.
+    """
+    lr, scheduler = make_scheduler(args.lr_scheduler, args.lr, epoch_size, 0,
                                    parse_epochs(args.lr_step_epochs), args.lr_factor)
     params = {"learning_rate": lr, "wd": args.wd}
     if scheduler is not None:
         params["lr_scheduler"] = scheduler
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
+    if args.dtype == "float16":
+        params["multi_precision"] = True
+    on_kvstore = None if "async" in args.kv_store else False
     try:
-        return gluon.Trainer(net.collect_params(), args.optimizer, params, kvstore=kv)
+        return gluon.Trainer(net.collect_params(), args.optimizer, params, kvstore=kv,
+                             update_on_kvstore=on_kvstore)
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
 
@@ -112,38 +122,127 @@ def seed_everything(seed):
         mx.random.seed(seed)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, saver, args, begin_epoch):
-    """Train epochs ``begin_epoch+1 .. --num-epoch``, validating and saving after each."""
+def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
+    """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
+    begin_epoch, batches_done = start
     train_loader, val_loader = loaders
-    loss_fn = training.MultiTaskLoss(len(tasks))
+    finetune_cfg = FinetuneConfig.from_args(args)
+    loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
     metrics = TaskMetrics([t.name for t in tasks], ctxs)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
-                              skip_bad=args.skip_bad_images)
+                              skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
+                              amp=args.dtype == "float16", seed=args.seed)
+    best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=val_loader is not None)
+    best.restore(saver.read_best())
+    save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
-        tic = time.time()
-        lr = trainer.learning_rate
+        tic, lr = time.time(), trainer.learning_rate
+        if apply_freezing(net, finetune_cfg, epoch):
+            net.hybridize(static_alloc=True, static_shape=True)  # rebuild the graph for the new grad_req
+        remaining = len(train_loader) - batches_done if batches_done else None
         train_values, speed, skipped = training.train_one_epoch(
-            net, trainer, train_loader, ctxs, loss_fn, metrics, epoch, cfg)
+            net, trainer, train_loader, ctxs, loss_fn, metrics, epoch, cfg, save_every, remaining)
+        batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
         if val_loader is not None:
             val_values = training.evaluate(net, val_loader, ctxs, loss_fn, metrics)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
-        saver.save_epoch(net, trainer, epoch, record)
+        saver.save_epoch(net, trainer, epoch, record, best)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
     return saver.history
 
 
+def _mid_epoch_saver(saver, net, trainer, every, offset):
+    if not every:
+        return None
+
+    def on_batch(epoch, done):
+        if (done + offset) % every == 0:
+            saver.save_progress(net, trainer, epoch, done + offset)
+    return on_batch
+
+
+def check_devices_and_dtype(args, ctxs):
+    """Refuse float16 on CPU before any work."""
+    if args.dtype == "float16" and all(c.device_type == "cpu" for c in ctxs):
+        raise UserInputError("--dtype float16 (mixed precision) needs GPUs; on CPU it would be slower and less "
+                             "accurate. Drop --dtype or pass --gpus.")
+
+
+def prepare_net(args, tasks, ctxs, image_shape, saver):
+    """The network, fresh (pretrained trunk or scratch) or restored for --resume.
+
+    Returns (net, trunk spec, normalisation, resume point or None).
+    """
+    point = find_resume_point(args, saver)
+    if point is not None:
+        saved = saver.read_config()
+        check_resume_compatible(saved, args, tasks, image_shape)
+        trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
+                                     symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
+                                     if saved["trunk"]["kind"] == "symbol" else None)
+        net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
+        model.load_checkpoint_params(net, point[1])
+        _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
+                     " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
+        return net, trunk_spec, saved["normalization"], point
+    trunk_spec, normalization, classic_params = model.resolve_trunk(
+        args.network, args.model, args.epoch, args.normalization)
+    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
+    if args.model:
+        model.load_pretrained_trunk(net, args.model, trunk_spec, classic_params)
+    else:
+        _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
+    return net, trunk_spec, normalization, None
+
+
+def find_resume_point(args, saver):
+    """Where --resume (or --model SAVE_PREFIX --epoch N, the original's way) continues from."""
+    own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(saver.prefix)
+    if not (args.resume or own_prefix):
+        return None
+    if not os.path.exists(saver.path(checkpoints.CONFIG_FILE)):
+        raise UserInputError("--resume: %s has no config.json, so there is no run to resume there. Check "
+                             "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
+    point = saver.resume_point()
+    if own_prefix and not args.resume:
+        if not os.path.exists(saver.params_file(args.epoch)):
+            raise UserInputError("--model %s --epoch %d: no such checkpoint; saved epochs: %s"
+                                 % (args.model, args.epoch, saver.saved_epochs() or "none"))
+        point = (args.epoch, saver.params_file(args.epoch), saver.states_file(args.epoch), 0)
+        saver.history = [r for r in saver.history if r["epoch"] <= args.epoch]
+    if point is None:
+        _logger.info("--resume: no finished epoch in %s yet; starting from the beginning", saver.save_dir)
+    return point
+
+
+def check_resume_compatible(saved, args, tasks, image_shape):
+    """Stop if --resume would continue a run of another network, tasks or image shape."""
+    problems = []
+    if args.network and saved["trunk"]["kind"] == "zoo" and args.network != saved["network"]:
+        problems.append("network %s, not %s" % (saved["network"], args.network))
+    saved_tasks = [(t["name"], t["num_classes"]) for t in saved["tasks"]]
+    if saved_tasks != [(t.name, t.num_classes) for t in tasks]:
+        problems.append("tasks %s, not %s" % (saved_tasks, [(t.name, t.num_classes) for t in tasks]))
+    if list(saved["image_shape"]) != list(image_shape):
+        problems.append("image shape %s, not %s" % (saved["image_shape"], list(image_shape)))
+    if problems:
+        raise UserInputError("--resume: the run in %s was trained with %s. Resume with the same settings, or "
+                             "use a new --save-result." % (args.save_result, "; ".join(problems)))
+
+
 def run(args):
     """Entry point of ``multitask-mx train``."""
-    save_dir = args.save_result
-    setup_logging(os.path.join(save_dir, "train.log"), quiet=args.quiet)
+    setup_logging(os.path.join(args.save_result, "train.log"), quiet=args.quiet)
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
+    FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
     seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
+    check_devices_and_dtype(args, ctxs)
     kv = mx.kv.create(args.kv_store)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
@@ -159,13 +258,12 @@ def run(args):
     preflight_report(tasks, train, val)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
 
-    trunk_spec, normalization, classic_params = model.resolve_trunk(
-        args.network, args.model, args.epoch, args.normalization)
-    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
-    if args.model:
-        model.load_pretrained_trunk(net, args.model, trunk_spec, classic_params)
-    else:
-        _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
+    saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
+    net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
+    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
+    if args.dtype == "float16":
+        from mxnet.contrib import amp
+        amp.init()
     net.hybridize(static_alloc=True, static_shape=True)
 
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
@@ -175,12 +273,17 @@ def run(args):
     val_loader = make_loader(val_set, batch, False, threads) if val_set else None
     num_examples = args.num_examples or len(train) * kv.num_workers
     epoch_size = max(1, int(np.ceil(num_examples / float(batch * kv.num_workers))))
-    trainer = make_trainer(args, net, kv, epoch_size, 0)
+    trainer = make_trainer(args, net, kv, epoch_size)
+    if args.dtype == "float16":
+        amp.init_trainer(trainer)
+    if point is not None:
+        load_trainer_states(trainer, point[2])
 
-    saver = CheckpointSaver(save_dir, args.save_name, writer=kv.rank == 0)
-    saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
-    if trunk_spec.from_symbol:
-        saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
+    if point is None:
+        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
+        if trunk_spec.from_symbol:
+            saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
-    return fit(net, trainer, (train_loader, val_loader), ctxs, tasks, saver, args, 0)
+    start = (point[0], point[3]) if point else (0, 0)
+    return fit(net, trainer, (train_loader, val_loader), ctxs, tasks, saver, args, start)

@@ -1,0 +1,128 @@
+"""Transfer-learning controls: which parameters train, and at what rate.
+
+Frozen parameters get ``grad_req='null'``: no gradient is computed or stored for
+them and the trainer skips them, so feature extraction costs no trunk backward.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UserInputError
+
+_logger = logging.getLogger(__name__)
+
+NO_WD_PATTERN = ".*gamma|.*beta|.*bias|.*running_mean|.*running_var|.*moving_mean|.*moving_var"
+
+
+@dataclass
+class FinetuneConfig:
+    """Freezing and learning-rate settings from the command line."""
+
+    freeze_trunk: bool = False
+    unfreeze_from: Optional[str] = None
+    freeze_epochs: int = 0
+    trunk_lr_mult: float = 1.0
+    no_wd_bias_bn: bool = False
+
+    @classmethod
+    def from_args(cls, args):
+        """Build from parsed flags, refusing combinations that contradict each other."""
+        if args.freeze_trunk and args.unfreeze_from:
+            raise UserInputError("--freeze-trunk trains no trunk layer, --unfreeze-from %s trains some: use one. "
+                                 "(--freeze-epochs N with --unfreeze-from does both in sequence.)"
+                                 % args.unfreeze_from)
+        if args.freeze_epochs < 0 or (args.freeze_trunk and args.freeze_epochs):
+            raise UserInputError("--freeze-epochs N trains the heads alone for N epochs, then fine-tunes; "
+                                 "it cannot be combined with --freeze-trunk (frozen throughout).")
+        if args.trunk_lr_mult < 0:
+            raise UserInputError("--trunk-lr-mult must be 0 or more (0.1 = the trunk learns 10x slower).")
+        return cls(args.freeze_trunk, args.unfreeze_from, args.freeze_epochs, args.trunk_lr_mult,
+                   args.no_wd_bias_bn)
+
+    def frozen_at(self, epoch):
+        """What is frozen in (1-based) ``epoch``: 'trunk', 'below' (under unfreeze_from) or None."""
+        if self.freeze_trunk or (self.freeze_epochs and epoch <= self.freeze_epochs):
+            return "trunk"
+        return "below" if self.unfreeze_from else None
+
+
+def trainable_split(net, unfreeze_from):
+    """(frozen, trainable) trunk parameter lists: trainable from the first name containing ``unfreeze_from``."""
+    params = list(net.trunk_params().values())
+    start = next((i for i, p in enumerate(params) if _matches(p.name, unfreeze_from)), None)
+    if start is None:
+        stages = sorted({_stage_of(p.name) for p in params if _stage_of(p.name)})
+        raise UserInputError("--unfreeze-from %r matches no trunk layer. Stages of this network: %s; or give a "
+                             "layer-name prefix such as %r." % (unfreeze_from, ", ".join(stages) or "none",
+                                                                 _short(params[-1].name)))
+    return params[:start], params[start:]
+
+
+def _short(name):
+    from .model import NET_PREFIX
+    return name[len(NET_PREFIX):] if name.startswith(NET_PREFIX) else name
+
+
+def _matches(name, wanted):
+    short = _short(name)
+    return short.startswith(wanted) or ("_%s" % wanted) in short or short.split("_", 1)[-1].startswith(wanted)
+
+
+def _stage_of(name):
+    for part in _short(name).split("_"):
+        if part.startswith("stage") or part.startswith("layer"):
+            return part
+    return None
+
+
+def apply_freezing(net, cfg: FinetuneConfig, epoch):
+    """Set grad_req for ``epoch``; returns True if it changed (the graph must be re-hybridized)."""
+    mode = cfg.frozen_at(epoch)
+    frozen, trainable = [], list(net.trunk_params().values())
+    if mode == "trunk":
+        frozen, trainable = trainable, []
+    elif mode == "below":
+        frozen, trainable = trainable_split(net, cfg.unfreeze_from)
+    changed = False
+    for param, req in [(p, "null") for p in frozen] + [(p, "write") for p in trainable]:
+        if param.grad_req != req:
+            param.grad_req = req
+            changed = True
+    for param in net.head_params().values():
+        param.grad_req = "write"
+    if changed or epoch == 1:
+        describe_trainable(net, frozen, trainable, epoch)
+    return changed
+
+
+def describe_trainable(net, frozen, trainable, epoch):
+    """Log which layers train from ``epoch`` on."""
+    if not frozen:
+        _logger.info("epoch %d: all layers train (%d trunk parameters + heads)", epoch, len(trainable))
+    elif not trainable:
+        _logger.info("epoch %d: trunk frozen (%d parameters), only the heads train", epoch, len(frozen))
+    else:
+        _logger.info("epoch %d: trunk frozen up to %s; training %s .. %s and the heads", epoch,
+                     _short(frozen[-1].name), _short(trainable[0].name), _short(trainable[-1].name))
+
+
+def apply_rate_multipliers(net, cfg: FinetuneConfig):
+    """Per-parameter lr_mult for the trunk and wd_mult 0 for biases and BatchNorm if asked."""
+    if cfg.trunk_lr_mult != 1.0:
+        net.trunk_params().setattr("lr_mult", cfg.trunk_lr_mult)
+        _logger.info("trunk learns at %g x --lr", cfg.trunk_lr_mult)
+    if cfg.no_wd_bias_bn:
+        net.collect_params(NO_WD_PATTERN).setattr("wd_mult", 0.0)
+        _logger.info("no weight decay on biases and BatchNorm parameters")
+
+
+def add_arguments(parser):
+    """Fine-tuning flags."""
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--freeze-trunk", action="store_true", help="train only the heads (feature extraction)")
+    group.add_argument("--unfreeze-from", default=None, metavar="STAGE",
+                       help="train the heads and the trunk from this stage up (e.g. stage4, or a layer prefix)")
+    group.add_argument("--freeze-epochs", type=int, default=0,
+                       help="heads only for N epochs, then fine-tune (all, or from --unfreeze-from)")
+    group.add_argument("--trunk-lr-mult", type=float, default=1.0, help="trunk learning rate = this x --lr")
+    group.add_argument("--no-wd-bias-bn", action="store_true", help="no weight decay on biases and BatchNorm")

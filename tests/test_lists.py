@@ -1,0 +1,201 @@
+"""lists: reading .lst files and the checks on them, on real files in tmp_path."""
+import os
+
+import pytest
+
+from multitask_mx.errors import UserInputError
+from multitask_mx.lists import (MISSING_LABEL, check_label_range, drop_entries, find_duplicates,
+                                find_overlap, infer_num_classes, read_list)
+
+from conftest import write_list
+
+
+def write_text(path, text, mode="w"):
+    """Write ``text`` (str or bytes) to ``path`` and return it as a string."""
+    with open(path, mode) as f:
+        f.write(text)
+    return str(path)
+
+
+@pytest.fixture
+def lst(tmp_path):
+    """Write a .lst with the given content under tmp_path; returns its path."""
+    def make(text, name="data.lst"):
+        return write_text(tmp_path / name, text)
+    return make
+
+
+def assert_error(match_parts, func, *args, **kwargs):
+    """Call ``func`` expecting a UserInputError whose message contains every part."""
+    with pytest.raises(UserInputError) as info:
+        func(*args, **kwargs)
+    message = str(info.value)
+    for part in match_parts:
+        assert part in message, "%r not in %r" % (part, message)
+    return message
+
+
+# ---- good lines -------------------------------------------------------------------------------
+
+def test_float_labels_and_default_root(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("x/a.jpg", 1), ("b.jpg", 0), ("c.jpg", 3)])
+    image_list = read_list(path)
+    assert image_list.source == path
+    assert image_list.image_root == str(tmp_path)
+    assert len(image_list) == 3
+    assert image_list.num_label_columns == 1
+    first = image_list.entries[0]
+    assert (first.line, first.index, first.labels) == (1, 0, (1,))
+    assert all(isinstance(v, int) for e in image_list.entries for v in e.labels)
+    assert first.path == os.path.join(str(tmp_path), "x/a.jpg")
+    assert image_list.where(image_list.entries[2]) == "%s:3" % path
+
+
+def test_several_label_columns(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("a.jpg", [2, 0, 1]), ("b.jpg", [0, 1, MISSING_LABEL])])
+    image_list = read_list(path)
+    assert image_list.num_label_columns == 3
+    assert [e.labels for e in image_list.entries] == [(2, 0, 1), (0, 1, -1)]
+
+
+def test_absolute_and_relative_paths_with_explicit_root(tmp_path, lst):
+    root = tmp_path / "images"
+    root.mkdir()
+    absolute = str(tmp_path / "elsewhere" / "z.jpg")
+    path = lst("0\t1\trel/a.jpg\n1\t0\t%s\n" % absolute)
+    image_list = read_list(path, str(root))
+    assert image_list.image_root == str(root)
+    assert image_list.entries[0].path == os.path.join(str(root), "rel/a.jpg")
+    assert image_list.entries[1].path == absolute
+
+
+def test_integer_labels_missing_label_blank_lines_and_crlf(lst):
+    path = lst("\n0\t2\ta.jpg\r\n\n   \n5\t-1\tb c.jpg\r\n\n")
+    image_list = read_list(path)
+    assert [(e.line, e.index, e.labels) for e in image_list.entries] == [(2, 0, (2,)), (5, 5, (-1,))]
+    assert image_list.entries[1].path.endswith("b c.jpg")  # spaces inside a path are fine
+
+
+def test_utf8_paths_and_byte_order_mark(tmp_path):
+    path = write_text(tmp_path / "bom.lst", "\ufeff0\t1\tcafé.jpg\n1\t0\tb.jpg\n".encode("utf-8"), "wb")
+    image_list = read_list(path)
+    assert image_list.entries[0].index == 0
+    assert image_list.entries[0].path.endswith("café.jpg")
+
+
+def test_sharding_splits_lines_between_workers(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("%d.jpg" % i, i % 2) for i in range(7)])
+    parts = [read_list(path, part_index=p, num_parts=3) for p in range(3)]
+    assert [[e.index for e in part.entries] for part in parts] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert len(read_list(path, part_index=0, num_parts=1)) == 7
+
+
+def test_shard_without_entries_is_an_error(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("a.jpg", 0), ("b.jpg", 1)])
+    assert_error([path, "workers"], read_list, path, part_index=2, num_parts=3)
+
+
+# ---- bad lines: each names the file and the line ----------------------------------------------
+
+@pytest.mark.parametrize("text, line, expected", [
+    ("0\t1\ta.jpg\n1\tb.jpg\n", 2, ["found 2 column(s)"]),
+    ("0\n", 1, ["found 1 column(s)"]),
+    ("0\t1\ta.jpg\n1 0 b.jpg\n", 2, ["TABs, not spaces"]),
+    ("0\tcat\ta.jpg\n", 1, ["'cat' is not a number"]),
+    ("0\tnan\ta.jpg\n", 1, ["'nan' is not a number"]),
+    ("0\tinf\ta.jpg\n", 1, ["'inf' is not a number"]),
+    ("0\t2.5\ta.jpg\n", 1, ["'2.5' is not a whole number"]),
+    ("0\t-2\ta.jpg\n", 1, ["label -2 is negative", "-1"]),
+    ("0\t1\t0\ta.jpg\n1\t1\tb.jpg\n", 2, ["1 label column(s), but earlier lines have 2"]),
+    ("0\t1\ta.jpg\n1\t1\t0\tb.jpg\n", 2, ["2 label column(s), but earlier lines have 1"]),
+    ("x\t1\ta.jpg\n", 1, ["image index", "'x'"]),
+    ("inf\t1\ta.jpg\n", 1, ["image index", "'inf'"]),
+    ("0\t1\t \n", 1, ["image path (last column) is empty"]),
+])
+def test_bad_line_names_file_and_line(lst, text, line, expected):
+    path = lst(text)
+    assert_error(["%s:%d:" % (path, line)] + expected, read_list, path)
+
+
+def test_space_hint_only_when_spaces(lst):
+    message = assert_error(["found 1 column(s)"], read_list, lst("0,1,a.jpg\n"))
+    assert "not spaces" not in message
+
+
+def test_binary_file_is_not_a_list(tmp_path):
+    path = write_text(tmp_path / "data.rec", b"0\t1\ta.jpg\n" + bytes(range(128, 256)) + b"\n", "wb")
+    assert_error(["%s:2:" % path, "UTF-8", ".rec"], read_list, path)
+
+
+def test_empty_list(lst):
+    path = lst("\n  \n\n")
+    assert_error([path, "no entries"], read_list, path)
+
+
+def test_missing_list_file(tmp_path):
+    path = str(tmp_path / "nope.lst")
+    assert_error([path, "does not exist"], read_list, path)
+    assert_error(["does not exist"], read_list, None)
+
+
+def test_missing_image_root(lst, tmp_path):
+    path = lst("0\t1\ta.jpg\n")
+    root = str(tmp_path / "no_such_folder")
+    assert_error([root, path, "not a folder", "--image-train"], read_list, path, root)
+
+
+# ---- label range and class counts ---------------------------------------------------------------
+
+def test_check_label_range(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("a.jpg", [0, 1]), ("b.jpg", [3, -1]), ("c.jpg", [1, 2])])
+    image_list = read_list(path)
+    check_label_range(image_list, [4, 3])  # -1 is always allowed
+    message = assert_error(["%s:3:" % path, "label 2 in column 2", "2 classes (0..1)", "--num-classes"],
+                           check_label_range, image_list, [4, 2])
+    assert "%s:2:" % path not in message
+    assert_error(["%s:2:" % path, "label 3 in column 1"], check_label_range, image_list, [3, 3])
+
+
+def test_check_label_range_wrong_number_of_counts(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("a.jpg", [0, 1])])
+    image_list = read_list(path)
+    assert_error(["--num-classes gives 1 number(s)", path, "2 label column(s)", "4,4"],
+                 check_label_range, image_list, [4])
+    assert_error(["gives 3 number(s)"], check_label_range, image_list, [4, 4, 4])
+
+
+def test_infer_num_classes_over_several_lists(tmp_path):
+    train = read_list(write_list(tmp_path / "t.lst", [("a.jpg", [0, 1]), ("b.jpg", [2, -1])]))
+    val = read_list(write_list(tmp_path / "v.lst", [("c.jpg", [4, 0])]))
+    assert infer_num_classes([train]) == [3, 2]
+    assert infer_num_classes([train, val]) == [5, 2]
+    unknown = read_list(write_list(tmp_path / "u.lst", [("a.jpg", [1, -1])]))
+    assert infer_num_classes([unknown]) == [2, 0]
+
+
+# ---- duplicates, overlap, dropping ----------------------------------------------------------------
+
+def test_find_duplicates(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = write_list(tmp_path / "a.lst", [("a.jpg", 0), ("b.jpg", 1), ("sub/../a.jpg", 2),
+                                           (str(tmp_path / "a.jpg"), 0), ("c.jpg", 0)])
+    duplicates = find_duplicates(read_list(path))
+    assert duplicates == {os.path.realpath(str(tmp_path / "a.jpg")): [1, 3, 4]}
+    assert find_duplicates(read_list(write_list(tmp_path / "b.lst", [("a.jpg", 0), ("b.jpg", 0)]))) == {}
+
+
+def test_find_overlap_across_roots(tmp_path):
+    (tmp_path / "val").mkdir()
+    train = read_list(write_list(tmp_path / "t.lst", [("a.jpg", 0), ("b.jpg", 1), ("val/x.jpg", 0)]))
+    val = read_list(write_list(tmp_path / "val" / "v.lst", [("x.jpg", 0), ("../b.jpg", 1), ("y.jpg", 1)]))
+    assert find_overlap(train, val) == sorted(os.path.realpath(str(tmp_path / p)) for p in ("b.jpg", "val/x.jpg"))
+    other = read_list(write_list(tmp_path / "o.lst", [("z.jpg", 0)]))
+    assert find_overlap(train, other) == []
+
+
+def test_drop_entries(tmp_path):
+    image_list = read_list(write_list(tmp_path / "a.lst", [("a.jpg", 0), ("b.jpg", 1), ("c.jpg", 2)]))
+    assert drop_entries(image_list, set()) is image_list
+    kept = drop_entries(image_list, {2})
+    assert [e.line for e in kept.entries] == [1, 3]
+    assert len(image_list) == 3
