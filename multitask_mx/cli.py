@@ -11,6 +11,10 @@ from .errors import UserInputError
 COMMANDS = {
     "train": "train",
     "doctor": "doctor",
+    "make-list": "make_list",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "export": "export",
 }
 
 

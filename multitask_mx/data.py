@@ -164,4 +164,3 @@ def add_arguments(parser):
     group.add_argument("--normalization", choices=["auto", "imagenet", "raw"], default="auto",
                        help="pixel preprocessing: auto follows the weights (raw 0-255 for classic MXNet "
                             "checkpoints that start with bn_data, ImageNet mean/std otherwise)")
-    group.add_argument("--no-color-jitter", action="store_true", help="train without colour jitter")

@@ -48,7 +48,7 @@ class FinetuneConfig:
 
 def trainable_split(net, unfreeze_from):
     """(frozen, trainable) trunk parameter lists: trainable from the first name containing ``unfreeze_from``."""
-    params = list(net.trunk_params().values())
+    params = net.trunk_params()
     start = next((i for i, p in enumerate(params) if _matches(p.name, unfreeze_from)), None)
     if start is None:
         stages = sorted({_stage_of(p.name) for p in params if _stage_of(p.name)})
@@ -78,7 +78,7 @@ def _stage_of(name):
 def apply_freezing(net, cfg: FinetuneConfig, epoch):
     """Set grad_req for ``epoch``; returns True if it changed (the graph must be re-hybridized)."""
     mode = cfg.frozen_at(epoch)
-    frozen, trainable = [], list(net.trunk_params().values())
+    frozen, trainable = [], net.trunk_params()
     if mode == "trunk":
         frozen, trainable = trainable, []
     elif mode == "below":
@@ -109,7 +109,8 @@ def describe_trainable(net, frozen, trainable, epoch):
 def apply_rate_multipliers(net, cfg: FinetuneConfig):
     """Per-parameter lr_mult for the trunk and wd_mult 0 for biases and BatchNorm if asked."""
     if cfg.trunk_lr_mult != 1.0:
-        net.trunk_params().setattr("lr_mult", cfg.trunk_lr_mult)
+        for param in net.trunk_params():
+            param.lr_mult = cfg.trunk_lr_mult
         _logger.info("trunk learns at %g x --lr", cfg.trunk_lr_mult)
     if cfg.no_wd_bias_bn:
         net.collect_params(NO_WD_PATTERN).setattr("wd_mult", 0.0)

@@ -99,8 +99,14 @@ class MultiTaskNet(gluon.HybridBlock):
         return tuple(head(features) for head in self.heads)
 
     def trunk_params(self):
-        """The trunk's parameters (for freezing and lr multipliers)."""
-        return self.trunk.collect_params()
+        """The trunk's learnable parameters (for freezing and lr multipliers).
+
+        BatchNorm running statistics never take a gradient and are left out, so
+        that unfreezing does not give them one.
+        """
+        if not hasattr(self, "_learnable"):  # decided once, before any freezing changes grad_req
+            self._learnable = [p for p in self.trunk.collect_params().values() if p.grad_req != "null"]
+        return list(self._learnable)
 
     def head_params(self):
         """The heads' parameters."""

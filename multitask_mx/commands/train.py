@@ -10,30 +10,33 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import checkpoints, data, devices, finetune, model, tasks as tasks_mod, training
+from .. import checkpoints, data, devices, finetune, images, model, plots, schedules, tasks as tasks_mod, training
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
-from ..images import AugmentConfig, EvalTransform, TrainTransform, parse_image_shape
+from ..images import AugmentConfig, EvalTransform, TrainTransform, parse_image_shape, preview_samples
 from ..lists import check_label_range, infer_num_classes, read_list
 from ..logs import setup_logging
 from ..metrics import TaskMetrics, summarise
-from ..schedules import make_scheduler, parse_epochs
+from ..schedules import ScheduleConfig, make_scheduler
 
 _logger = logging.getLogger(__name__)
 
+CURVES_FILE = "curves.png"
 DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 
 
 def add_arguments(parser):
     """All training flags, grouped by the module they drive."""
     data.add_arguments(parser)
+    images.augment_arguments(parser)
     tasks_mod.add_arguments(parser)
     model.add_arguments(parser)
     finetune.add_arguments(parser)
     training.add_arguments(parser)
+    schedules.add_arguments(parser)
     checkpoints.add_arguments(parser)
     devices.add_arguments(parser)
 
@@ -63,9 +66,7 @@ def resolve_tasks(args, train, val):
 
 def build_datasets(args, train, val, tasks, image_shape, normalization):
     """Training and validation datasets with their transform presets."""
-    augment = AugmentConfig()
-    if args.no_color_jitter:
-        augment.brightness = augment.contrast = augment.saturation = 0.0
+    augment = AugmentConfig.from_args(args)
     out_hw = image_shape[1:]
     train_set = LstDataset(train, tasks, TrainTransform(out_hw, normalization, augment), args.skip_bad_images)
     val_set = LstDataset(val, tasks, EvalTransform(out_hw, normalization), args.skip_bad_images) if val else None
@@ -78,19 +79,17 @@ def make_trainer(args, net, kv, epoch_size):
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
     """
-    lr, scheduler = make_scheduler(args.lr_scheduler, args.lr, epoch_size, 0,
-                                   parse_epochs(args.lr_step_epochs), args.lr_factor)
-    params = {"learning_rate": lr, "wd": args.wd}
-    if scheduler is not None:
-        params["lr_scheduler"] = scheduler
+    schedule = make_scheduler(ScheduleConfig.from_args(args), epoch_size)
+    params = dict(schedule.optimizer_params(), wd=args.wd)
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
     if args.dtype == "float16":
         params["multi_precision"] = True
     on_kvstore = None if "async" in args.kv_store else False
     try:
-        return gluon.Trainer(net.collect_params(), args.optimizer, params, kvstore=kv,
-                             update_on_kvstore=on_kvstore)
+        trainer = gluon.Trainer(net.collect_params(), args.optimizer, params, kvstore=kv,
+                                update_on_kvstore=on_kvstore)
+        return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
 
@@ -136,7 +135,8 @@ def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
     best.restore(saver.read_best())
     save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
-        tic, lr = time.time(), trainer.learning_rate
+        tic = time.time()
+        lr = trainer.optimizer.lr_scheduler(trainer.optimizer.num_update + 1)  # this epoch's first lr
         if apply_freezing(net, finetune_cfg, epoch):
             net.hybridize(static_alloc=True, static_shape=True)  # rebuild the graph for the new grad_req
         remaining = len(train_loader) - batches_done if batches_done else None
@@ -150,6 +150,8 @@ def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         saver.save_epoch(net, trainer, epoch, record, best)
+        if saver.writer:
+            plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
     return saver.history
 
@@ -233,6 +235,22 @@ def check_resume_compatible(saved, args, tasks, image_shape):
                              "use a new --save-result." % (args.save_result, "; ".join(problems)))
 
 
+def draw_and_exit(args, train, image_shape, epoch_size):
+    """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
+    if args.plot_lr:
+        cfg = ScheduleConfig.from_args(args)
+        plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
+        _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
+    preview = images.preview_settings(args)
+    if preview:
+        count, path = preview
+        transform = TrainTransform(image_shape[1:], "imagenet", AugmentConfig.from_args(args))
+        paths = [e.path for e in train.entries[:count]]
+        plots.plot_augmentation_grid(preview_samples(paths, transform, count, args.seed or 0), path)
+        _logger.info("wrote %d augmented training samples to %s", count, path)
+    return 0
+
+
 def run(args):
     """Entry point of ``multitask-mx train``."""
     setup_logging(os.path.join(args.save_result, "train.log"), quiet=args.quiet)
@@ -258,6 +276,11 @@ def run(args):
     preflight_report(tasks, train, val)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
 
+    num_examples = args.num_examples or len(train) * kv.num_workers
+    epoch_size = max(1, int(np.ceil(num_examples / float(args.batch_size * kv.num_workers))))
+    if args.plot_lr or images.preview_settings(args):
+        return draw_and_exit(args, train, image_shape, epoch_size)
+
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
     net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
@@ -271,13 +294,13 @@ def run(args):
     train_loader = make_loader(train_set, batch, True, threads,
                                last_batch="rollover" if len(train_set) >= batch else "keep")
     val_loader = make_loader(val_set, batch, False, threads) if val_set else None
-    num_examples = args.num_examples or len(train) * kv.num_workers
-    epoch_size = max(1, int(np.ceil(num_examples / float(batch * kv.num_workers))))
-    trainer = make_trainer(args, net, kv, epoch_size)
+    trainer, schedule = make_trainer(args, net, kv, epoch_size)
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     if point is not None:
         load_trainer_states(trainer, point[2])
+        # the update count comes from the states; the schedule from today's flags
+        trainer._optimizer.lr_scheduler = schedule
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))

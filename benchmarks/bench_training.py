@@ -1,0 +1,404 @@
+#!/usr/bin/env python
+"""Training speed on this machine: one table, every figure measured side by side in one run.
+
+(a) training img/s of our real pipeline: LstDataset + make_loader (real JPEG files,
+    TrainTransform, worker processes) feeding training.train_one_epoch (hybridized
+    MultiTaskNet, MultiTaskLoss, TaskMetrics, gluon.Trainer);
+(b) the same network, batch and train_one_epoch on in-memory synthetic batches;
+(c) our loader alone against mx.image.ImageIter (what the original used) on the same files;
+(d) the whole job on the classic ResNet-50 symbol: our trainer (--model PREFIX path)
+    against the original multi-task-MXNet (original_baseline.py, a subprocess with
+    MXNet's default threading).
+
+Targets (issue 2, on 2 CPU cores, resnet50_v1 at 224): (a)/(b) >= 0.9, (c) >= 1.5.
+Each figure is one whole epoch of the real loop over ``--batches`` batches (or about
+``--seconds``) after untimed warm-up epochs, as ``train_one_epoch`` reports it.
+
+    python benchmarks/bench_training.py            # full run (resnet50_v1, 224, batch 16)
+    python benchmarks/bench_training.py --quick    # about a minute: small images, few batches
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from multitask_mx import _runtime  # noqa: E402  (does not import mxnet)
+
+BASELINE_SCRIPT = os.path.join(REPO, "benchmarks", "original_baseline.py")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS", "MXNET_OMP_MAX_THREADS",
+                    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# The baseline's environment: as this process was started, minus every thread setting.
+BASELINE_ENV = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+_runtime.configure_threads()  # OpenMP reads OMP_NUM_THREADS once, when mxnet loads: before the imports below
+
+import cv2  # noqa: E402
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet import gluon  # noqa: E402
+
+from multitask_mx import model, training  # noqa: E402
+from multitask_mx.commands import train as train_command  # noqa: E402
+from multitask_mx.commands.doctor import build_features, versions  # noqa: E402
+from multitask_mx.data import make_loader  # noqa: E402
+from multitask_mx.lists import read_list  # noqa: E402
+from multitask_mx.metrics import TaskMetrics  # noqa: E402
+from multitask_mx.tasks import build_tasks  # noqa: E402
+
+CLASSIC_SYMBOL = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "resnet-50-symbol.json")
+NUM_CLASSES = 4
+PRESETS = {  # flag -> (full run, --quick)
+    "size": (224, 64), "batch_size": (16, 8), "images": (96, 32), "photo": ("500x375", "256x192"),
+    "batches": (20, 3), "warmup": (3, 2), "loader_batches": (60, 10),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to measure, from the flags and the preset they leave open."""
+
+    network: str
+    size: int
+    batch_size: int
+    images: int
+    photo: tuple
+    batches: int
+    seconds: float
+    warmup: int
+    loader_batches: int
+    workers: int
+    repeats: int
+    skip: frozenset
+
+
+def parse_settings(argv=None):
+    """Flags -> Settings; flags left out take the full or the --quick preset."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run of about a minute (small sizes)")
+    parser.add_argument("--network", default="resnet50_v1", help="GluonCV network for (a) and (b)")
+    parser.add_argument("--size", type=int, help="network input side (full 224, quick 64)")
+    parser.add_argument("--batch-size", type=int, help="batch (full 16, quick 8)")
+    parser.add_argument("--images", type=int, help="distinct JPEG files generated (full 96, quick 32)")
+    parser.add_argument("--photo", help="WIDTHxHEIGHT of the generated JPEGs (full 500x375, quick 256x192)")
+    parser.add_argument("--batches", type=int, help="timed training batches per figure (full 20, quick 3)")
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="time each figure for about this long instead of --batches")
+    parser.add_argument("--warmup", type=int, help="untimed batches before each figure (full 3, quick 2)")
+    parser.add_argument("--loader-batches", type=int, help="timed batches for (c) (full 60, quick 10)")
+    parser.add_argument("--workers", type=int, default=min(4, _runtime.usable_cores()),
+                        help="loader worker processes (train's --data-nthreads default: cores, at most 4)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each pair this many times, alternating; the table shows medians")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ab, c, d")
+    args = parser.parse_args(argv)
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v[int(args.quick)]
+              for k, v in PRESETS.items()}
+    photo = tuple(int(v) for v in chosen.pop("photo").lower().split("x"))
+    return Settings(network=args.network, photo=photo, seconds=args.seconds, workers=args.workers,
+                    repeats=max(1, args.repeats), skip=frozenset(filter(None, args.skip.split(","))), **chosen)
+
+
+@dataclass
+class Row:
+    """One line of the table; the ratio and target sit on the first row of a pair."""
+
+    name: str
+    speed: float
+    ratio: float = None
+    target: float = None
+    note: str = ""
+
+
+# --- images and lists ------------------------------------------------------------------------------
+
+def draw_photo(rng, width, height):
+    """A photo-like BGR image: gradient, blurred shapes and lines, sensor noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = rng.uniform(30, 220, 3).astype(np.float32) + (xx[..., None] / width) * rng.uniform(-60, 60, 3) \
+        + (yy[..., None] / height) * rng.uniform(-60, 60, 3)
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    for _ in range(rng.randint(6, 14)):
+        color = tuple(float(c) for c in rng.uniform(0, 255, 3))
+        x, y = int(rng.uniform(0, width)), int(rng.uniform(0, height))
+        r = int(rng.uniform(0.03, 0.3) * min(width, height))
+        kind = rng.randint(3)
+        if kind == 0:
+            cv2.circle(img, (x, y), r, color, -1, cv2.LINE_AA)
+        elif kind == 1:
+            cv2.rectangle(img, (x - r, y - r // 2), (x + r, y + r // 2), color, -1)
+        else:
+            cv2.line(img, (x, y), (int(rng.uniform(0, width)), int(rng.uniform(0, height))), color,
+                     rng.randint(1, 6), cv2.LINE_AA)
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 2.0))
+    img += rng.normal(0, rng.uniform(4, 12), img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_photos(root, count, size, seed=0):
+    """Write ``count`` JPEGs (quality 90) under root; returns [(relative path, label)]."""
+    rng = np.random.RandomState(seed)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    items = []
+    for i in range(count):
+        rel = "images/photo_%04d.jpg" % i
+        cv2.imwrite(os.path.join(root, rel), draw_photo(rng, *size), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        items.append((rel, i % NUM_CLASSES))
+    return items
+
+
+class Lists:
+    """.lst files that cycle over the generated images, one per length asked for."""
+
+    def __init__(self, root, items):
+        self.root, self.items, self._paths = root, items, {}
+
+    def path(self, entries):
+        """Path of a list with ``entries`` lines (index, float label, relative path)."""
+        if entries not in self._paths:
+            path = os.path.join(self.root, "cycle_%d.lst" % entries)
+            with open(path, "w") as f:
+                for i in range(entries):
+                    rel, label = self.items[i % len(self.items)]
+                    f.write("%d\t%f\t%s\n" % (i, label, rel))
+            self._paths[entries] = path
+        return self._paths[entries]
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def measure(run_epoch, s: Settings, batches):
+    """img/s of one timed epoch after warm-up; ``run_epoch(n)`` runs n batches and returns img/s.
+
+    The first warm-up epoch (one batch) pays for memory planning; the second calibrates --seconds.
+    """
+    speed = run_epoch(1)
+    if s.warmup > 1:
+        speed = run_epoch(s.warmup - 1)
+    if s.seconds:
+        batches = max(3, int(round(s.seconds * speed / s.batch_size)))
+    return run_epoch(batches)
+
+
+def alternate(named_runs, s: Settings, batches):
+    """Measure each (name, run_epoch) in turn, ``repeats`` times; {name: median img/s}."""
+    speeds = {name: [] for name, _ in named_runs}
+    for _ in range(s.repeats):
+        for name, run_epoch in named_runs:
+            speeds[name].append(measure(run_epoch, s, batches))
+    return {name: statistics.median(v) for name, v in speeds.items()}
+
+
+def train_args(s: Settings, lst_path):
+    """`multitask-mx train`'s flags at their defaults, with this run's list, batch and image shape."""
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    return parser.parse_args(["--data-train", lst_path, "--save-result", "unused", "--batch-size",
+                              str(s.batch_size), "--image-shape", "3,%d,%d" % (s.size, s.size)])
+
+
+def real_loader(lists, tasks, normalization, s: Settings, batches):
+    """Our training loader as `train` builds it (dataset, transform preset, workers) over ``batches`` batches."""
+    path = lists.path(batches * s.batch_size)
+    dataset, _ = train_command.build_datasets(train_args(s, path), read_list(path, lists.root), None, tasks,
+                                              (3, s.size, s.size), normalization)
+    return make_loader(dataset, s.batch_size, True, s.workers, last_batch="rollover")
+
+
+def synthetic_batches(tasks, s: Settings, batches):
+    """``batches`` references to one in-memory batch shaped like the loader's."""
+    labels = np.random.randint(0, NUM_CLASSES, s.batch_size)
+    columns = [labels if t.derive is None else (labels > 0) for t in tasks]
+    batch = (mx.nd.random.uniform(-2, 2, shape=(s.batch_size, 3, s.size, s.size)),
+             mx.nd.array(np.stack(columns, axis=1), dtype="int32"),
+             mx.nd.arange(s.batch_size, dtype="int32"))
+    return [batch] * batches
+
+
+class TrainEpochs:
+    """Our training step on ``net`` as `train` sets it up: one Trainer, loss and metrics for every data source."""
+
+    def __init__(self, net, tasks, args):
+        self.net, self.ctxs = net, [mx.cpu()]
+        self.trainer = train_command.make_trainer(args, net, mx.kv.create(args.kv_store), epoch_size=1000)
+        self.loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
+        self.metrics = TaskMetrics([t.name for t in tasks], self.ctxs)
+        self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)
+
+    def runner(self, make_batches):
+        """run_epoch(n): img/s that train_one_epoch reports for one epoch over ``make_batches(n)``."""
+        def run_epoch(n):
+            _, speed, _ = training.train_one_epoch(self.net, self.trainer, make_batches(n), self.ctxs,
+                                                   self.loss_fn, self.metrics, 0, self.cfg)
+            return speed
+        return run_epoch
+
+
+def loader_epochs(make_loader_for):
+    """run_epoch(n): img/s of iterating ``make_loader_for(n)`` (each batch's data made ready)."""
+    def run_epoch(n):
+        loader = make_loader_for(n)
+        tic, seen = time.time(), 0
+        for batch in loader:
+            data = batch.data[0] if isinstance(batch, mx.io.DataBatch) else batch[0]
+            data.wait_to_read()
+            seen += data.shape[0]
+        return seen / (time.time() - tic)
+    return run_epoch
+
+
+def image_iter(lists, s: Settings, batches):
+    """mx.image.ImageIter set up as the original's training iterator."""
+    shape = (3, s.size, s.size)
+    return mx.image.ImageIter(
+        batch_size=s.batch_size, data_shape=shape, label_width=1, path_imglist=lists.path(batches * s.batch_size),
+        path_root=lists.root, shuffle=True, data_name="data",
+        aug_list=mx.image.CreateAugmenter(shape, resize=s.size, rand_crop=True, rand_mirror=True,
+                                          mean=True, std=True))
+
+
+def make_classic_checkpoint(prefix):
+    """PREFIX-symbol.json + PREFIX-0000.params: the classic ResNet-50 symbol, Xavier/BN-default weights."""
+    sym = mx.sym.load(CLASSIC_SYMBOL)
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, 224, 224))
+    init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+    def filled(name, shape):
+        array = mx.nd.zeros(shape)
+        init(mx.init.InitDesc(name), array)  # weight -> Xavier, gamma -> 1, beta/bias -> 0
+        return array
+    args = {n: filled(n, s) for n, s in zip(sym.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
+    aux = {n: (mx.nd.ones(s) if n.endswith("var") else mx.nd.zeros(s))
+           for n, s in zip(sym.list_auxiliary_states(), aux_shapes)}
+    mx.model.save_checkpoint(prefix, 0, sym, args, aux)
+    return prefix
+
+
+def run_original(lists, prefix, s: Settings, batches, our_speed):
+    """(d) the original's job in a subprocess with MXNet's default threads; its JSON result."""
+    cap = batches if not s.seconds else max(batches, int(3 * s.seconds * our_speed / s.batch_size) + 3)
+    entries = (s.warmup + cap + 2) * s.batch_size  # + the batch Module.fit loads ahead
+    cmd = [sys.executable, BASELINE_SCRIPT, "--lst", lists.path(entries), "--root", lists.root,
+           "--prefix", prefix, "--num-classes", str(NUM_CLASSES), "--size", str(s.size),
+           "--batch-size", str(s.batch_size), "--warmup", str(s.warmup), "--batches", str(cap),
+           "--seconds", str(s.seconds)]
+    proc = subprocess.run(cmd, env=BASELINE_ENV, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("original_baseline.py failed:\n%s" % proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the three comparisons ------------------------------------------------------------------------
+
+def bench_loaders(lists, tasks, s: Settings):
+    """(c) our loader alone against ImageIter, on the same files."""
+    speeds = alternate([
+        ("ours", loader_epochs(lambda n: real_loader(lists, tasks, "imagenet", s, n))),
+        ("imageiter", loader_epochs(lambda n: image_iter(lists, s, n)))], s, s.loader_batches)
+    return [Row("(c) loader alone: ours (LstDataset, %d workers)" % s.workers, speeds["ours"],
+                speeds["ours"] / speeds["imageiter"], 1.5),
+            Row("(c) loader alone: mx.image.ImageIter", speeds["imageiter"])]
+
+
+def bench_real_vs_synthetic(lists, tasks, s: Settings):
+    """(a) real loader and (b) synthetic batches feeding the same hybridized net and step."""
+    net = model.build_net(model.TrunkSpec(network=s.network), tasks, [mx.cpu()], (3, s.size, s.size))
+    net.hybridize(static_alloc=True, static_shape=True)
+    step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
+    speeds = alternate([
+        ("b", step.runner(lambda n: synthetic_batches(tasks, s, n))),
+        ("a", step.runner(lambda n: real_loader(lists, tasks, "imagenet", s, n)))], s, s.batches)
+    return [Row("(a) train %s, real loader (%d workers)" % (s.network, s.workers), speeds["a"],
+                speeds["a"] / speeds["b"], 0.9),
+            Row("(b) train %s, synthetic in-memory batches" % s.network, speeds["b"])]
+
+
+def bench_original(lists, tasks, s: Settings, root):
+    """(d) our trainer on a classic checkpoint (--model PREFIX) against the original's job."""
+    prefix = make_classic_checkpoint(os.path.join(root, "resnet-50"))
+    spec, normalization, classic_params = model.resolve_trunk(None, prefix, 0, "auto")
+    net = model.build_net(spec, tasks, [mx.cpu()], (3, s.size, s.size))
+    model.load_pretrained_trunk(net, prefix, spec, classic_params)
+    net.hybridize(static_alloc=True, static_shape=True)
+    step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
+    ours_run = step.runner(lambda n: real_loader(lists, tasks, normalization, s, n))
+    ours, original = [], []
+    for _ in range(s.repeats):
+        ours.append(measure(ours_run, s, s.batches))
+        result = run_original(lists, prefix, s, s.batches, ours[-1])
+        original.append(result["img_s"])
+    threads = "OMP threads %s (MXNet's choice), %s" % (result["omp_max_threads"], ", ".join(
+        "%s=%s" % kv for kv in sorted(result["environment"].items())))
+    ours_speed, original_speed = statistics.median(ours), statistics.median(original)
+    return [Row("(d) job, classic resnet-50: ours (--model PREFIX)", ours_speed,
+                ours_speed / original_speed, None),
+            Row("(d) job, classic resnet-50: original (Module API)", original_speed, note=threads)]
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def machine_lines(s: Settings):
+    """Machine, versions, threads and settings, for the top of the report."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    mem = next((int(line.split()[1]) / 2 ** 20 for line in open("/proc/meminfo") if line.startswith("MemTotal")),
+               0) if os.path.exists("/proc/meminfo") else 0
+    v = versions()
+    lines = ["machine: %s; %d usable of %d cores; %.1f GiB; load average %.2f %.2f %.2f at start"
+             % ((cpu, _runtime.usable_cores(), os.cpu_count(), mem) + os.getloadavg()),
+             "versions: python %s, mxnet %s, gluoncv %s, numpy %s, opencv %s; %s"
+             % (v["python"], v["mxnet"], v["gluoncv"], v["numpy"], v["opencv"], v["platform"]),
+             "mxnet build: " + ", ".join(k for k, on in build_features().items() if on),
+             "threads, ours: " + ", ".join("%s=%s" % kv for kv in sorted(_runtime.THREAD_SETTINGS.items()))
+             + "; loader: %d worker processes, 1 OpenCV thread each" % s.workers,
+             "threads, original: subprocess without %s (MXNet's defaults)" % ", ".join(THREAD_VARIABLES[:3]),
+             "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; (c) %s; "
+             "%d repeat(s), medians" % (s.network, s.size, s.size, s.batch_size, s.images, s.photo[0], s.photo[1],
+                                        "~%gs per figure" % s.seconds if s.seconds else "%d timed batches" % s.batches,
+                                        s.warmup, "~%gs" % s.seconds if s.seconds else "%d batches" % s.loader_batches,
+                                        s.repeats)]
+    return lines
+
+
+def table_lines(rows):
+    """The figures: measurement, img/s, ratio, target, pass/fail."""
+    out = ["%-56s %9s %7s %8s %6s" % ("measurement", "img/s", "ratio", "target", "result")]
+    for row in rows:
+        ratio = "%.2f" % row.ratio if row.ratio is not None else ""
+        target = (">= %.1f" % row.target) if row.target is not None else ("-" if row.ratio is not None else "")
+        result = ("pass" if row.ratio >= row.target else "FAIL") if row.target is not None else target
+        out.append("%-56s %9.2f %7s %8s %6s" % (row.name, row.speed, ratio, target, result))
+    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original (speed-up of the whole job)")
+    out += ["note %s: %s" % (row.name.split()[0], row.note) for row in rows if row.note]
+    return out
+
+
+def main(argv=None):
+    """Measure everything asked for and print the header and the table."""
+    s = parse_settings(argv)
+    started = time.time()
+    print("\n".join(["# bench_training.py %s" % time.strftime("%Y-%m-%d %H:%M")] + machine_lines(s)), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_training_") as root:
+        lists = Lists(root, make_photos(root, s.images, s.photo))
+        tasks = build_tasks([NUM_CLASSES])
+        parts = [("c", bench_loaders, (lists, tasks, s)), ("ab", bench_real_vs_synthetic, (lists, tasks, s)),
+                 ("d", bench_original, (lists, tasks, s, root))]
+        for key, bench, bench_args in parts:
+            if key not in s.skip:
+                print("measuring (%s) ..." % key, file=sys.stderr, flush=True)
+                rows += bench(*bench_args)
+    order = {"(a)": 0, "(b)": 1, "(c)": 2, "(d)": 3}
+    rows.sort(key=lambda r: order[r.name[:3]])
+    print("\n".join([""] + table_lines(rows)))
+    print("took %.0f s; load average %.2f %.2f %.2f at the end" % ((time.time() - started,) + os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()

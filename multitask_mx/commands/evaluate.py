@@ -1,0 +1,168 @@
+"""``multitask-mx evaluate``: accuracy, top-k, loss, per-class report and confusion of a saved model on a list."""
+import logging
+import os
+import sys
+
+import numpy as np
+
+from .. import inference
+from ..checkpoints import atomic_write_json
+from ..errors import UserInputError
+from ..lists import read_list
+from ..logs import setup_logging
+from ..reports import format_task_report, plot_confusion, task_report
+from ..tasks import task_labels
+
+_logger = logging.getLogger(__name__)
+
+DESCRIPTION = "evaluate a trained model on an .lst file (per-task accuracy, top-k, per-class report, confusion)"
+
+
+def add_arguments(parser):
+    """Evaluate flags: the model, the data, the reports."""
+    inference.add_arguments(parser)
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", "--data-val", dest="data", required=True,
+                       help="the .lst file to evaluate on (e.g. PREFIX_test.lst from make-list)")
+    group.add_argument("--image-root", "--image-val", dest="image_root", default=None,
+                       help="folder the list's paths are relative to (default: the list's folder)")
+    group = parser.add_argument_group("report")
+    group.add_argument("--top-k", default="1,5", help="top-k accuracies to report (k below the class count)")
+    group.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    group.add_argument("--confusion-png", default=None, metavar="FILE",
+                       help="write the confusion matrix as a PNG; with several tasks, FILE_<task>.png each")
+    group.add_argument("--per-image", action="store_true",
+                       help="add each image's labels and predicted classes to the JSON")
+
+
+def read_eval_list(lst_path, image_root):
+    """The list to evaluate, with messages that name this command's flags."""
+    if not os.path.isfile(lst_path):
+        raise UserInputError("--data %s does not exist. Give an .lst file (make one with `multitask-mx "
+                             "make-list`)." % lst_path)
+    if image_root and not os.path.isdir(image_root):
+        raise UserInputError("--image-root %s is not a folder. Give the folder the paths in %s are relative to."
+                             % (image_root, lst_path))
+    return read_list(lst_path, image_root)
+
+
+def list_labels(model, image_list):
+    """Labels of every task for every entry (N x tasks), checked against the model's classes."""
+    needed = max(t.column for t in model.tasks) + 1
+    if image_list.num_label_columns < needed:
+        raise UserInputError("%s has %d label column(s), but the model's tasks read %d (%s). Evaluate on a "
+                             "list with the same columns as the training list."
+                             % (image_list.source, image_list.num_label_columns, needed,
+                                ", ".join("%s: column %d" % (t.name, t.column + 1) for t in model.tasks)))
+    labels = np.stack([task_labels(model.tasks, e.labels) for e in image_list.entries])
+    for k, task in enumerate(model.tasks):
+        bad = np.nonzero(labels[:, k] >= task.num_classes)[0]
+        if len(bad):
+            entry = image_list.entries[bad[0]]
+            raise UserInputError("%s: label %d of task %s is out of range: the model has %d classes (0..%d). "
+                                 "Is this list from the same data as the training list?"
+                                 % (image_list.where(entry), labels[bad[0], k], task.name, task.num_classes,
+                                    task.num_classes - 1))
+    return labels
+
+
+def parse_ks(text):
+    """'1,5' -> [1, 5]."""
+    try:
+        ks = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise UserInputError("--top-k %r: give whole numbers of 1 or more, e.g. 1,5." % text)
+    return ks
+
+
+def build_report(model, image_list, labels, predictions, ks, per_image=False):
+    """The evaluation report (see docs/using_the_model.md for the schema)."""
+    ok = predictions.ok()
+    report = {"model": model.describe(),
+              "data": {"list": image_list.source, "image_root": image_list.image_root},
+              "num_images": int(ok.sum()),
+              "failed": [{"line": image_list.entries[i].line, "path": predictions.paths[i], "error": reason}
+                         for i, reason in sorted(predictions.failed.items())],
+              "tasks": {}}
+    for k, task in enumerate(model.tasks):
+        report["tasks"][task.name] = task_report(predictions.log_probs[k][ok], labels[ok, k],
+                                                 model.classes[task.name], ks)
+    if per_image:
+        report["images"] = per_image_rows(model, image_list, labels, predictions)
+    return report
+
+
+def per_image_rows(model, image_list, labels, predictions):
+    """One row per image: line, path, labels and predicted class index per task."""
+    rows = []
+    for i, entry in enumerate(image_list.entries):
+        row = {"line": entry.line, "path": entry.path,
+               "labels": {t.name: int(labels[i, k]) for k, t in enumerate(model.tasks)}}
+        if i in predictions.failed:
+            row["error"] = predictions.failed[i]
+        else:
+            row["predicted"] = {t.name: int(np.argmax(predictions.log_probs[k][i]))
+                                for k, t in enumerate(model.tasks)}
+        rows.append(row)
+    return rows
+
+
+def confusion_paths(path, task_names):
+    """{task: png path}: ``path`` itself for one task, ``stem_<task>.png`` for several."""
+    if len(task_names) == 1:
+        return {task_names[0]: path}
+    stem, ext = os.path.splitext(path)
+    return {name: "%s_%s%s" % (stem, name, ext or ".png") for name in task_names}
+
+
+def json_safe(value):
+    """NaN (a task with no labelled image) -> None, so the file is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path, report):
+    """Write the report atomically, creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_json(path, json_safe(report))
+    _logger.info("wrote %s", path)
+
+
+def run(args):
+    """Entry point of ``multitask-mx evaluate``."""
+    setup_logging(None, quiet=args.quiet)
+    ks = parse_ks(args.top_k)
+    cfg = inference.predict_config(args)
+    image_list = read_eval_list(args.data, args.image_root)
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args))
+    labels = list_labels(model, image_list)
+    predictions = inference.predict_paths(model, [e.path for e in image_list.entries], cfg)
+    if len(predictions.failed) == len(image_list.entries):
+        raise UserInputError("none of the %d images of %s could be read (first: %s %s). Is --image-root the "
+                             "folder the paths are relative to? It is %s."
+                             % (len(image_list.entries), image_list.source, predictions.paths[0],
+                                predictions.failed[0], image_list.image_root))
+    report = build_report(model, image_list, labels, predictions, ks, args.per_image)
+    print("evaluated %s epoch %s on %d image(s) of %s" % (model.save_name, model.epoch, report["num_images"],
+                                                          image_list.source))
+    for name, task in report["tasks"].items():
+        print(format_task_report(name, task))
+    if args.json:
+        write_json(args.json, report)
+    if args.confusion_png:
+        for name, path in confusion_paths(args.confusion_png, model.task_names).items():
+            task = report["tasks"][name]
+            plot_confusion(task["confusion"], task["classes"], path,
+                           "%s: accuracy %.4f on %d image(s)" % (name, task["accuracy"], task["num_labelled"]))
+    if predictions.failed:
+        print("%d image(s) could not be read and were left out (listed above%s)."
+              % (len(predictions.failed), " and in the JSON" if args.json else ""), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,157 @@
+"""``multitask-mx predict``: top-k classes per task for image files, folders or an .lst, as a table, JSON or CSV."""
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import inference
+from ..checkpoints import atomic_write_bytes
+from ..errors import UserInputError
+from ..lists import read_list
+from ..logs import setup_logging
+
+_logger = logging.getLogger(__name__)
+
+DESCRIPTION = "predict the classes of every task for images, folders of images or an .lst file"
+
+
+def add_arguments(parser):
+    """Predict flags: inputs, the model, the output formats."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders (searched recursively) or .lst files")
+    inference.add_arguments(parser)
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--image-root", default=None,
+                       help="folder the paths of an .lst INPUT are relative to (default: the list's folder)")
+    group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
+                       help="image extensions looked for in folders, comma-separated")
+    group = parser.add_argument_group("output")
+    group.add_argument("--top-k", type=int, default=3, help="classes shown per task, most probable first")
+    group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
+    group.add_argument("--csv", default=None, metavar="FILE",
+                       help="write one row per image, task and rank as CSV ('-': stdout)")
+
+
+@dataclass
+class Item:
+    """One image to predict: the name shown, the file read, and its .lst line if any."""
+
+    name: str
+    path: str
+    line: Optional[int] = None
+
+
+def collect_inputs(inputs, image_root, extensions):
+    """Expand INPUTs (files, folders, .lst files) into Items, in order."""
+    if image_root and not os.path.isdir(image_root):
+        raise UserInputError("--image-root %s is not a folder. Give the folder the .lst paths are relative to."
+                             % image_root)
+    items = []
+    for text in inputs:
+        if text.lower().endswith(".lst"):
+            if not os.path.isfile(text):
+                raise UserInputError("list %s does not exist." % text)
+            image_list = read_list(text, image_root)
+            items += [Item(os.path.relpath(e.path, image_list.image_root), e.path, e.line)
+                      for e in image_list.entries]
+        elif os.path.isdir(text):
+            found = inference.find_image_files(text, extensions)
+            if not found:
+                raise UserInputError("folder %s has no images (looked for %s, in sub-folders too)."
+                                     % (text, ", ".join(extensions)))
+            items += [Item(p, p) for p in found]
+        elif os.path.exists(text) or text.lower().endswith(tuple(extensions)):
+            items.append(Item(text, text))  # a missing image is reported with the other failures
+        else:
+            raise UserInputError("INPUT %s does not exist: give image files, folders or .lst files." % text)
+    return items
+
+
+def prediction_rows(model, items, predictions, k):
+    """Per image: {"path", "line"?, "tasks": {task: [{"index", "class", "prob"}]}} or {"path", "error"}."""
+    rows = []
+    probs = [predictions.probs(i) for i in range(len(model.tasks))]
+    for n, item in enumerate(items):
+        row = {"path": item.name}
+        if item.line is not None:
+            row["line"] = item.line
+        if n in predictions.failed:
+            row["error"] = predictions.failed[n]
+        else:
+            row["tasks"] = {}
+            for t, task in enumerate(model.tasks):
+                names = model.classes[task.name]
+                row["tasks"][task.name] = [{"index": int(c), "class": names[c], "prob": float(probs[t][n, c])}
+                                           for c in inference.top_k(probs[t][n], k)]
+        rows.append(row)
+    return rows
+
+
+def table_text(model, rows):
+    """Fixed-width table: one line per image, one column per task ('class prob, ...')."""
+    cells = [[r["path"]] + (["; ".join("%s %.3f" % (c["class"], c["prob"]) for c in r["tasks"][t])
+                             for t in model.task_names] if "tasks" in r else ["ERROR: " + r["error"]])
+             for r in rows]
+    header = ["image"] + model.task_names
+    widths = [max(len(c[i]) for c in cells + [header] if i < len(c)) for i in range(len(header))]
+    lines = []
+    for cols in [header] + cells:
+        lines.append("  ".join(col.ljust(w) for col, w in zip(cols, widths)).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows):
+    """Long CSV: path, line, task, rank, class_index, class, probability, error."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "line", "task", "rank", "class_index", "class", "probability", "error"])
+    for r in rows:
+        line = r.get("line", "")
+        if "error" in r:
+            writer.writerow([r["path"], line, "", "", "", "", "", r["error"]])
+            continue
+        for task, classes in r["tasks"].items():
+            for rank, c in enumerate(classes, start=1):
+                writer.writerow([r["path"], line, task, rank, c["index"], c["class"], "%.6g" % c["prob"], ""])
+    return out.getvalue()
+
+
+def emit(destination, text):
+    """Write ``text`` to a file (atomically) or, for '-', to stdout."""
+    if destination == "-":
+        sys.stdout.write(text)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    atomic_write_bytes(destination, text.encode("utf-8"))
+    _logger.info("wrote %s", destination)
+
+
+def run(args):
+    """Entry point of ``multitask-mx predict``."""
+    setup_logging(None, quiet=args.quiet)
+    if args.top_k < 1:
+        raise UserInputError("--top-k %d: give 1 or more." % args.top_k)
+    cfg = inference.predict_config(args)
+    extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
+                       for e in args.exts.split(",") if e.strip())
+    items = collect_inputs(args.inputs, args.image_root, extensions)
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args))
+    predictions = inference.predict_paths(model, [i.path for i in items], cfg)
+    rows = prediction_rows(model, items, predictions, args.top_k)
+    if args.json:
+        document = {"model": model.describe(), "tta": args.tta, "tasks": model.task_names,
+                    "num_images": len(items), "num_failed": len(predictions.failed), "predictions": rows}
+        emit(args.json, json.dumps(document, indent=2) + "\n")
+    if args.csv:
+        emit(args.csv, csv_text(rows))
+    if "-" not in (args.json, args.csv):
+        sys.stdout.write(table_text(model, rows))
+    if predictions.failed:
+        print("%d of %d image(s) could not be read (listed above); the others were predicted."
+              % (len(predictions.failed), len(items)), file=sys.stderr)
+        return 1
+    return 0

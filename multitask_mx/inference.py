@@ -1,0 +1,372 @@
+"""Using a trained model: load a save directory, predict softmax probabilities per task.
+
+A save directory written by ``multitask-mx train`` holds ``config.json`` (network,
+image shape, normalisation, tasks, class names) and MXNet checkpoints whose outputs
+are the per-task logits. ``load_model`` picks an epoch and imports it as a
+``gluon.SymbolBlock``; ``predict_paths`` decodes images in DataLoader worker
+processes with the same evaluation transform as validation during training and
+returns log-probabilities per task. An image that cannot be read is recorded with
+its reason instead of stopping the run.
+"""
+import argparse
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from . import _runtime  # noqa: F401  (numpy shim before mxnet)
+import mxnet as mx
+from mxnet import gluon
+from tqdm import tqdm
+
+from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
+from .devices import parse_contexts, split_batch
+from .errors import UserInputError
+from .images import EvalTransform, check_image_file, decode_image
+from .tasks import Task
+
+_logger = logging.getLogger(__name__)
+
+BEST = "best"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class SavedModel:
+    """A trained network ready for inference, with what config.json says about it."""
+
+    save_dir: str
+    save_name: str
+    epoch: object  # an int, or "best"
+    params_file: str
+    symbol_file: str
+    config: dict
+    tasks: List[Task]
+    classes: Dict[str, List[str]]
+    net: gluon.SymbolBlock
+    ctxs: list
+
+    @property
+    def image_shape(self):
+        """Network input (C, H, W)."""
+        return tuple(self.config["image_shape"])
+
+    @property
+    def normalization(self):
+        """Pixel preprocessing preset name ("imagenet" or "raw")."""
+        return self.config["normalization"]
+
+    @property
+    def task_names(self):
+        """Task names in output order."""
+        return [t.name for t in self.tasks]
+
+    def transform(self):
+        """The evaluation transform the model was validated with."""
+        return EvalTransform(self.image_shape[1:], self.normalization)
+
+    def describe(self):
+        """JSON-friendly summary of which weights these are."""
+        return {"save_result": self.save_dir, "save_name": self.save_name, "epoch": self.epoch,
+                "params_file": self.params_file, "network": self.config.get("network"),
+                "image_shape": list(self.image_shape), "normalization": self.normalization}
+
+
+def read_config(save_dir):
+    """config.json of a save directory, with a clear error when it is not one."""
+    if not os.path.isdir(save_dir):
+        raise UserInputError("--save-result %s is not a folder. Give the folder that `multitask-mx train "
+                             "--save-result` wrote." % save_dir)
+    path = os.path.join(save_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise UserInputError("%s has no %s, so it is not a save directory written by `multitask-mx train` "
+                             "(or training stopped before it started). Give the folder that train's "
+                             "--save-result wrote." % (save_dir, CONFIG_FILE))
+    try:
+        config = read_json(path)
+    except ValueError as exc:
+        raise UserInputError("%s is not valid JSON (%s); it is written by `multitask-mx train`." % (path, exc))
+    missing = [k for k in ("image_shape", "normalization", "tasks") if k not in config]
+    if missing:
+        raise UserInputError("%s lacks %s; was it written by `multitask-mx train`?" % (path, ", ".join(missing)))
+    return config
+
+
+def parse_epoch(text):
+    """``--epoch`` value: an epoch number, ``best``, or ``latest``/None for the newest on disk."""
+    if text is None or text == "latest":
+        return None
+    if text == BEST:
+        return BEST
+    if not str(text).isdigit():
+        raise UserInputError("--epoch %r: give an epoch number, 'best' or 'latest'." % text)
+    return int(text)
+
+
+def choose_params(save_dir, save_name, epoch):
+    """(epoch, params file, symbol file) for ``epoch`` (int, 'best' or None = newest)."""
+    saver = CheckpointSaver(save_dir, save_name, writer=False)
+    epochs = saver.saved_epochs()
+    have_best = os.path.isfile(saver.best_params_file())
+    available = ", ".join([str(e) for e in epochs] + ([BEST] if have_best else [])) or "none"
+    if not os.path.isfile(saver.symbol_file()):
+        names = sorted(f[:-len("-symbol.json")] for f in os.listdir(save_dir) if f.endswith("-symbol.json")
+                       and f != "trunk-symbol.json")
+        raise UserInputError("%s has no %s-symbol.json. Save names there: %s; pass --save-name."
+                             % (save_dir, save_name, ", ".join(names) or "none"))
+    if epoch is None:
+        if not epochs:
+            if have_best:
+                return BEST, saver.best_params_file(), saver.symbol_file()
+            raise UserInputError("%s has no %s-NNNN.params: training has not finished an epoch yet."
+                                 % (save_dir, save_name))
+        epoch = epochs[-1]
+    elif epoch == BEST:
+        if not have_best:
+            raise UserInputError("%s has no %s-best.params. Epochs available: %s."
+                                 % (save_dir, save_name, available))
+        return BEST, saver.best_params_file(), saver.symbol_file()
+    elif epoch not in epochs:
+        raise UserInputError("--epoch %d: %s has no %s. Epochs available: %s."
+                             % (epoch, save_dir, os.path.basename(saver.params_file(epoch)), available))
+    return epoch, saver.params_file(epoch), saver.symbol_file()
+
+
+def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
+    """Load a trained model from ``save_dir`` onto ``ctxs`` (default CPU).
+
+    ``save_name`` defaults to the one in config.json; ``epoch`` is a number, 'best'
+    or None for the newest epoch on disk.
+    """
+    config = read_config(save_dir)
+    save_name = save_name or config.get("save_name") or "multitask"
+    epoch, params_file, symbol_file = choose_params(save_dir, save_name, epoch)
+    ctxs = list(ctxs or [mx.cpu()])
+    with warnings.catch_warnings():  # "Cannot decide type for data": float32, fixed at the first call
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            net = gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctxs)
+        except mx.base.MXNetError as exc:
+            raise UserInputError("cannot load %s with %s: %s" % (params_file, symbol_file,
+                                                                 str(exc).strip().splitlines()[0]))
+    net.hybridize(static_alloc=True)
+    tasks = [Task.from_dict(d) for d in config["tasks"]]
+    classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]
+               for t in tasks}
+    _logger.info("loaded %s (epoch %s) on %s", params_file, epoch, ctxs)
+    return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs)
+
+
+def read_image(path, decode_size=None):
+    """(RGB image, None), or (None, reason) for a file that cannot be used."""
+    try:
+        img = decode_image(path, decode_size)
+    except UserInputError:
+        if not os.path.exists(path):
+            return None, "does not exist"
+        if os.path.isdir(path):
+            return None, "is a folder, not an image"
+        return None, check_image_file(path) or "cannot be decoded by OpenCV"
+    problem = check_image_file(path)
+    if problem and "truncated" in problem:  # OpenCV decodes these with a grey lower part
+        return None, problem
+    return img, None
+
+
+class ImagePathDataset(gluon.data.Dataset):
+    """Items are (CHW float32 image, error text); a failed image gives zeros and its reason."""
+
+    def __init__(self, paths: Sequence[str], transform: EvalTransform):
+        self.paths = list(paths)
+        self.transform = transform
+        self._pid = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, idx):
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            cv2.setNumThreads(1)  # in a worker process: the workers are the parallelism
+        img, problem = read_image(self.paths[idx], self.transform.decode_size)
+        if img is None:
+            return np.zeros((3,) + self.transform.out_hw, np.float32), problem
+        return self.transform(img), ""
+
+
+class _Collate:
+    """Stack images into one NDArray (in shared memory for worker processes), keep error texts."""
+
+    def __init__(self, shared):
+        self.shared = shared
+
+    def __call__(self, samples):
+        ctx = mx.Context("cpu_shared", 0) if self.shared else mx.cpu()
+        data = mx.nd.array(np.stack([s[0] for s in samples]), ctx=ctx, dtype=np.float32)
+        return data, [s[1] for s in samples]
+
+
+@dataclass
+class PredictConfig:
+    """How to run prediction: batch size, loader workers, flip TTA, progress bar."""
+
+    batch_size: int = 32
+    workers: int = 2
+    tta: str = "none"
+    progress: bool = True
+
+
+@dataclass
+class Predictions:
+    """Per-task log-probabilities (N x classes; NaN rows for failed images) and failures."""
+
+    paths: List[str]
+    log_probs: List[np.ndarray]
+    failed: Dict[int, str] = field(default_factory=dict)
+
+    def probs(self, task_index):
+        """Softmax probabilities of one task."""
+        return np.exp(self.log_probs[task_index])
+
+    def ok(self):
+        """Boolean mask of the images that were predicted."""
+        mask = np.ones(len(self.paths), bool)
+        mask[list(self.failed)] = False
+        return mask
+
+
+def _log_softmax_outputs(net, x):
+    outputs = net(x)
+    outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else list(outputs)
+    return [mx.nd.log_softmax(o, axis=-1) for o in outputs]
+
+
+def _log_mean_exp(a, b):
+    top = mx.nd.maximum(a, b)  # log((e^a + e^b) / 2) without underflow
+    return top + mx.nd.log((mx.nd.exp(a - top) + mx.nd.exp(b - top)) / 2)
+
+
+def forward_log_probs(net, data, ctxs, tta="none"):
+    """Log-probabilities per task for one batch, spread over ``ctxs``, copied to the CPU (async)."""
+    parts, _ = split_batch([data], ctxs)
+    per_device = []
+    for (x,) in parts:
+        log_probs = _log_softmax_outputs(net, x)
+        if tta == "flip":  # mean of the probabilities of the image and its mirror
+            mirrored = _log_softmax_outputs(net, mx.nd.flip(x, axis=3))
+            log_probs = [_log_mean_exp(a, b) for a, b in zip(log_probs, mirrored)]
+        per_device.append([lp.as_in_context(mx.cpu()) for lp in log_probs])
+    size = data.shape[0]
+    return [mx.nd.concat(*outs, dim=0)[:size] if len(outs) > 1 else outs[0][:size]
+            for outs in zip(*per_device)]
+
+
+def make_loader(dataset, cfg: PredictConfig):
+    """DataLoader over ``dataset``; worker processes only when there is more than a batch."""
+    workers = cfg.workers if len(dataset) > cfg.batch_size else 0
+    return gluon.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, last_batch="keep",
+                                 num_workers=workers, batchify_fn=_Collate(shared=workers > 0),
+                                 prefetch=2 * workers if workers else None)
+
+
+def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[PredictConfig] = None):
+    """Predict every image of ``paths`` (in order); failures are collected, not raised."""
+    cfg = cfg or PredictConfig()
+    if cfg.tta not in ("none", "flip"):
+        raise UserInputError("--tta %r: choose none or flip." % cfg.tta)
+    paths = list(paths)
+    loader = make_loader(ImagePathDataset(paths, model.transform()), cfg)
+    bar = tqdm(total=len(paths), desc="predict", unit="img", leave=False, dynamic_ncols=True,
+               disable=not (cfg.progress and sys.stderr.isatty() and len(paths) > cfg.batch_size))
+    chunks, failed, pending, start = [], {}, None, 0
+    for data, errors in loader:
+        outputs = forward_log_probs(model.net, data, model.ctxs, cfg.tta)
+        if pending is not None:  # read the previous batch while this one computes
+            chunks.append([o.asnumpy() for o in pending])
+        pending = outputs
+        failed.update({start + i: e for i, e in enumerate(errors) if e})
+        start += len(errors)
+        bar.update(len(errors))
+    if pending is not None:
+        chunks.append([o.asnumpy() for o in pending])
+    bar.close()
+    del loader  # ends the worker processes now
+    log_probs = [np.concatenate([c[k] for c in chunks]) if chunks else
+                 np.zeros((0, t.num_classes), np.float32) for k, t in enumerate(model.tasks)]
+    for lp in log_probs:
+        lp[list(failed)] = np.nan
+    for index, reason in sorted(failed.items()):
+        _logger.warning("image %s %s: not predicted", paths[index], reason)
+    return Predictions(paths, log_probs, failed)
+
+
+def top_k(probs_row, k):
+    """Indices of the ``k`` largest probabilities, largest first."""
+    k = min(k, len(probs_row))
+    best = np.argpartition(-probs_row, k - 1)[:k]
+    return best[np.argsort(-probs_row[best], kind="stable")]
+
+
+def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
+    """Image files under ``folder`` (by extension, case-insensitive), sorted; hidden entries skipped."""
+    extensions = tuple(e.lower() for e in extensions)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(extensions)]
+        if not recursive:
+            break
+    return sorted(found)
+
+
+def default_workers():
+    """Loader worker processes when none are asked for: the cores, at most 4."""
+    return min(4, _runtime.usable_cores())
+
+
+def _epoch_flag(text):
+    try:
+        return parse_epoch(text)
+    except UserInputError as exc:  # argparse reports this as a usage error, without a traceback
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def add_arguments(parser, prediction=True):
+    """Flags to choose the trained model (and, with ``prediction``, how to run it)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--save-result", required=True, help="the folder `multitask-mx train --save-result` wrote")
+    group.add_argument("--save-name", default=None, help="checkpoint prefix (default: the one in config.json)")
+    group.add_argument("--epoch", type=_epoch_flag, default=None,
+                       help="epoch number, 'best' ({save-name}-best.params) or 'latest' (default: the newest "
+                            "epoch on disk)")
+    if not prediction:
+        return
+    group = parser.add_argument_group("prediction")
+    group.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    group.add_argument("--data-nthreads", type=int, default=None,
+                       help="image decoding worker processes (default: number of cores, at most 4)")
+    group.add_argument("--tta", choices=["none", "flip"], default="none",
+                       help="test-time augmentation: flip averages the probabilities of the image and its mirror")
+    group.add_argument("--quiet", action="store_true", help="warnings only on stderr, no progress bar")
+    group = parser.add_argument_group("devices")
+    group.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1; '' (default) for CPU")
+    group.add_argument("--cpus", type=int, default=1, help="CPU contexts when on CPU")
+
+
+def model_contexts(args):
+    """Devices from ``--gpus``/``--cpus``."""
+    return parse_contexts(args.gpus, args.cpus)
+
+
+def predict_config(args):
+    """PredictConfig from the parsed prediction flags."""
+    if args.batch_size < 1:
+        raise UserInputError("--batch-size %d: give 1 or more." % args.batch_size)
+    workers = default_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
+    return PredictConfig(batch_size=args.batch_size, workers=workers, tta=args.tta, progress=not args.quiet)

@@ -1,0 +1,133 @@
+"""PNG pictures of a run: training curves, the lr schedule, the augmentation preview.
+
+matplotlib is imported only when a picture is drawn, and only its Agg canvas is
+used (no pyplot, so no global figure state and no display needed). Every picture is
+written to a temporary file and renamed, so a person opening ``curves.png`` in the
+middle of a run always sees a whole image.
+"""
+import io
+import logging
+import math
+
+import numpy as np
+
+from .checkpoints import atomic_write_bytes
+
+_logger = logging.getLogger(__name__)
+
+DPI = 100
+CURVES_SIZE = (1500, 450)  # width, height in pixels: loss | accuracy | lr
+LR_PLOT_SIZE = (900, 400)
+GRID_PAD = 2  # pixels between (and around) the preview's samples
+
+
+def _figure(size_px):
+    """A matplotlib Figure of exactly ``size_px`` (width, height) pixels on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Render ``fig`` to PNG in memory, then write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _series(history, split, task, key):
+    """[(epoch, value)] of history[i][split][task][key] where present and finite."""
+    points = []
+    for record in history:
+        value = (record.get(split) or {}).get(task, {}).get(key)
+        if value is not None and math.isfinite(value):
+            points.append((record["epoch"], value))
+    return points
+
+
+def _task_names(history):
+    names = []
+    for record in history:
+        for split in ("train", "val"):
+            names += [n for n in (record.get(split) or {}) if n not in names]
+    return names
+
+
+def _plot_split_lines(ax, history, tasks, key):
+    """One colour per task: train solid with dots, validation dashed with crosses."""
+    for i, task in enumerate(tasks):
+        colour = "C%d" % (i % 10)  # matplotlib's default colour cycle
+        for split, style in (("train", "o-"), ("val", "x--")):
+            points = _series(history, split, task, key)
+            if points:
+                ax.plot(*zip(*points), style, color=colour, markersize=3, label="%s %s" % (split, task))
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+
+
+def plot_curves(history, path):
+    """Train/val loss and per-task accuracy against epoch, and the lr, into one PNG."""
+    fig = _figure(CURVES_SIZE)
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    tasks = _task_names(history)
+    _plot_split_lines(loss_ax, history, tasks, "loss")
+    loss_ax.set_title("loss")
+    _plot_split_lines(acc_ax, history, tasks, "acc")
+    acc_ax.set_title("accuracy")
+    acc_ax.set_ylim(-0.02, 1.02)
+    lrs = [(r["epoch"], r["lr"]) for r in history if r.get("lr") is not None]
+    if lrs:
+        lr_ax.plot(*zip(*lrs), "o-", markersize=3)
+    lr_ax.set_title("learning rate")
+    lr_ax.set_xlabel("epoch")
+    lr_ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_lr_schedule(lrs_by_update, epoch_size, path):
+    """The lr of every update (``lrs_by_update[i]`` is update i+1) against epochs, into a PNG."""
+    fig = _figure(LR_PLOT_SIZE)
+    ax = fig.subplots()
+    lrs = np.asarray(lrs_by_update, dtype=np.float64)
+    epochs = np.arange(1, len(lrs) + 1) / float(epoch_size)
+    ax.plot(epochs, lrs)
+    ax.set_xlabel("epoch (%d updates each)" % epoch_size)
+    ax.set_ylabel("learning rate")
+    if len(lrs):
+        ax.set_title("learning rate: %.3g to %.3g, max %.3g" % (lrs[0], lrs[-1], lrs.max()))
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def augmentation_grid(images, cols):
+    """The HxWx3 uint8 images tiled ``cols`` to a row on white, GRID_PAD pixels apart."""
+    cols = max(1, min(cols, len(images)))
+    rows = int(math.ceil(len(images) / float(cols)))
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
+    grid = np.full((rows * (h + GRID_PAD) + GRID_PAD, cols * (w + GRID_PAD) + GRID_PAD, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        top = GRID_PAD + (i // cols) * (h + GRID_PAD)
+        left = GRID_PAD + (i % cols) * (w + GRID_PAD)
+        grid[top:top + im.shape[0], left:left + im.shape[1]] = im
+    return grid
+
+
+def plot_augmentation_grid(images_uint8_list, path, cols=8):
+    """Write the augmented RGB samples as one PNG grid, one pixel per pixel."""
+    if not images_uint8_list:
+        raise ValueError("no images to put in the augmentation grid")
+    from matplotlib.image import imsave
+
+    buf = io.BytesIO()
+    imsave(buf, augmentation_grid(images_uint8_list, cols), format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -1,0 +1,152 @@
+"""Training augmentation: each one changes the image when on and nothing when off; flags checked."""
+import argparse
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from multitask_mx import images
+from multitask_mx.errors import UserInputError
+from multitask_mx.images import AugmentConfig, TrainTransform, preview_samples, to_chw_float
+
+OUT_HW = (40, 56)
+
+
+@pytest.fixture(scope="module")
+def picture():
+    """A colourful, asymmetric 90x120 image with smooth areas and edges."""
+    rng = np.random.RandomState(3)
+    img = cv2.resize(rng.randint(20, 235, (5, 7, 3)).astype(np.uint8), (120, 90), interpolation=cv2.INTER_LINEAR)
+    cv2.rectangle(img, (10, 10), (40, 30), (250, 30, 30), -1)
+    return img
+
+
+ONE_AT_A_TIME = [("random_crop", True), ("hflip", True), ("vflip", True), ("brightness", 0.4), ("contrast", 0.4),
+                 ("saturation", 0.4), ("hue", 0.2), ("rotate", 30.0), ("aspect_stretch", 0.3),
+                 ("pca_lighting", 0.1)]
+
+
+def _samples(cfg, img, seeds=range(8), normalization="imagenet"):
+    transform = TrainTransform(OUT_HW, normalization, cfg)
+    out = []
+    for seed in seeds:
+        transform.reseed(seed)
+        out.append(transform(img))
+    return out
+
+
+@pytest.mark.parametrize("field, value", ONE_AT_A_TIME)
+def test_each_augmentation_changes_the_image_only_when_on(picture, field, value):
+    plain = _samples(AugmentConfig.off(), picture)[0]
+    assert all(np.array_equal(plain, s) for s in _samples(AugmentConfig.off(), picture))
+    on = _samples(dataclasses.replace(AugmentConfig.off(), **{field: value}), picture)
+    assert any(not np.allclose(plain, s, atol=1e-3) for s in on)
+    for s in on:
+        assert s.shape == (3,) + OUT_HW and s.dtype == np.float32
+
+
+def test_everything_on_keeps_shapes_and_types(picture):
+    cfg = AugmentConfig(vflip=True, hue=0.1, rotate=15, aspect_stretch=0.2, pca_lighting=0.1)
+    transform = TrainTransform(OUT_HW, "raw", cfg)
+    for seed in range(4):
+        transform.reseed(seed)
+        x = transform(picture[:, ::-1])  # a non-contiguous view, as a flipped input would be
+        assert x.shape == (3,) + OUT_HW and x.dtype == np.float32 and x.flags.c_contiguous
+        transform.reseed(seed)
+        u8 = transform.augment_uint8(picture)
+        assert u8.shape == OUT_HW + (3,) and u8.dtype == np.uint8
+
+
+def test_same_seed_same_sample(picture):
+    cfg = AugmentConfig(hue=0.1, rotate=15, aspect_stretch=0.2, pca_lighting=0.1)
+    a, b = _samples(cfg, picture, [5]), _samples(cfg, picture, [5])
+    assert np.array_equal(a[0], b[0])
+
+
+def test_lighting_is_folded_into_the_normalisation(picture):
+    offset = np.array([10.5, -3.0, 7.25], np.float32)
+    for norm in ("imagenet", "raw"):
+        folded = to_chw_float(picture, norm, offset)
+        mean, std = images.NORMALIZATIONS[norm]
+        expected = ((picture.astype(np.float32) + offset - mean) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+        assert np.allclose(folded, expected, atol=1e-4)
+    assert np.array_equal(to_chw_float(picture, "raw"), picture.astype(np.float32).transpose(2, 0, 1))
+
+
+def test_colour_operations(picture):
+    assert np.array_equal(images.adjust_brightness(picture, 1.0), picture)
+    assert np.array_equal(images.adjust_hue(picture, 0.0), picture)
+    grey = images.adjust_saturation(picture, 0.0)
+    assert (np.ptp(grey.astype(int), axis=2) <= 1).all()
+    flat = images.adjust_contrast(picture, 0.0)
+    assert np.ptp(flat) == 0
+    brighter = images.adjust_brightness(picture, 1.3)
+    assert brighter.mean() > picture.mean() and brighter.dtype == np.uint8
+    assert images.adjust_hue(picture, 0.25)[15, 20].argmax() != 0  # the red square is no longer red
+
+
+def test_rotation_reflects_the_border():
+    img = np.full((40, 40, 3), 200, np.uint8)
+    rotated = cv2.warpAffine(img, images.warp_matrix((40, 40), 45, 1.0), (40, 40),
+                             borderMode=cv2.BORDER_REFLECT_101)
+    assert rotated.min() == 200  # no black corners
+
+
+def test_preview_samples_from_arrays_and_paths(picture, tmp_path):
+    path = str(tmp_path / "p.png")
+    cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    transform = TrainTransform(OUT_HW, "imagenet", AugmentConfig(rotate=10))
+    samples = preview_samples([picture, path], transform, 5, seed=1)
+    assert len(samples) == 5
+    assert all(s.shape == OUT_HW + (3,) and s.dtype == np.uint8 for s in samples)
+    assert np.array_equal(samples[0], preview_samples([picture], transform, 1, seed=1)[0])
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    images.augment_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_from_args_defaults_match_the_dataclass():
+    assert AugmentConfig.from_args(_parse()) == AugmentConfig()
+    assert AugmentConfig.from_args(_parse("--no-augment")) == AugmentConfig.off()
+
+
+def test_from_args_values():
+    cfg = AugmentConfig.from_args(_parse("--rand-crop-scale", "0.3,0.9", "--rand-crop-ratio", "0.5,2",
+                                         "--no-hflip", "--vflip", "--brightness", "0", "--hue", "0.05",
+                                         "--rotate", "12", "--aspect-stretch", "0.2", "--pca-lighting", "0.1",
+                                         "--no-rand-crop"))
+    assert cfg == AugmentConfig(scale=(0.3, 0.9), ratio=(0.5, 2.0), hflip=False, vflip=True, brightness=0.0,
+                                hue=0.05, rotate=12.0, aspect_stretch=0.2, pca_lighting=0.1, random_crop=False)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--rand-crop-scale", "0.5,0.2"], "--rand-crop-scale"),
+    (["--rand-crop-scale", "0,1"], "--rand-crop-scale"),
+    (["--rand-crop-scale", "big"], "--rand-crop-scale"),
+    (["--rand-crop-ratio", "2,1"], "--rand-crop-ratio"),
+    (["--rand-crop-ratio", "1/0,2"], "--rand-crop-ratio"),
+    (["--brightness", "-0.1"], "--brightness"),
+    (["--contrast", "1.5"], "--contrast"),
+    (["--saturation", "2"], "--saturation"),
+    (["--hue", "0.7"], "--hue"),
+    (["--rotate", "-5"], "--rotate"),
+    (["--aspect-stretch", "1"], "--aspect-stretch"),
+    (["--pca-lighting", "-1"], "--pca-lighting"),
+    (["--no-augment", "--rotate", "10"], "--rotate"),
+])
+def test_from_args_rejects_bad_values(argv, flag):
+    with pytest.raises(UserInputError, match=flag):
+        AugmentConfig.from_args(_parse(*argv))
+
+
+def test_preview_settings():
+    assert images.preview_settings(_parse()) is None
+    assert images.preview_settings(_parse("--preview-augmentation", "16")) == (16, "augmentation-preview.png")
+    with pytest.raises(UserInputError, match="--preview-out"):
+        images.preview_settings(_parse("--preview-augmentation", "4", "--preview-out", "grid.jpg"))
+    with pytest.raises(UserInputError, match="--preview-augmentation"):
+        images.preview_settings(_parse("--preview-augmentation", "-2"))

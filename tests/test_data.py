@@ -1,0 +1,216 @@
+"""data: the dataset, the loader, the image checks and the preflight report on tiny real images."""
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from multitask_mx.data import (BAD_SAMPLE, LstDataset, check_images_or_skip, find_bad_images, make_loader,
+                               preflight_report)
+from multitask_mx.errors import UserInputError
+from multitask_mx.images import EvalTransform, TrainTransform
+from multitask_mx.lists import read_list
+from multitask_mx.tasks import build_tasks
+
+from conftest import make_images, write_list
+
+
+def cut_in_half(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+@pytest.fixture
+def train_list(tiny_data):
+    return read_list(tiny_data["train"], tiny_data["root"])
+
+
+# ---- dataset ----------------------------------------------------------------------------------
+
+def test_dataset_items(train_list):
+    tasks = build_tasks([4], derived=["x=label in {2,3}"])
+    dataset = LstDataset(train_list, tasks, EvalTransform((24, 24)))
+    assert len(dataset) == 24
+    for idx in (0, 7, 23):
+        data, labels, position = dataset[idx]
+        label = train_list.entries[idx].labels[0]
+        assert data.shape == (3, 24, 24) and data.dtype == np.float32
+        assert labels.dtype == np.int32 and labels.tolist() == [label, int(label in (2, 3))]
+        assert position == idx and position.dtype == np.int32
+    assert [dataset[i][1][0] for i in range(0, 24, 6)] == [0, 1, 2, 3]
+
+
+def test_dataset_with_train_transform_and_missing_labels(tmp_path):
+    root = tmp_path / "images"
+    items = make_images(str(root), 1, size=40, classes=2)
+    path = write_list(tmp_path / "a.lst", [(items[0][0], -1), (items[1][0], 1)])
+    dataset = LstDataset(read_list(path, str(root)), build_tasks([2]), TrainTransform((16, 16)))
+    data, labels, _ = dataset[0]
+    assert data.shape == (3, 16, 16) and data.dtype == np.float32
+    assert labels.tolist() == [-1, -1]
+    assert dataset[1][1].tolist() == [1, 1]
+
+
+def test_unreadable_image_mid_epoch_names_image_and_line(tiny_data, train_list):
+    bad = train_list.entries[4]
+    with open(bad.path, "wb") as f:
+        f.write(b"this is no longer a JPEG")
+    dataset = LstDataset(train_list, build_tasks([4]), EvalTransform((16, 16)))
+    assert dataset[3][0].shape == (3, 16, 16)
+    with pytest.raises(UserInputError) as info:
+        dataset[4]
+    message = str(info.value)
+    assert bad.path in message and "%s:5" % tiny_data["train"] in message
+    assert "--skip-bad-images" in message
+    os.remove(train_list.entries[5].path)
+    with pytest.raises(UserInputError, match="%s:6" % tiny_data["train"]):
+        dataset[5]
+
+
+def test_skip_bad_returns_a_blank_bad_sample(train_list):
+    os.remove(train_list.entries[2].path)
+    dataset = LstDataset(train_list, build_tasks([4]), TrainTransform((16, 20)), skip_bad=True)
+    data, labels, position = dataset[2]
+    assert data.shape == (3, 16, 20) and data.dtype == np.float32 and not data.any()
+    assert labels.tolist() == [BAD_SAMPLE, BAD_SAMPLE] and labels.dtype == np.int32
+    assert position == 2
+    assert dataset[3][1].tolist() == [0, 0]
+
+
+# ---- image checks -------------------------------------------------------------------------------
+
+def test_find_bad_images(train_list):
+    assert find_bad_images(train_list) == {}
+    os.remove(train_list.entries[1].path)
+    cut_in_half(train_list.entries[6].path)
+    with open(train_list.entries[9].path, "wb"):
+        pass
+    bad = find_bad_images(train_list, threads=2)
+    assert bad == {2: "does not exist", 7: "is a truncated JPEG (no end-of-image marker)", 10: "is empty (0 bytes)"}
+
+
+def test_find_bad_images_full_decode(train_list):
+    path = train_list.entries[3].path
+    with open(path, "r+b") as f:  # header and trailer intact, the middle destroyed
+        data = bytearray(f.read())
+        data[2:-2] = b"\x00" * (len(data) - 4)
+        f.seek(0)
+        f.write(data)
+    assert find_bad_images(train_list) == {}
+    assert find_bad_images(train_list, full_decode=True, threads=2) == {4: "cannot be decoded by OpenCV"}
+
+
+def test_check_images_stops_with_lines_named(tiny_data, train_list):
+    assert check_images_or_skip(train_list, skip_bad=False) is train_list
+    missing = train_list.entries[0].path
+    os.remove(missing)
+    cut_in_half(train_list.entries[10].path)
+    with pytest.raises(UserInputError) as info:
+        check_images_or_skip(train_list, skip_bad=False)
+    message = str(info.value)
+    assert "2 bad image(s) in %s" % tiny_data["train"] in message
+    assert "%s:1: image %s does not exist" % (tiny_data["train"], missing) in message
+    assert "%s:11: image " % tiny_data["train"] in message and "truncated JPEG" in message
+    assert "--skip-bad-images" in message
+
+
+def test_check_images_skip_mode_drops_bad_lines(train_list, caplog):
+    os.remove(train_list.entries[0].path)
+    cut_in_half(train_list.entries[10].path)
+    with caplog.at_level(logging.WARNING, logger="multitask_mx.data"):
+        kept = check_images_or_skip(train_list, skip_bad=True, threads=2)
+    assert len(kept) == 22 and len(train_list) == 24
+    assert [e.line for e in kept.entries] == [n for n in range(2, 25) if n != 11]
+    assert kept.source == train_list.source and kept.image_root == train_list.image_root
+    assert "skipped 2 bad image(s) of 24" in caplog.text
+
+
+def test_all_images_missing_mentions_image_root(tmp_path, tiny_data):
+    wrong_root = tmp_path / "wrong"
+    wrong_root.mkdir()
+    image_list = read_list(tiny_data["train"], str(wrong_root))
+    for skip in (False, True):
+        with pytest.raises(UserInputError) as info:
+            check_images_or_skip(image_list, skip_bad=skip)
+        message = str(info.value)
+        assert "none of the 24 images" in message and str(wrong_root) in message
+        assert "--image-train" in message and "does not exist" in message
+
+
+# ---- loader --------------------------------------------------------------------------------------
+
+def test_make_loader_with_workers(train_list):
+    dataset = LstDataset(train_list, build_tasks([4]), TrainTransform((16, 16)))
+    loader = make_loader(dataset, batch_size=5, shuffle=True, num_workers=2)
+    shapes, positions = [], []
+    for data, labels, position in loader:
+        shapes.append((data.shape, labels.shape))
+        assert data.dtype == np.float32 and labels.dtype == np.int32
+        labels, position = labels.asnumpy(), position.asnumpy()
+        np.testing.assert_array_equal(labels[:, 0], [dataset._labels[p][0] for p in position])
+        np.testing.assert_array_equal(labels[:, 1], (labels[:, 0] > 0).astype(np.int32))
+        positions.extend(position.tolist())
+    assert shapes == [((5, 3, 16, 16), (5, 2))] * 4 + [((4, 3, 16, 16), (4, 2))]
+    assert sorted(positions) == list(range(24))
+
+
+def test_make_loader_in_process_keeps_order(train_list):
+    dataset = LstDataset(train_list, build_tasks([4], derived=[]), EvalTransform((8, 8)))
+    batches = list(make_loader(dataset, batch_size=10, shuffle=False, num_workers=0, last_batch="discard"))
+    assert len(batches) == 2
+    assert batches[0][2].asnumpy().tolist() == list(range(10))
+    assert batches[1][1].shape == (10, 1)
+
+
+# ---- preflight -------------------------------------------------------------------------------------
+
+def test_preflight_report_histograms(tiny_data):
+    train = read_list(tiny_data["train"])
+    val = read_list(tiny_data["val"])
+    report = preflight_report(build_tasks([4]), train, val)
+    assert report["train"] == {"label": {"counts": [6, 6, 6, 6], "missing": 0},
+                               "label_gt0": {"counts": [6, 18], "missing": 0}}
+    assert report["val"]["label"] == {"counts": [2, 2, 2, 2], "missing": 0}
+    assert report["overlap"] == []
+    assert "val" not in preflight_report(build_tasks([4]), train)
+
+
+def test_preflight_report_overlap_duplicates_and_empty_classes(tmp_path, tiny_data, caplog):
+    root = tiny_data["root"]
+    train = read_list(tiny_data["train"], root)
+    rel = [os.path.relpath(e.path, root) for e in train.entries]
+    val_path = write_list(tmp_path / "leaky_val.lst", [(rel[0], 0), (rel[7], 1), (rel[0], 0), (rel[20], -1)])
+    val = read_list(val_path, root)
+    with caplog.at_level(logging.INFO, logger="multitask_mx.data"):
+        report = preflight_report(build_tasks([4]), train, val)
+    assert report["overlap"] == sorted(os.path.realpath(os.path.join(root, rel[i])) for i in (0, 7, 20))
+    assert report["val"]["label"] == {"counts": [2, 1, 0, 0], "missing": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("3 image(s) are in both the training and validation lists" in w for w in warnings)
+    assert any(val_path in w and "lines [1, 3]" in w for w in warnings)
+    assert not any("has no training images" in w for w in warnings)  # val's empty classes are fine
+
+
+def test_preflight_warns_about_classes_without_training_images(tmp_path, tiny_data, caplog):
+    root = tiny_data["root"]
+    rows = [(os.path.relpath(e.path, root), e.labels[0]) for e in read_list(tiny_data["train"], root).entries
+            if e.labels[0] != 2]
+    train = read_list(write_list(tmp_path / "no2.lst", rows), root)
+    with caplog.at_level(logging.WARNING, logger="multitask_mx.data"):
+        report = preflight_report(build_tasks([4]), train)
+    assert report["train"]["label"]["counts"] == [6, 6, 0, 6]
+    assert "task label has no training images of class(es) [2]" in caplog.text
+
+
+def test_bad_image_in_a_worker_reaches_the_caller(tiny_data, train_list):
+    os.remove(train_list.entries[8].path)
+    dataset = LstDataset(train_list, build_tasks([4]), EvalTransform((8, 8)))
+    with pytest.raises(UserInputError, match="%s:9" % tiny_data["train"]):
+        for _ in make_loader(dataset, batch_size=6, shuffle=False, num_workers=2):
+            pass
+    dataset = LstDataset(train_list, build_tasks([4]), EvalTransform((8, 8)), skip_bad=True)
+    labels = np.concatenate([b[1].asnumpy() for b in make_loader(dataset, 6, False, num_workers=2)])
+    assert labels.shape == (24, 2)
+    assert (labels[8] == BAD_SAMPLE).all() and (labels[np.arange(24) != 8] >= 0).all()
