@@ -29,7 +29,8 @@ setup(
         "cpu": ["mxnet==1.9.1"],
         "cu112": ["mxnet-cu112==1.9.1"],
         "cu110": ["mxnet-cu110==1.9.1"],
-        "test": ["pytest"],
+        "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
+        "test": ["pytest", "onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},
 )

@@ -226,7 +226,10 @@ class TrainEpochs:
 
     def __init__(self, net, tasks, args):
         self.net, self.ctxs = net, [mx.cpu()]
-        self.trainer = train_command.make_trainer(args, net, mx.kv.create(args.kv_store), epoch_size=1000)
+        # As train's make_trainer: SGD with momentum and wd, updates on the device, not in the kvstore.
+        self.trainer = gluon.Trainer(net.collect_params(), args.optimizer,
+                                     {"learning_rate": args.lr, "momentum": args.mom, "wd": args.wd},
+                                     kvstore=mx.kv.create(args.kv_store), update_on_kvstore=False)
         self.loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
         self.metrics = TaskMetrics([t.name for t in tasks], self.ctxs)
         self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)

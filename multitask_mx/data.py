@@ -36,6 +36,31 @@ class LstDataset(gluon.data.Dataset):
         self.skip_bad = skip_bad
         self._labels = np.stack([task_labels(self.tasks, e.labels) for e in image_list.entries])
         self._pid = None
+        self._cache = None
+
+    def cache_images(self, threads=4):
+        """Decode every image once into RAM (small datasets); returns the bytes used.
+
+        Done before the loader forks its workers, which then share the arrays.
+        """
+        size = getattr(self.transform, "decode_size", None)
+
+        def load(entry):
+            try:
+                return decode_image(entry.path, size)
+            except UserInputError:
+                return None  # reported (or skipped) by __getitem__ as usual
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            self._cache = list(pool.map(load, self.image_list.entries))
+        used = sum(img.nbytes for img in self._cache if img is not None)
+        _logger.info("cached %d decoded images of %s in RAM: %.1f MB", len(self._cache),
+                     self.image_list.source, used / 1e6)
+        return used
+
+    def _image(self, idx, entry):
+        if self._cache is not None and self._cache[idx] is not None:
+            return self._cache[idx]
+        return decode_image(entry.path, getattr(self.transform, "decode_size", None))
 
     def __len__(self):
         return len(self.image_list.entries)
@@ -53,8 +78,7 @@ class LstDataset(gluon.data.Dataset):
             self._per_process_setup()
         entry = self.image_list.entries[idx]
         try:
-            img = decode_image(entry.path, getattr(self.transform, "decode_size", None))
-            data = self.transform(img)
+            data = self.transform(self._image(idx, entry))
         except UserInputError as exc:
             if not self.skip_bad:
                 raise UserInputError("%s (%s)" % (exc, self.image_list.where(entry)))
@@ -66,9 +90,19 @@ class LstDataset(gluon.data.Dataset):
 
 def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep"):
     """A Gluon DataLoader over ``dataset`` with ``num_workers`` worker processes."""
-    return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                 last_batch=last_batch, num_workers=num_workers,
-                                 prefetch=2 * num_workers if num_workers else None)
+    # The DataLoader forks its workers here. A child forked while OpenCV's thread pool
+    # runs (after any cv2 call in this process, e.g. --check-images full) hangs in the
+    # worker's cv2.setNumThreads(1): it joins a stale thread id that MXNet's re-created
+    # engine threads now own. So the pool is stopped for the fork and restored after.
+    threads = cv2.getNumThreads()
+    if num_workers:
+        cv2.setNumThreads(1)
+    try:
+        return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                     last_batch=last_batch, num_workers=num_workers,
+                                     prefetch=2 * num_workers if num_workers else None)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def find_bad_images(image_list: ImageList, full_decode=False, threads=4):
@@ -156,6 +190,8 @@ def add_arguments(parser):
                        help="images per epoch for the lr schedule (default: counted from --data-train)")
     group.add_argument("--data-nthreads", type=int, default=None,
                        help="loader worker processes (default: number of cores, at most 4)")
+    group.add_argument("--cache-images", action="store_true",
+                       help="keep decoded images in RAM (small datasets: no decoding after the first pass)")
     group.add_argument("--skip-bad-images", action="store_true",
                        help="leave out missing/unreadable images (counted and logged) instead of stopping")
     group.add_argument("--check-images", choices=["header", "full", "none"], default="header",

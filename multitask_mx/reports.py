@@ -92,9 +92,11 @@ def task_report(log_probs, labels, class_names, ks=(1, 5)):
 
 def format_task_report(name, report):
     """The report of one task as text: summary line, per-class table, small confusion matrices."""
-    top = "  ".join("top-%s %.4f" % (k, v) for k, v in report["top_k"].items() if k != "1")
-    lines = ["task %s: accuracy %.4f  %s  loss %.4f  (%d labelled image(s), %d without a label)"
-             % (name, report["accuracy"], top, report["loss"], report["num_labelled"], report["num_missing"])]
+    figures = ["accuracy %.4f" % report["accuracy"]]
+    figures += ["top-%s %.4f" % (k, v) for k, v in report["top_k"].items() if k != "1"]
+    figures.append("loss %.4f" % report["loss"])
+    lines = ["task %s: %s  (%d labelled image(s), %d without a label)"
+             % (name, "  ".join(figures), report["num_labelled"], report["num_missing"])]
     width = max([len(c["class"]) for c in report["per_class"]] + [12])
     lines.append("  %-*s %9s %9s %9s %9s" % (width, "class", "precision", "recall", "f1", "support"))
     for c in report["per_class"]:

@@ -2,6 +2,7 @@
 import logging
 import os
 
+import cv2
 import numpy as np
 import pytest
 
@@ -141,9 +142,24 @@ def test_all_images_missing_mentions_image_root(tmp_path, tiny_data):
 
 # ---- loader --------------------------------------------------------------------------------------
 
+def start_opencv_threads():
+    """Make OpenCV's thread pool run in this process, as a parent's own cv2 work does."""
+    cv2.setNumThreads(2)
+    cv2.resize(np.zeros((600, 800, 3), np.uint8), (400, 300))
+
+
+def workers_loader(dataset, batch_size, shuffle=False):
+    """make_loader with 2 workers; a hung worker fails the test in 20 s, not in 120 s per batch."""
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=2)
+    loader._timeout = 20  # Gluon's per-batch wait; not exposed by make_loader
+    return loader
+
+
 def test_make_loader_with_workers(train_list):
+    start_opencv_threads()  # used to deadlock every worker in cv2.setNumThreads(1)
     dataset = LstDataset(train_list, build_tasks([4]), TrainTransform((16, 16)))
-    loader = make_loader(dataset, batch_size=5, shuffle=True, num_workers=2)
+    loader = workers_loader(dataset, batch_size=5, shuffle=True)
+    assert cv2.getNumThreads() == 2  # the parent keeps its OpenCV threads
     shapes, positions = [], []
     for data, labels, position in loader:
         shapes.append((data.shape, labels.shape))
@@ -206,11 +222,12 @@ def test_preflight_warns_about_classes_without_training_images(tmp_path, tiny_da
 
 def test_bad_image_in_a_worker_reaches_the_caller(tiny_data, train_list):
     os.remove(train_list.entries[8].path)
+    start_opencv_threads()
     dataset = LstDataset(train_list, build_tasks([4]), EvalTransform((8, 8)))
     with pytest.raises(UserInputError, match="%s:9" % tiny_data["train"]):
-        for _ in make_loader(dataset, batch_size=6, shuffle=False, num_workers=2):
+        for _ in workers_loader(dataset, batch_size=6):
             pass
     dataset = LstDataset(train_list, build_tasks([4]), EvalTransform((8, 8)), skip_bad=True)
-    labels = np.concatenate([b[1].asnumpy() for b in make_loader(dataset, 6, False, num_workers=2)])
+    labels = np.concatenate([b[1].asnumpy() for b in workers_loader(dataset, batch_size=6)])
     assert labels.shape == (24, 2)
     assert (labels[8] == BAD_SAMPLE).all() and (labels[np.arange(24) != 8] >= 0).all()

@@ -290,6 +290,9 @@ def run(args):
     net.hybridize(static_alloc=True, static_shape=True)
 
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
+    if args.cache_images:
+        for dataset in filter(None, (train_set, val_set)):
+            dataset.cache_images(threads)
     batch = args.batch_size
     train_loader = make_loader(train_set, batch, True, threads,
                                last_batch="rollover" if len(train_set) >= batch else "keep")
