@@ -25,6 +25,7 @@ _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _COMPARE_RE = re.compile(r"^\s*(%s)\s*(>=|<=|==|!=|>|<)\s*(-?\d+)\s*$" % _NAME)
 _IN_RE = re.compile(r"^\s*(%s)\s+(not\s+in|in)\s*\{\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\}\s*$" % _NAME)
 _MAP_RE = re.compile(r"^\s*(?:(%s)\s*:\s*)?map\s*:\s*(.+?)\s*$" % _NAME)
+_SECTION_RE = re.compile(r"^\[\s*(%s)\s*\]$" % _NAME)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def add_arguments(parser):
     group.add_argument("--no-derived-task", action="store_true",
                        help="with one label column, train only the class task (no label_gt0)")
     group.add_argument("--classes", default=None,
-                       help="class-name files, one per task in task order, comma-separated")
+                       help="class names: files (one name per line) for the tasks in order, comma-separated, "
+                            "or one file with a [task] section per task")
 
 
 def parse_num_classes(text):
@@ -210,21 +212,103 @@ def parse_num_classes(text):
 
 
 def read_class_names(tasks, classes_flag):
-    """{task: [class names]} from --classes files, numbered names where none given."""
+    """{task: [class names]} from --classes, numbered (or no/yes) names where none given.
+
+    ``classes_flag`` is comma-separated files: a plain file (one name per line) names
+    the task at its position; a file of ``[task]`` sections names the tasks it lists.
+    """
     files = [f.strip() for f in classes_flag.split(",")] if classes_flag else []
+    given = {}
+    for i, path in enumerate(files):
+        if not path:
+            continue
+        sections = _read_names_file(path, [t.name for t in tasks])
+        if sections is None:  # a plain file: the task at this position
+            if i >= len(tasks):
+                raise UserInputError("--classes: %d file(s) for %d task(s); %s has no task. Give one file per task "
+                                     "in task order (%s), or one file with [task] sections."
+                                     % (len(files), len(tasks), path, ", ".join(t.name for t in tasks)))
+            with open(path, encoding="utf-8") as f:
+                sections = {tasks[i].name: (path, [line.strip() for line in f if line.strip()])}
+        for name, found in sections.items():
+            if name in given:
+                raise UserInputError("--classes: task %s is named by both %s and %s." % (name, given[name][0], found[0]))
+            given[name] = found
     names = {}
-    for i, task in enumerate(tasks):
-        if i < len(files) and files[i]:
-            if not os.path.isfile(files[i]):
-                raise UserInputError("--classes: file %r does not exist." % files[i])
-            with open(files[i], encoding="utf-8") as f:
-                listed = [line.strip() for line in f if line.strip()]
+    for task in tasks:
+        if task.name in given:
+            where, listed = given[task.name]
             if len(listed) != task.num_classes:
                 raise UserInputError("--classes %s: %d name(s) for task %s, which has %d classes."
-                                     % (files[i], len(listed), task.name, task.num_classes))
+                                     % (where, len(listed), task.name, task.num_classes))
             names[task.name] = listed
         elif task.derive and task.derive[0] in ("compare", "in"):
             names[task.name] = ["no", "yes"]
         else:
             names[task.name] = [str(c) for c in range(task.num_classes)]
     return names
+
+
+def _read_names_file(path, task_names):
+    """{task: (where, names)} for a file of ``[task]`` sections; None for a plain names file."""
+    if not os.path.isfile(path):
+        raise UserInputError("--classes: file %r does not exist." % path)
+    with open(path, encoding="utf-8") as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, start=1) if line.strip()]
+    if not lines or not _SECTION_RE.match(lines[0][1]):
+        return None
+    sections, current = {}, None
+    for number, text in lines:
+        header = _SECTION_RE.match(text)
+        if header is None:
+            current[1].append(text)
+            continue
+        name = header.group(1).strip()
+        if name not in task_names:
+            raise UserInputError("%s:%d: section [%s] names no task; the tasks are %s."
+                                 % (path, number, name, ", ".join(task_names)))
+        if name in sections:
+            raise UserInputError("%s:%d: a second [%s] section." % (path, number, name))
+        current = sections[name] = ("%s [%s]" % (path, name), [])
+    return sections
+
+
+def derivation_matrix(task: Task, source_classes: int):
+    """0/1 matrix (source classes x task classes): which source class gives which derived class.
+
+    Summing a source head's probabilities through it gives the derived task's answer
+    implied by the source head; source classes a map leaves out give no row.
+    """
+    matrix = np.zeros((source_classes, task.num_classes), np.float32)
+    for c in range(source_classes):
+        derived = task.label_from(c)
+        if 0 <= derived < task.num_classes:
+            matrix[c, derived] = 1.0
+    return matrix
+
+
+def agreement_pairs(tasks: Sequence[Task]):
+    """[(derived task index, source task index, derivation matrix)] for every derived task."""
+    direct = {t.column: i for i, t in enumerate(tasks) if t.derive is None}
+    return [(i, direct[t.column], derivation_matrix(t, tasks[direct[t.column]].num_classes))
+            for i, t in enumerate(tasks) if t.derive is not None and t.column in direct]
+
+
+def check_columns_labelled(image_list, column_names: Sequence[str]):
+    """Raise if a label column has no known label (every line -1) in ``image_list``."""
+    for column, name in enumerate(column_names):
+        if all(e.labels[column] == MISSING_LABEL for e in image_list.entries):
+            raise UserInputError("%s: every label of column %d (task %s) is -1 (unknown), so that task has "
+                                 "nothing to learn from. Label some images, or remove the column."
+                                 % (image_list.source, column + 1, name))
+
+
+def check_tasks_labelled(tasks: Sequence[Task], image_list):
+    """Raise if a task (e.g. a map that covers no listed class) has no known label in ``image_list``."""
+    histograms = class_histograms(tasks, [e.labels for e in image_list.entries])
+    for task in tasks:
+        if not sum(histograms[task.name]["counts"]):
+            how = " (= %s)" % task.expression if task.expression else ""
+            raise UserInputError("%s: task %s%s has no known label on any line (all %d unknown), so it has "
+                                 "nothing to learn from. Label some images, or fix the derived task."
+                                 % (image_list.source, task.name, how, len(image_list.entries)))

@@ -1,0 +1,102 @@
+"""Atomic writes, history files, optimizer states of every device, best tracking."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import multitask_mx  # noqa: F401
+import mxnet as mx
+from mxnet import autograd, gluon
+from multitask_mx import checkpoints
+from multitask_mx.checkpoints import BestTracker, CheckpointSaver
+from multitask_mx.errors import UserInputError
+
+
+def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "history.json")
+    checkpoints.atomic_write_json(path, [{"epoch": 1}])
+
+    def crash(*args):
+        raise KeyboardInterrupt("killed during the save")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.atomic_write_json(path, [{"epoch": 1}, {"epoch": 2}])
+    monkeypatch.undo()
+    assert json.load(open(path)) == [{"epoch": 1}]
+
+
+def test_interrupted_epoch_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(3, in_units=2))
+    net.initialize()
+    net.hybridize()
+    net(mx.nd.ones((1, 2)))
+    saver = CheckpointSaver(str(tmp_path), "m")
+    saver.save_epoch(net, None, 1, {"epoch": 1, "val_loss": 1.0})
+    real_replace = os.replace
+
+    def crash_on_params(src, dst):
+        if dst.endswith("-0002.params"):
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", crash_on_params)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save_epoch(net, None, 2, {"epoch": 2, "val_loss": 0.5})
+    monkeypatch.undo()
+    assert not os.path.exists(saver.params_file(2))
+    block = gluon.SymbolBlock.imports(saver.symbol_file(), ["data"], saver.params_file(1))
+    assert block(mx.nd.ones((1, 2))).shape == (1, 3)
+    assert json.load(open(saver.path("history.json")))[-1]["epoch"] == 1
+
+
+def test_history_csv_has_one_row_per_epoch(tmp_path):
+    saver = CheckpointSaver(str(tmp_path), "m")
+    for epoch in (1, 2):
+        saver.append_history({"epoch": epoch, "train": {"label": {"acc": 0.5 * epoch}}})
+    lines = open(saver.path("history.csv")).read().splitlines()
+    assert lines[0] == "epoch,train_label_acc" and lines[2] == "2,1.0"
+
+
+def _trainer(ctxs):
+    net = gluon.nn.Dense(2, in_units=3)
+    net.initialize(mx.init.One(), ctx=ctxs)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9},
+                            kvstore="device", update_on_kvstore=False)
+    for _ in range(2):
+        for ctx in ctxs:
+            with autograd.record():
+                loss = net(mx.nd.ones((2, 3), ctx=ctx)).sum()
+            loss.backward()
+        trainer.step(2)
+    return net, trainer
+
+
+def test_states_of_every_device_are_saved_and_restore_on_fewer_devices(tmp_path):
+    _, trainer = _trainer([mx.cpu(0), mx.cpu(1)])
+    path = str(tmp_path / "m.states")
+    checkpoints.save_trainer_states(trainer, path)
+    import pickle
+    payload = pickle.load(open(path, "rb"))
+    assert len(payload["devices"]) == 2
+    _, fresh = _trainer([mx.cpu(0)])
+    checkpoints.load_trainer_states(fresh, path)
+    assert fresh.optimizer.num_update == trainer.optimizer.num_update
+    momentum = fresh._updaters[0].states[0].asnumpy()
+    np.testing.assert_allclose(momentum, trainer._updaters[1].states[0].asnumpy())
+    with pytest.raises(UserInputError):
+        open(path, "wb").write(pickle.dumps({"something": "else"}))
+        checkpoints.load_trainer_states(fresh, path)
+
+
+def test_best_tracker_metrics():
+    record = lambda e, loss, acc: {"epoch": e, "val_loss": loss, "train_loss": loss,
+                                   "val": {"label": {"acc": acc, "count": 4}, "label_gt0": {"acc": 1.0, "count": 4}}}
+    best = BestTracker("val-acc:label", ["label", "label_gt0"])
+    assert [best.update(record(e, 1, a)) for e, a in [(1, 0.5), (2, 0.4), (3, 0.7)]] == [True, False, True]
+    assert best.epoch == 3
+    loss = BestTracker("val-loss", ["label"])
+    assert [loss.update(record(e, l, 0)) for e, l in [(1, 2.0), (2, 1.0), (3, 1.5)]] == [True, True, False]
+    assert BestTracker("val-loss", ["label"], has_val=False).metric == "train-loss"
+    with pytest.raises(UserInputError, match="val-acc:label"):
+        BestTracker("val-acc:nope", ["label"])
