@@ -18,6 +18,7 @@ untimed warm-up pass over one batch.
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -52,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=inference.default_workers(),
                         help="decoding worker processes of the batched path (predict's default)")
     parser.add_argument("--gpus", default="", help="GPU id to run on ('' for CPU)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure the two paths this many times, alternating; the table shows medians")
     return parser.parse_args(argv)
 
 
@@ -137,11 +140,14 @@ def main(argv=None):
         os.makedirs(os.path.join(tmp, "images"))
         paths = make_photos(os.path.join(tmp, "images"), args.images, width, height)
         save_dir = make_save_dir(os.path.join(tmp, "run"), args.network, args.size, ctxs[0])
-        loop_speed = one_at_a_time(save_dir, paths, ctxs)
-        batch_speed = batched(save_dir, paths, args, ctxs)
+        loop_speeds, batch_speeds = [], []
+        for _ in range(max(1, args.repeats)):  # alternate, so a busy moment of the machine hits both
+            loop_speeds.append(one_at_a_time(save_dir, paths, ctxs))
+            batch_speeds.append(batched(save_dir, paths, args, ctxs))
+    loop_speed, batch_speed = statistics.median(loop_speeds), statistics.median(batch_speeds)
     lines = machine_lines(ctxs)
-    lines.append("%s at %dx%d, random weights, 2 tasks; %d JPEGs of %dx%d in a temporary folder"
-                 % (args.network, args.size, args.size, args.images, width, height))
+    lines.append("%s at %dx%d, random weights, 2 tasks; %d JPEGs of %dx%d in a temporary folder; median of %d"
+                 % (args.network, args.size, args.size, args.images, width, height, max(1, args.repeats)))
     lines.append("")
     lines.append("%-58s %6s %8s %9s" % ("path", "batch", "img/s", "vs loop"))
     lines.append("%-58s %6d %8.2f %9s" % ("(b) loop, one image at a time (seed 000's predict.py)", 1, loop_speed, "1.00x"))

@@ -86,12 +86,12 @@ def parse_line(text, where):
     return index, labels, path
 
 
-def _decode_line(raw, where, first):
-    # Decoded per line so that a bad byte is reported with its line; a UTF-8 byte-order
-    # mark (Windows editors write one) is dropped from the first line.
+def _check_utf8(text, where):
+    # The file is read with errors="surrogateescape", so a byte that is not UTF-8 shows up
+    # here as a lone surrogate, which cannot be encoded: reported with its line.
     try:
-        return raw.decode("utf-8-sig" if first else "utf-8")
-    except UnicodeDecodeError:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         raise UserInputError("%s: not UTF-8 text. A .lst file is text (index, labels, path separated by "
                              "TABs); pass the .lst, not the .rec/.idx, and save it as UTF-8." % where)
 
@@ -111,10 +111,11 @@ def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
                              "at the folder the list's paths are relative to." % (root, lst_path))
     entries = []
     width = None
-    with open(lst_path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+    # utf-8-sig: drops the byte-order mark that Windows editors may write.
+    with open(lst_path, encoding="utf-8-sig", errors="surrogateescape") as f:
+        for number, text in enumerate(f, start=1):
             where = "%s:%d" % (lst_path, number)
-            text = _decode_line(raw, where, first=number == 1)
+            _check_utf8(text, where)
             if not text.strip():
                 continue
             index, labels, rel = parse_line(text, where)

@@ -1,7 +1,12 @@
-"""Per-task loss and accuracy, accumulated on the devices.
+"""Per-task loss, accuracy, top-k accuracy and head agreement, accumulated on the devices.
 
 Reading a value from an NDArray waits for the engine, so the training loop only
 adds to on-device sums here and reads them at the log interval and epoch end.
+
+Agreement is kept for each derived task (e.g. ``label_gt0 = label > 0``): how often
+its own head's answer equals the answer implied by its source task's head, found by
+summing the source head's class probabilities over the classes that derive to each
+derived class (for ``label > 0``: 1 - p(class 0) against p(class 0)).
 """
 from typing import Sequence
 
@@ -9,46 +14,107 @@ from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 import numpy as np
 
+from .errors import UserInputError
+from .tasks import agreement_pairs
+
+# rows of the on-device sums, one column per task
+_LOSS, _CORRECT, _COUNT, _TOPK, _AGREE = range(5)
+
 
 class TaskMetrics:
-    """Sums of loss, correct predictions and labelled samples per task, per device."""
+    """Sums of loss, correct predictions (top-1 and top-k), agreement and labelled samples per task and device.
 
-    def __init__(self, task_names: Sequence[str], ctxs, top_k=None):
+    ``top_k`` adds top-k accuracy for tasks with more than k classes (``num_classes``
+    says which); ``agreement`` is ``tasks.agreement_pairs(tasks)``.
+    """
+
+    def __init__(self, task_names: Sequence[str], ctxs, top_k=None, num_classes=None, agreement=()):
         self.task_names = list(task_names)
         self.ctxs = list(ctxs)
+        classes = list(num_classes) if num_classes else [0] * len(self.task_names)
+        self.top_k = top_k
+        self.topk_tasks = [k for k, n in enumerate(classes) if top_k and n > top_k]
+        self.agreement_tasks = [(d, s) for d, s, _ in agreement]
+        self._matrices = [{c: mx.nd.array(m, ctx=c) for c in self.ctxs} for _, _, m in agreement]
         self.reset()
+
+    @classmethod
+    def for_tasks(cls, tasks, ctxs, top_k=None):
+        """Metrics for Task objects: top-k where they have more than k classes, agreement of derived tasks."""
+        if top_k is not None and top_k < 1:
+            raise UserInputError("--top-k %d: give 1 or more." % top_k)
+        return cls([t.name for t in tasks], ctxs, top_k, [t.num_classes for t in tasks], agreement_pairs(tasks))
 
     def reset(self):
         """Start a new accumulation (epoch or validation pass)."""
-        # rows: loss sum, correct, labelled count
-        self._sums = [mx.nd.zeros((3, len(self.task_names)), ctx=c) for c in self.ctxs]
+        self._sums = [mx.nd.zeros((5, len(self.task_names)), ctx=c) for c in self.ctxs]
         self.samples = 0
 
     def update(self, device_index, outputs, labels, masks, losses):
         """Add one device's batch slice: lists over tasks of logits, labels, 0/1 masks, losses."""
+        zero = mx.nd.zeros((1,), ctx=outputs[0].context)
+        topk = set(self.topk_tasks)
         rows = []
-        for out, label, mask, loss in zip(outputs, labels, masks, losses):
-            correct = (mx.nd.argmax(out, axis=1) == label.astype(out.dtype)) * mask
-            rows.append(mx.nd.concat(mx.nd.sum(loss), mx.nd.sum(correct), mx.nd.sum(mask), dim=0))
-        self._sums[device_index] += mx.nd.stack(*rows, axis=1).astype("float32")
+        for k, (out, label, mask, loss) in enumerate(zip(outputs, labels, masks, losses)):
+            label = label.astype(out.dtype)
+            correct = (mx.nd.argmax(out, axis=1) == label) * mask
+            in_topk = zero
+            if k in topk:
+                best = mx.nd.topk(out, axis=1, k=self.top_k, ret_typ="indices").astype(out.dtype)
+                hit = mx.nd.sum(mx.nd.broadcast_equal(best, label.reshape((-1, 1))), axis=1)
+                in_topk = mx.nd.sum(hit * mask)
+            rows.append([mx.nd.sum(loss), mx.nd.sum(correct), mx.nd.sum(mask), in_topk, zero])
+        for (d, s), matrices in zip(self.agreement_tasks, self._matrices):
+            rows[d][_AGREE] = _agreeing(outputs[d], outputs[s], matrices[outputs[d].context], masks[d])
+        stacked = mx.nd.stack(*[mx.nd.concat(*[r.astype("float32") for r in row], dim=0) for row in rows], axis=1)
+        self._sums[device_index] += stacked
+
+    def _totals(self):
+        return sum(s.asnumpy() for s in self._sums)
 
     def values(self):
-        """{task: {"loss": mean loss, "acc": accuracy}}; waits for the engine."""
-        total = sum(s.asnumpy() for s in self._sums)
+        """{task: {"loss", "acc", "count"[, "topk"]}} means over labelled samples; waits for the engine."""
+        total = self._totals()
         out = {}
         for i, name in enumerate(self.task_names):
-            count = total[2, i]
-            out[name] = {"loss": float(total[0, i] / count) if count else float("nan"),
-                         "acc": float(total[1, i] / count) if count else float("nan"),
+            count = total[_COUNT, i]
+            out[name] = {"loss": _mean(total[_LOSS, i], count), "acc": _mean(total[_CORRECT, i], count),
                          "count": int(count)}
+            if i in self.topk_tasks:
+                out[name]["topk"] = _mean(total[_TOPK, i], count)
         return out
+
+    def agreement(self):
+        """{derived task: share of its labelled samples where its head agrees with its source head}."""
+        total = self._totals()
+        return {self.task_names[d]: _mean(total[_AGREE, d], total[_COUNT, d]) for d, _ in self.agreement_tasks}
+
+
+def _agreeing(derived_out, source_out, matrix, mask):
+    """Number of (masked) samples whose derived head's argmax equals the source head's implied class."""
+    implied = mx.nd.dot(mx.nd.softmax(source_out.astype("float32"), axis=1), matrix)
+    same = mx.nd.argmax(derived_out.astype("float32"), axis=1) == mx.nd.argmax(implied, axis=1)
+    return mx.nd.sum(same * mask)
+
+
+def _mean(total, count):
+    return float(total / count) if count else float("nan")
 
 
 def summarise(values):
-    """Short text for a log line: 'label loss 0.512 acc 0.812 | label_gt0 ...'."""
-    return " | ".join("%s loss %.4f acc %.4f" % (name, v["loss"], v["acc"]) for name, v in values.items())
+    """Short text for a log line: 'label loss 0.512 acc 0.812 topk 0.95 | label_gt0 ...'."""
+    return " | ".join("%s loss %.4f acc %.4f%s" % (name, v["loss"], v["acc"],
+                                                    " topk %.4f" % v["topk"] if "topk" in v else "")
+                      for name, v in values.items())
 
 
 def total_loss(values):
     """Sum of the per-task mean losses (the quantity training minimises), NaN-safe."""
     return float(np.nansum([v["loss"] for v in values.values()]))
+
+
+def add_arguments(parser):
+    """Metric flags."""
+    group = parser.add_argument_group("metrics")
+    group.add_argument("--top-k", type=int, default=None, metavar="K",
+                       help="also report top-K accuracy (as 'topk') for tasks with more than K classes")

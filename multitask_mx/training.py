@@ -21,6 +21,7 @@ from .data import BAD_SAMPLE
 from .devices import split_batch
 from .errors import UserInputError
 from .metrics import TaskMetrics, summarise, total_loss
+from .weighting import FixedWeighting
 
 _logger = logging.getLogger(__name__)
 
@@ -29,21 +30,47 @@ class MultiTaskLoss:
     """Weighted sum over tasks of softmax cross-entropy.
 
     Unknown labels (-1), failed images and device padding have mask 0 and add
-    nothing. Optional label smoothing; ``mix`` gives mixup's second labels and weight.
+    nothing. ``weighting`` (weighting.py) turns per-task losses into the total: fixed
+    ``weights`` by default, or learned/dynamic ones. ``class_weights`` (one array or None
+    per task) weigh training samples by class; validation losses stay unweighted so
+    that they compare across settings. Optional label smoothing; ``mix`` gives mixup's
+    second labels and weight.
     """
 
-    def __init__(self, num_classes, weights=None, label_smoothing=0.0):
+    def __init__(self, num_classes, weights=None, label_smoothing=0.0, weighting=None, class_weights=None):
         self.num_classes = list(num_classes)
-        self.weights = list(weights) if weights else [1.0] * len(self.num_classes)
+        names = ["task%d" % k for k in range(len(self.num_classes))]
+        self.weighting = weighting if weighting is not None else FixedWeighting(names, weights)
+        self.class_weights = list(class_weights) if class_weights else [None] * len(self.num_classes)
         self.label_smoothing = label_smoothing
         self._ce = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not label_smoothing)
+        self._class_weight_arrays = {}  # (task, context) -> NDArray, uploaded once
+
+    @property
+    def weights(self):
+        """The tasks' current loss weights, in task order."""
+        return list(self.weighting.current().values())
+
+    def params(self):
+        """Parameters of the loss that the Trainer updates with the network (learned weights)."""
+        return self.weighting.params()
 
     def _task_loss(self, out, label, k):
         if not self.label_smoothing:
-            return self._ce(out, label)
-        eps, classes = self.label_smoothing, self.num_classes[k]
-        dense = mx.nd.one_hot(label, classes, on_value=1 - eps + eps / classes, off_value=eps / classes)
-        return self._ce(out, dense)
+            loss = self._ce(out, label)
+        else:
+            eps, classes = self.label_smoothing, self.num_classes[k]
+            dense = mx.nd.one_hot(label, classes, on_value=1 - eps + eps / classes, off_value=eps / classes)
+            loss = self._ce(out, dense)
+        if self.class_weights[k] is not None and autograd.is_recording():
+            loss = loss * mx.nd.take(self._class_weight_array(k, label.context), label)
+        return loss
+
+    def _class_weight_array(self, k, ctx):
+        key = (k, ctx)
+        if key not in self._class_weight_arrays:
+            self._class_weight_arrays[key] = mx.nd.array(self.class_weights[k], ctx=ctx, dtype="float32")
+        return self._class_weight_arrays[key]
 
     def __call__(self, outputs, labels, valid, mix=None):
         """Returns (total per-sample loss, per-task losses, per-task labels, per-task masks)."""
@@ -57,7 +84,7 @@ class MultiTaskLoss:
             losses.append(loss)
             task_labels.append(label)
             masks.append(mask)
-        total = mx.nd.add_n(*[w * l for w, l in zip(self.weights, losses)])
+        total = self.weighting.combine(losses, masks, valid)
         return total, losses, task_labels, masks
 
 

@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from multitask_mx import images
+from multitask_mx import augment as images
+from multitask_mx.augment import AugmentConfig, TrainTransform, preview_samples
 from multitask_mx.errors import UserInputError
-from multitask_mx.images import AugmentConfig, TrainTransform, preview_samples, to_chw_float
+from multitask_mx.images import NORMALIZATIONS, to_chw_float
 
 OUT_HW = (40, 56)
 
@@ -68,7 +69,7 @@ def test_lighting_is_folded_into_the_normalisation(picture):
     offset = np.array([10.5, -3.0, 7.25], np.float32)
     for norm in ("imagenet", "raw"):
         folded = to_chw_float(picture, norm, offset)
-        mean, std = images.NORMALIZATIONS[norm]
+        mean, std = NORMALIZATIONS[norm]
         expected = ((picture.astype(np.float32) + offset - mean) / np.asarray(std, np.float32)).transpose(2, 0, 1)
         assert np.allclose(folded, expected, atol=1e-4)
     assert np.array_equal(to_chw_float(picture, "raw"), picture.astype(np.float32).transpose(2, 0, 1))

@@ -9,7 +9,8 @@ import pytest
 from multitask_mx.data import (BAD_SAMPLE, LstDataset, check_images_or_skip, find_bad_images, make_loader,
                                preflight_report)
 from multitask_mx.errors import UserInputError
-from multitask_mx.images import EvalTransform, TrainTransform
+from multitask_mx.augment import TrainTransform
+from multitask_mx.images import EvalTransform
 from multitask_mx.lists import read_list
 from multitask_mx.tasks import build_tasks
 

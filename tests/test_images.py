@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from multitask_mx.errors import UserInputError
-from multitask_mx.images import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, EvalTransform, TrainTransform,
+from multitask_mx.augment import AugmentConfig, TrainTransform
+from multitask_mx.images import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform,
                                  check_image_file, decode_image, decode_image_bytes, jpeg_size,
                                  parse_image_shape)
 
@@ -263,3 +264,16 @@ def test_parse_image_shape(text, shape):
 def test_parse_image_shape_bad(text):
     with pytest.raises(UserInputError, match="--image-shape"):
         parse_image_shape(text)
+
+
+def test_motion_photo_with_video_after_the_jpeg_is_not_truncated(tmp_path):
+    import cv2
+    import numpy as np
+    from multitask_mx.images import check_image_file
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    path = tmp_path / "motion.jpg"
+    path.write_bytes(buf.tobytes() + b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    assert check_image_file(str(path)) is None
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.tobytes()[: len(buf) // 2])
+    assert "truncated" in check_image_file(str(cut))

@@ -127,6 +127,13 @@ def test_binary_file_is_not_a_list(tmp_path):
     assert_error(["%s:2:" % path, "UTF-8", ".rec"], read_list, path)
 
 
+def test_latin1_path_far_into_the_file_names_its_line(tmp_path):
+    lines = ["%d\t1\timages/photo_%05d.jpg\n" % (i, i) for i in range(700)]  # ~20 KB before the bad byte
+    data = "".join(lines).encode("utf-8") + "700\t0\tcaf\xe9.jpg\n".encode("latin-1")
+    path = write_text(tmp_path / "latin1.lst", data, "wb")
+    assert_error(["%s:701:" % path, "not UTF-8"], read_list, path)
+
+
 def test_empty_list(lst):
     path = lst("\n  \n\n")
     assert_error([path, "no entries"], read_list, path)
@@ -199,3 +206,8 @@ def test_drop_entries(tmp_path):
     kept = drop_entries(image_list, {2})
     assert [e.line for e in kept.entries] == [1, 3]
     assert len(image_list) == 3
+
+
+def test_old_mac_line_endings(lst):
+    image_list = read_list(lst("0\t1\ta.jpg\r1\t0\tb.jpg\r"))
+    assert [(e.line, e.labels) for e in image_list.entries] == [(1, (1,)), (2, (0,))]

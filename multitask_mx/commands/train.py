@@ -10,13 +10,15 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import checkpoints, data, devices, finetune, images, model, plots, schedules, tasks as tasks_mod, training
+from .. import augment, checkpoints, data, devices, finetune, metrics as metrics_mod, model, plots, schedules, \
+    tasks as tasks_mod, training, weighting
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
-from ..images import AugmentConfig, EvalTransform, TrainTransform, parse_image_shape, preview_samples
+from ..augment import AugmentConfig, TrainTransform, preview_samples
+from ..images import EvalTransform, parse_image_shape
 from ..lists import check_label_range, infer_num_classes, read_list
 from ..logs import setup_logging
 from ..metrics import TaskMetrics, summarise
@@ -31,11 +33,13 @@ DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 def add_arguments(parser):
     """All training flags, grouped by the module they drive."""
     data.add_arguments(parser)
-    images.augment_arguments(parser)
+    augment.augment_arguments(parser)
     tasks_mod.add_arguments(parser)
     model.add_arguments(parser)
     finetune.add_arguments(parser)
     training.add_arguments(parser)
+    weighting.add_arguments(parser)
+    metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
     checkpoints.add_arguments(parser)
     devices.add_arguments(parser)
@@ -52,16 +56,29 @@ def read_lists(args, kv):
 
 
 def resolve_tasks(args, train, val):
-    """Tasks from --num-classes (or the lists), --task-names and --derived-task."""
+    """Tasks from --num-classes (or the lists), --task-names and --derived-task; each has labels in train."""
+    names = args.task_names.split(",") if args.task_names else None
     num_classes = tasks_mod.parse_num_classes(args.num_classes)
     if num_classes is None:
+        columns = names if names and len(names) == train.num_label_columns else \
+            tasks_mod.default_column_names(train.num_label_columns)
+        tasks_mod.check_columns_labelled(train, columns)  # else a column would infer 0 classes
         num_classes = infer_num_classes([lst for lst in (train, val) if lst is not None])
         _logger.info("--num-classes not given: inferred %s from the lists", ",".join(map(str, num_classes)))
     for lst in filter(None, (train, val)):
         check_label_range(lst, num_classes)
     derived = [] if args.no_derived_task else args.derived_task
-    names = args.task_names.split(",") if args.task_names else None
-    return tasks_mod.build_tasks(num_classes, names, derived)
+    tasks = tasks_mod.build_tasks(num_classes, names, derived)
+    tasks_mod.check_tasks_labelled(tasks, train)
+    return tasks
+
+
+def build_loss(args, tasks, train, ctxs):
+    """The masked multi-task loss with its task weighting and class weights (flags checked here)."""
+    weights = weighting.make_weighting(weighting.WeightingConfig.from_args(args), [t.name for t in tasks], ctxs)
+    class_weights = weighting.make_class_weights(args.class_weights, tasks, train)
+    return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
+                                  weighting=weights, class_weights=class_weights)
 
 
 def build_datasets(args, train, val, tasks, image_shape, normalization):
@@ -73,8 +90,10 @@ def build_datasets(args, train, val, tasks, image_shape, normalization):
     return train_set, val_set
 
 
-def make_trainer(args, net, kv, epoch_size):
+def make_trainer(args, net, kv, epoch_size, extra_params=()):
     """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
+
+    ``extra_params`` (the loss's learned weights) are updated with the network's.
 
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
@@ -87,8 +106,8 @@ def make_trainer(args, net, kv, epoch_size):
         params["multi_precision"] = True
     on_kvstore = None if "async" in args.kv_store else False
     try:
-        trainer = gluon.Trainer(net.collect_params(), args.optimizer, params, kvstore=kv,
-                                update_on_kvstore=on_kvstore)
+        trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), args.optimizer,
+                                params, kvstore=kv, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
@@ -121,13 +140,13 @@ def seed_everything(seed):
         mx.random.seed(seed)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
     finetune_cfg = FinetuneConfig.from_args(args)
-    loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
-    metrics = TaskMetrics([t.name for t in tasks], ctxs)
+    metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
+    loss_fn.weighting.restore(saver.history)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
                               amp=args.dtype == "float16", seed=args.seed)
@@ -140,6 +159,7 @@ def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
         if apply_freezing(net, finetune_cfg, epoch):
             net.hybridize(static_alloc=True, static_shape=True)  # rebuild the graph for the new grad_req
         remaining = len(train_loader) - batches_done if batches_done else None
+        loss_fn.weighting.start_epoch(saver.history)
         train_values, speed, skipped = training.train_one_epoch(
             net, trainer, train_loader, ctxs, loss_fn, metrics, epoch, cfg, save_every, remaining)
         batches_done = 0
@@ -149,11 +169,24 @@ def fit(net, trainer, loaders, ctxs, tasks, saver, args, start):
             val_values = training.evaluate(net, val_loader, ctxs, loss_fn, metrics)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
+        record.update(_weights_and_agreement(epoch, loss_fn.weighting, metrics if val_loader is not None else None))
         saver.save_epoch(net, trainer, epoch, record, best)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
     return saver.history
+
+
+def _weights_and_agreement(epoch, task_weighting, val_metrics):
+    """Log and return the epoch's loss weights and (after validation) derived heads' agreement."""
+    extras = task_weighting.record()
+    _logger.info("Epoch[%d] Loss weights (%s): %s", epoch, task_weighting.name,
+                 weighting.format_weights(extras["loss_weights"]))
+    if val_metrics is not None and val_metrics.agreement_tasks:
+        extras["agreement"] = val_metrics.agreement()
+        _logger.info("Epoch[%d] Validation agreement of derived heads with their source heads: %s", epoch,
+                     weighting.format_weights(extras["agreement"]))
+    return extras
 
 
 def _mid_epoch_saver(saver, net, trainer, every, offset):
@@ -241,7 +274,7 @@ def draw_and_exit(args, train, image_shape, epoch_size):
         cfg = ScheduleConfig.from_args(args)
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
-    preview = images.preview_settings(args)
+    preview = augment.preview_settings(args)
     if preview:
         count, path = preview
         transform = TrainTransform(image_shape[1:], "imagenet", AugmentConfig.from_args(args))
@@ -275,10 +308,11 @@ def run(args):
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
     preflight_report(tasks, train, val)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
+    loss_fn = build_loss(args, tasks, train, ctxs)
 
     num_examples = args.num_examples or len(train) * kv.num_workers
     epoch_size = max(1, int(np.ceil(num_examples / float(args.batch_size * kv.num_workers))))
-    if args.plot_lr or images.preview_settings(args):
+    if args.plot_lr or augment.preview_settings(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
@@ -297,7 +331,7 @@ def run(args):
     train_loader = make_loader(train_set, batch, True, threads,
                                last_batch="rollover" if len(train_set) >= batch else "keep")
     val_loader = make_loader(val_set, batch, False, threads) if val_set else None
-    trainer, schedule = make_trainer(args, net, kv, epoch_size)
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     if point is not None:
@@ -312,4 +346,4 @@ def run(args):
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
     start = (point[0], point[3]) if point else (0, 0)
-    return fit(net, trainer, (train_loader, val_loader), ctxs, tasks, saver, args, start)
+    return fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
