@@ -18,6 +18,7 @@ Each figure is one whole epoch of the real loop over ``--batches`` batches (or a
     python benchmarks/bench_training.py --quick    # about a minute: small images, few batches
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -173,25 +174,26 @@ class Lists:
 
 # --- measuring ------------------------------------------------------------------------------------
 
-def measure(run_epoch, s: Settings, batches):
-    """img/s of one timed epoch after warm-up; ``run_epoch(n)`` runs n batches and returns img/s.
+def measure(epochs_of, s: Settings, batches):
+    """img/s of one timed epoch; ``epochs_of(n)`` gives a ready source whose call runs an n-batch epoch.
 
-    The first warm-up epoch (one batch) pays for memory planning; the second calibrates --seconds.
+    A warm-up epoch of --warmup batches comes first (memory planning, file cache) and
+    sets the number of batches when --seconds is given.
     """
-    speed = run_epoch(1)
-    if s.warmup > 1:
-        speed = run_epoch(s.warmup - 1)
+    speed = epochs_of(s.warmup)()
     if s.seconds:
         batches = max(3, int(round(s.seconds * speed / s.batch_size)))
-    return run_epoch(batches)
+    return epochs_of(batches)()
 
 
-def alternate(named_runs, s: Settings, batches):
-    """Measure each (name, run_epoch) in turn, ``repeats`` times; {name: median img/s}."""
-    speeds = {name: [] for name, _ in named_runs}
+def alternate(named_sources, s: Settings, batches):
+    """Measure each (name, epochs_of) in turn, ``repeats`` times; {name: median img/s}."""
+    speeds = {name: [] for name, _ in named_sources}
     for _ in range(s.repeats):
-        for name, run_epoch in named_runs:
-            speeds[name].append(measure(run_epoch, s, batches))
+        for name, epochs_of in named_sources:
+            speeds[name].append(measure(epochs_of, s, batches))
+            print("  %s: %.2f img/s (load average %.1f)" % (name, speeds[name][-1], os.getloadavg()[0]),
+                  file=sys.stderr, flush=True)
     return {name: statistics.median(v) for name, v in speeds.items()}
 
 
@@ -234,26 +236,48 @@ class TrainEpochs:
         self.metrics = TaskMetrics([t.name for t in tasks], self.ctxs)
         self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)
 
-    def runner(self, make_batches):
-        """run_epoch(n): img/s that train_one_epoch reports for one epoch over ``make_batches(n)``."""
-        def run_epoch(n):
-            _, speed, _ = training.train_one_epoch(self.net, self.trainer, make_batches(n), self.ctxs,
-                                                   self.loss_fn, self.metrics, 0, self.cfg)
-            return speed
-        return run_epoch
+    def epoch(self, batches):
+        """img/s that train_one_epoch reports for one epoch over ``batches``."""
+        _, speed, _ = training.train_one_epoch(self.net, self.trainer, batches, self.ctxs, self.loss_fn,
+                                               self.metrics, 0, self.cfg)
+        return speed
+
+    def sources(self, make_batches):
+        """epochs_of(n): the same n batches (one loader, one worker pool) for every epoch, as in `train`."""
+        def epochs_of(n):
+            batches = make_batches(n)
+            if isinstance(batches, gluon.data.DataLoader):
+                self._prime(batches)
+            return lambda: self.epoch(batches)
+        return epochs_of
+
+    def _prime(self, loader):
+        # Starting the worker pool forks this process; until the parent has written each of
+        # its pages once more, every write copies a page (~100k faults for ResNet-50's
+        # buffers). `train` pays that once per run, so one step + a loading-only pass here.
+        batches = iter(loader)
+        self.epoch(itertools.islice(batches, 1))
+        for _ in batches:
+            pass
 
 
-def loader_epochs(make_loader_for):
-    """run_epoch(n): img/s of iterating ``make_loader_for(n)`` (each batch's data made ready)."""
-    def run_epoch(n):
+def loading_sources(make_loader_for):
+    """epochs_of(n): img/s of iterating one loader/iterator of n batches, after an untimed pass."""
+    def epochs_of(n):
         loader = make_loader_for(n)
-        tic, seen = time.time(), 0
-        for batch in loader:
-            data = batch.data[0] if isinstance(batch, mx.io.DataBatch) else batch[0]
-            data.wait_to_read()
-            seen += data.shape[0]
-        return seen / (time.time() - tic)
-    return run_epoch
+
+        def run_epoch():
+            if isinstance(loader, mx.io.DataIter):
+                loader.reset()
+            tic, seen = time.time(), 0
+            for batch in loader:
+                data = batch.data[0] if isinstance(batch, mx.io.DataBatch) else batch[0]
+                data.wait_to_read()
+                seen += data.shape[0]
+            return seen / (time.time() - tic)
+        run_epoch()
+        return run_epoch
+    return epochs_of
 
 
 def image_iter(lists, s: Settings, batches):
@@ -302,8 +326,8 @@ def run_original(lists, prefix, s: Settings, batches, our_speed):
 def bench_loaders(lists, tasks, s: Settings):
     """(c) our loader alone against ImageIter, on the same files."""
     speeds = alternate([
-        ("ours", loader_epochs(lambda n: real_loader(lists, tasks, "imagenet", s, n))),
-        ("imageiter", loader_epochs(lambda n: image_iter(lists, s, n)))], s, s.loader_batches)
+        ("ours", loading_sources(lambda n: real_loader(lists, tasks, "imagenet", s, n))),
+        ("imageiter", loading_sources(lambda n: image_iter(lists, s, n)))], s, s.loader_batches)
     return [Row("(c) loader alone: ours (LstDataset, %d workers)" % s.workers, speeds["ours"],
                 speeds["ours"] / speeds["imageiter"], 1.5),
             Row("(c) loader alone: mx.image.ImageIter", speeds["imageiter"])]
@@ -315,8 +339,8 @@ def bench_real_vs_synthetic(lists, tasks, s: Settings):
     net.hybridize(static_alloc=True, static_shape=True)
     step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
     speeds = alternate([
-        ("b", step.runner(lambda n: synthetic_batches(tasks, s, n))),
-        ("a", step.runner(lambda n: real_loader(lists, tasks, "imagenet", s, n)))], s, s.batches)
+        ("b", step.sources(lambda n: synthetic_batches(tasks, s, n))),
+        ("a", step.sources(lambda n: real_loader(lists, tasks, "imagenet", s, n)))], s, s.batches)
     return [Row("(a) train %s, real loader (%d workers)" % (s.network, s.workers), speeds["a"],
                 speeds["a"] / speeds["b"], 0.9),
             Row("(b) train %s, synthetic in-memory batches" % s.network, speeds["b"])]
@@ -330,10 +354,10 @@ def bench_original(lists, tasks, s: Settings, root):
     model.load_pretrained_trunk(net, prefix, spec, classic_params)
     net.hybridize(static_alloc=True, static_shape=True)
     step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
-    ours_run = step.runner(lambda n: real_loader(lists, tasks, normalization, s, n))
+    ours_source = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
     ours, original = [], []
     for _ in range(s.repeats):
-        ours.append(measure(ours_run, s, s.batches))
+        ours.append(measure(ours_source, s, s.batches))
         result = run_original(lists, prefix, s, s.batches, ours[-1])
         original.append(result["img_s"])
     threads = "OMP threads %s (MXNet's choice), %s" % (result["omp_max_threads"], ", ".join(

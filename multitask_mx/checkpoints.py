@@ -133,7 +133,8 @@ class CheckpointSaver:
 
     def save_epoch(self, net, trainer, epoch, record, best=None):
         """Write the epoch's symbol, params, optimizer states and history row (and best, keep-last)."""
-        if not self.writer:
+        if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
+            self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
             return
         self._export(net, self.params_file(epoch))
         if trainer is not None:
@@ -281,7 +282,11 @@ def _trainer_ready(trainer):
 def save_trainer_states(trainer, path):
     """Save the optimizer state of every device (Trainer.save_states keeps only the first)."""
     _trainer_ready(trainer)
-    if trainer._update_on_kvstore:  # distributed: the state lives in the kvstore
+    if trainer._update_on_kvstore and trainer._distributed:
+        # dist_async: the state lives on the servers, which MXNet cannot save from a worker
+        atomic_write_bytes(path, pickle.dumps({"format": STATES_FORMAT, "devices": [], "on_servers": True}))
+        return
+    if trainer._update_on_kvstore:  # the state lives in the kvstore
         tmp = "%s.tmp-%d" % (path, os.getpid())
         trainer.save_states(tmp)
         os.replace(tmp, path)
@@ -293,11 +298,13 @@ def save_trainer_states(trainer, path):
 def load_trainer_states(trainer, path):
     """Load states saved by save_trainer_states, onto as many devices as the trainer has now."""
     _trainer_ready(trainer)
-    if trainer._update_on_kvstore:
+    if trainer._update_on_kvstore and not trainer._distributed:
         trainer.load_states(path)
         return
     with open(path, "rb") as f:
         payload = pickle.loads(f.read())
+    if isinstance(payload, dict) and payload.get("on_servers"):
+        return  # dist_async: the new servers start the optimizer afresh (distributed.set_resumed_update_count)
     states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
     if states is None:
         from .errors import UserInputError

@@ -15,6 +15,8 @@ COMMANDS = {
     "evaluate": "evaluate",
     "predict": "predict",
     "export": "export",
+    "launch": "launch",
+    "serve": "serve",
 }
 
 

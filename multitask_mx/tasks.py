@@ -9,8 +9,8 @@ import logging
 import operator
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -232,7 +232,8 @@ def read_class_names(tasks, classes_flag):
                 sections = {tasks[i].name: (path, [line.strip() for line in f if line.strip()])}
         for name, found in sections.items():
             if name in given:
-                raise UserInputError("--classes: task %s is named by both %s and %s." % (name, given[name][0], found[0]))
+                raise UserInputError("--classes: task %s is named by both %s and %s."
+                                     % (name, given[name][0], found[0]))
             given[name] = found
     names = {}
     for task in tasks:

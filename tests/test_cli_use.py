@@ -169,6 +169,7 @@ def test_predict_folder_and_files_as_csv_with_flip_tta(pipeline, tmp_path):
 
 # ---------------------------------------------------------------- export
 
+@pytest.mark.filterwarnings("ignore:Cannot decide type")
 def test_export_mxnet_and_onnx_agree_with_the_gluon_model(pipeline, tmp_path):
     import onnxruntime as ort
     out = tmp_path / "deploy"

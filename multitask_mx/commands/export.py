@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 
 from .. import __version__, inference
-from .. import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 from mxnet import gluon
 

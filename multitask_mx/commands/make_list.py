@@ -41,8 +41,8 @@ def add_arguments(parser):
     group.add_argument("--levels", choices=["auto", "1", "2"], default="auto",
                        help="class folder levels: 2 gives two label columns; auto picks 2 when no class folder "
                             "holds images itself but all hold sub-folders (and not --recursive)")
-    group.add_argument("--exts", nargs="+", default=list(inference.IMAGE_EXTENSIONS),
-                       help="image extensions to list (case-insensitive)")
+    group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
+                       help="image extensions to list, comma-separated (case-insensitive)")
     group.add_argument("--check-images", action="store_true",
                        help="decode every image; unreadable ones are reported and left out of the lists")
     group.add_argument("--quiet", action="store_true", help="warnings only on stderr")
@@ -122,7 +122,7 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
 
 def find_unreadable(root, items, threads):
     """{relative path: reason} for images that cannot be decoded."""
-    def problem(item):
+    def problem(item):  # OpenCV releases the GIL: threads decode in parallel
         return inference.read_image(os.path.join(root, item[0]))[1]
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -176,8 +176,7 @@ def run(args):
     """Entry point of ``multitask-mx make-list``."""
     setup_logging(None, quiet=args.quiet)
     ratios = parse_split(args.split)
-    exts = [e if e.startswith(".") else "." + e for e in (x.strip() for arg in args.exts for x in arg.split(","))
-            if e]
+    exts = [e if e.startswith(".") else "." + e for e in (x.strip() for x in args.exts.split(",")) if e]
     items, class_names = scan_tree(args.root, exts, args.recursive, args.levels)
     if args.check_images:
         bad = find_unreadable(args.root, items, _runtime.usable_cores())

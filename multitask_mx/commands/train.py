@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import augment, checkpoints, data, devices, finetune, metrics as metrics_mod, model, plots, schedules, \
-    tasks as tasks_mod, training, weighting
+from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
+    schedules, tasks as tasks_mod, training, weighting
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
@@ -43,11 +43,12 @@ def add_arguments(parser):
     schedules.add_arguments(parser)
     checkpoints.add_arguments(parser)
     devices.add_arguments(parser)
+    distributed.add_arguments(parser)
 
 
-def read_lists(args, kv):
-    """Training (this worker's shard) and validation lists, with their checks done."""
-    train = read_list(args.data_train, args.image_train, kv.rank, kv.num_workers)
+def read_lists(args):
+    """Training and validation lists (whole: workers shard after the tasks are known), with their checks done."""
+    train = read_list(args.data_train, args.image_train)
     val = read_list(args.data_val, args.image_val) if args.data_val else None
     if val is not None and val.num_label_columns != train.num_label_columns:
         raise UserInputError("%s has %d label column(s) but %s has %d; both lists need the same columns."
@@ -99,7 +100,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
     so every device's optimizer state can be saved and restored.
     """
     schedule = make_scheduler(ScheduleConfig.from_args(args), epoch_size)
-    params = dict(schedule.optimizer_params(), wd=args.wd)
+    params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
     if args.dtype == "float16":
@@ -150,7 +151,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
                               amp=args.dtype == "float16", seed=args.seed)
-    best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=val_loader is not None)
+    best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
     save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
@@ -162,6 +163,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         loss_fn.weighting.start_epoch(saver.history)
         train_values, speed, skipped = training.train_one_epoch(
             net, trainer, train_loader, ctxs, loss_fn, metrics, epoch, cfg, save_every, remaining)
+        train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
@@ -286,7 +288,10 @@ def draw_and_exit(args, train, image_shape, epoch_size):
 
 def run(args):
     """Entry point of ``multitask-mx train``."""
-    setup_logging(os.path.join(args.save_result, "train.log"), quiet=args.quiet)
+    kv = distributed.create_kvstore(args.kv_store)
+    setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
+                  rank_label=distributed.rank_label(kv))
+    distributed.check_rank_params_pattern(args.dump_rank_params, kv)
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
@@ -294,11 +299,12 @@ def run(args):
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     check_devices_and_dtype(args, ctxs)
-    kv = mx.kv.create(args.kv_store)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
-    train, val = read_lists(args, kv)
+    train, val = read_lists(args)
     tasks = resolve_tasks(args, train, val)
+    train = distributed.shard_list(train, kv.rank, kv.num_workers)
+    val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
     threads = args.data_nthreads if args.data_nthreads is not None else min(4, _runtime.usable_cores())
@@ -306,12 +312,13 @@ def run(args):
         full = args.check_images == "full"
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
+    train = distributed.equalize_shards(train, kv)
     preflight_report(tasks, train, val)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
     loss_fn = build_loss(args, tasks, train, ctxs)
 
     num_examples = args.num_examples or len(train) * kv.num_workers
-    epoch_size = max(1, int(np.ceil(num_examples / float(args.batch_size * kv.num_workers))))
+    epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
     if args.plot_lr or augment.preview_settings(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
@@ -335,9 +342,11 @@ def run(args):
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     if point is not None:
+        distributed.restore_async_schedule(trainer, kv, point[0], point[3], epoch_size)
         load_trainer_states(trainer, point[2])
         # the update count comes from the states; the schedule from today's flags
         trainer._optimizer.lr_scheduler = schedule
+    distributed.start_trainer(trainer, net, kv)
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
@@ -346,4 +355,6 @@ def run(args):
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
     start = (point[0], point[3]) if point else (0, 0)
-    return fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
+    history = fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
+    distributed.dump_rank_params(net, args.dump_rank_params, kv)
+    return history

@@ -1,0 +1,236 @@
+"""Training on several workers with MXNet's parameter server (the ``dist_*`` kvstores).
+
+``multitask-mx launch`` starts a scheduler, servers and workers with the
+``DMLC_*`` environment; each worker runs ``train`` and creates its kvstore here.
+gluon.Trainer then sums the gradients of all workers on the servers. What
+MXNet 1.9.1 leaves to us, and this module does:
+
+* refuse a dist kvstore without the launcher's environment (ps-lite would abort);
+* give every worker a shard of the same length, so that in the sync modes all
+  workers make the same number of steps (one step more on one worker waits forever);
+* scale the summed gradient by 1/workers (sync), so that N workers with batch B
+  update like one machine with batch N*B, as MXNet's Module did;
+* initialise the trainer eagerly and wait: a lazy first step can push a
+  gradient before another worker has pulled the start weights (seen with
+  dist_device_sync), and the workers then diverge;
+* average BatchNorm's running statistics over the workers at each epoch end,
+  which the trainer does not synchronise (they are not trained by gradients),
+  and the epoch's train metrics, so that the history is the whole training set's.
+
+The collectives use the kvstore's servers as a sum (``pushpull`` without an
+optimizer), which works in the sync modes only: in ``dist_async`` the servers
+hold the optimizer and apply anything pushed to them as a gradient, so there the
+shards may differ by a batch and each worker keeps its own BatchNorm statistics.
+"""
+import logging
+import math
+import os
+
+from . import _runtime  # noqa: F401  (numpy shim before mxnet)
+import mxnet as mx
+
+from .errors import UserInputError
+from .lists import ImageList
+
+_logger = logging.getLogger(__name__)
+
+KV_STORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+# kvstore keys of our collectives; gluon.Trainer uses 0 .. number of parameters - 1
+_GATHER_KEY = 1000000000
+_METRICS_KEY = 1000000001
+_AUX_KEY_BASE = 1000000002
+_AUX_SUFFIXES = ("running_mean", "running_var", "moving_mean", "moving_var")  # Gluon's and Symbol's BatchNorm
+_initialised = set()  # keys this process has created (kv.init may run once per key)
+
+
+def is_distributed(kv):
+    """True for the parameter-server kvstores."""
+    return kv is not None and kv.type.startswith("dist")
+
+
+def is_sync(kv):
+    """True for dist_sync and dist_device_sync: every step waits for all workers."""
+    return is_distributed(kv) and "async" not in kv.type
+
+
+def create_kvstore(name):
+    """``mx.kv.create(name)`` after the checks that MXNet leaves to a crash or a silent fallback."""
+    if name not in KV_STORES:
+        raise UserInputError("--kv-store %r: choose one of %s." % (name, ", ".join(KV_STORES)))
+    role = os.environ.get("DMLC_ROLE")
+    if name.startswith("dist"):
+        missing = [v for v in DMLC_VARIABLES if not os.environ.get(v)]
+        if missing:
+            raise UserInputError(
+                "--kv-store %s needs a scheduler, servers and workers, and this process has no parameter-server "
+                "environment (%s not set). Start the run with `multitask-mx launch -n WORKERS -s SERVERS -- "
+                "train ... --kv-store %s` (see docs/distributed.md), or use --kv-store device on one machine."
+                % (name, ", ".join(missing), name))
+    elif role == "worker":
+        raise UserInputError("this process was started by `multitask-mx launch` as a worker (DMLC_ROLE=worker), "
+                             "but --kv-store %s trains alone: pass --kv-store dist_sync, dist_device_sync or "
+                             "dist_async." % name)
+    return mx.kv.create(name)
+
+
+def rank_label(kv):
+    """``[worker 1/4]`` for the log lines of a distributed worker, '' otherwise."""
+    return "[worker %d/%d]" % (kv.rank, kv.num_workers) if is_distributed(kv) else ""
+
+
+def shard_list(image_list: ImageList, rank, num_workers):
+    """This worker's part of a list: every ``num_workers``-th entry, padded to ``ceil(N / num_workers)``.
+
+    Padding repeats the shard's first entries so that all shards have the same length.
+    """
+    if num_workers == 1:
+        return image_list
+    entries = image_list.entries
+    if len(entries) < num_workers:
+        raise UserInputError("%s has %d image(s) for %d workers: every worker needs at least one. Use more "
+                             "images or fewer workers (launch -n)." % (image_list.source, len(entries), num_workers))
+    shard = entries[rank::num_workers]
+    length = int(math.ceil(len(entries) / float(num_workers)))
+    shard = shard + shard[:length - len(shard)]
+    return ImageList(image_list.source, image_list.image_root, shard)
+
+
+def gather(kv, value):
+    """Every worker's ``value`` (a number), in rank order; sync kvstores only, once per run."""
+    vec = mx.nd.zeros((kv.num_workers,))
+    vec[kv.rank] = value
+    kv.init(_GATHER_KEY, mx.nd.zeros((kv.num_workers,)))
+    kv.pushpull(_GATHER_KEY, vec)  # in place: with out= MXNet 1.9.1 also adds into the input
+    return [int(round(v)) for v in vec.asnumpy()]
+
+
+def equalize_shards(image_list: ImageList, kv):
+    """Cut this worker's shard to the shortest worker's length (sync kvstores).
+
+    Shards differ only when image checks dropped entries (``--skip-bad-images``).
+    """
+    if not is_sync(kv):
+        return image_list
+    lengths = gather(kv, len(image_list))
+    shortest = min(lengths)
+    if shortest == len(image_list):
+        return image_list
+    _logger.warning("workers have %s images after the checks; each uses %d so that all make the same number "
+                    "of steps", lengths, shortest)
+    return ImageList(image_list.source, image_list.image_root, image_list.entries[:shortest])
+
+
+def updates_per_epoch(num_examples, batch_size, kv):
+    """Optimizer updates per epoch, for the lr schedule.
+
+    Sync: one update per global batch of ``batch_size`` x workers. Async: the
+    servers update once per push, i.e. once per batch of any worker.
+    """
+    workers = kv.num_workers if is_sync(kv) else 1
+    return max(1, int(math.ceil(num_examples / float(batch_size * workers))))
+
+
+def gradient_scale(kv):
+    """The optimizer's ``rescale_grad`` factor: 1/workers in the sync modes, whose servers sum gradients."""
+    return 1.0 / kv.num_workers if is_sync(kv) else 1.0
+
+
+def start_trainer(trainer, net, kv):
+    """Create the trainer's kvstore, pull rank 0's start weights now and wait for them (dist only).
+
+    Also creates the keys that ``end_epoch`` uses.
+    """
+    if not is_distributed(kv):
+        return
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    mx.nd.waitall()  # no gradient may reach the servers before every worker holds the start weights
+    if is_sync(kv):
+        for key, param in _aux_params(net):
+            kv.init(key, mx.nd.zeros(param.shape, dtype=param.dtype))
+
+
+def _aux_params(net):
+    params = net.collect_params()
+    names = [n for n in sorted(params.keys()) if n.endswith(_AUX_SUFFIXES)]
+    return [(_AUX_KEY_BASE + i, params[name]) for i, name in enumerate(names)]
+
+
+def end_epoch(net, trainer, train_values):
+    """Sync dist: average BatchNorm statistics and the epoch's train metrics over the workers.
+
+    Afterwards every worker holds the same model, and the train metrics (history,
+    loss weighting) are those of the whole training set. Returns the metric values.
+    """
+    kv = trainer._kvstore
+    if not is_sync(kv):
+        return train_values
+    for key, param in _aux_params(net):
+        total = param.data(param.list_ctx()[0]).copy()
+        kv.pushpull(key, total)  # in place (see gather)
+        param.set_data(total / kv.num_workers)
+    return reduce_metric_values(kv, train_values)
+
+
+def reduce_metric_values(kv, values):
+    """{task: {"count": n, "loss": mean, ...}} over all workers: counts add, means weigh by count."""
+    fields = [(task, name) for task in sorted(values) for name in sorted(values[task]) if name != "count"]
+    counts = [values[task]["count"] for task, _ in fields]
+    sums = [values[task][name] * n if n else 0.0 for (task, name), n in zip(fields, counts)]
+    vec = mx.nd.array(sums + [values[task]["count"] for task in sorted(values)])
+    if _METRICS_KEY not in _initialised:
+        kv.init(_METRICS_KEY, mx.nd.zeros(vec.shape))
+        _initialised.add(_METRICS_KEY)
+    kv.pushpull(_METRICS_KEY, vec)  # in place (see gather)
+    totals = vec.asnumpy().tolist()
+    task_counts = dict(zip(sorted(values), [int(round(c)) for c in totals[len(fields):]]))
+    out = {task: {"count": task_counts[task]} for task in values}
+    for (task, name), total in zip(fields, totals):
+        out[task][name] = total / task_counts[task] if task_counts[task] else float("nan")
+    return {task: dict(values[task], **out[task]) for task in values}
+
+
+def restore_async_schedule(trainer, kv, epoch, batches_done, epoch_size):
+    """dist_async resume: start the servers' update count where the run stopped; before the first step.
+
+    The optimizer (its momentum and update count) lives on the servers there, and
+    MXNet cannot save it from a worker; the resumed servers start the momentum
+    afresh but continue the lr schedule.
+    """
+    if not is_distributed(kv) or is_sync(kv):
+        return
+    count = epoch * epoch_size + batches_done * kv.num_workers
+    trainer._optimizer.begin_num_update = trainer._optimizer.num_update = count
+    _logger.info("dist_async resume: the lr schedule continues from update %d; momentum restarts (the servers "
+                 "held it, and MXNet cannot save it)", count)
+
+
+def dump_rank_params(net, pattern, kv):
+    """``--dump-rank-params``: write this worker's final weights to PATTERN with {rank} filled in."""
+    if not pattern:
+        return None
+    path = pattern.format(rank=kv.rank)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    net.save_parameters(tmp)
+    os.replace(tmp, path)
+    _logger.info("wrote this worker's final weights to %s", path)
+    return path
+
+
+def check_rank_params_pattern(pattern, kv):
+    """Refuse a --dump-rank-params path that all workers would share."""
+    if pattern and kv.num_workers > 1 and "{rank}" not in pattern:
+        raise UserInputError("--dump-rank-params %s: put {rank} in the path (e.g. /tmp/final-{rank}.params); "
+                             "otherwise %d workers write the same file." % (pattern, kv.num_workers))
+
+
+def add_arguments(parser):
+    """Distributed flags (--kv-store itself is a device flag)."""
+    group = parser.add_argument_group("distributed")
+    group.add_argument("--dump-rank-params", default=None, metavar="PATH",
+                       help="for checks: at the end every worker writes its final weights to PATH, where {rank} "
+                            "becomes its rank (e.g. /tmp/final-{rank}.params); checkpoints stay rank 0's")

@@ -1,0 +1,449 @@
+"""Serving a trained model over HTTP: upload checks, a batching model thread, the Flask app, waitress.
+
+A request thread of waitress reads an upload, checks it (size, format, header
+dimensions, truncation) and decodes it from memory with the same decoder and
+evaluation transform as ``multitask-mx predict``, then hands the image to the
+``Batcher``. One model thread takes queued images, up to ``max_batch`` at a time,
+runs the network on them together and answers each request's future. It waits up
+to ``max_wait_ms`` for a fuller batch only while other requests are still being
+decoded, so a lone request is never delayed. A full queue answers 503; no request
+can stop the model thread or the server.
+"""
+import collections
+import contextlib
+import io
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from . import _runtime
+from . import inference
+from .errors import UserInputError
+from .images import _reduction_flag, _to_rgb8, sniff_format
+
+import mxnet as mx
+
+try:
+    import flask
+    import waitress.server
+    from werkzeug.exceptions import HTTPException
+except ImportError:  # without the "serve" extra every other command still works; serve says what to install
+    flask = None
+
+_logger = logging.getLogger(__name__)
+
+UPLOAD_FIELDS = ("image", "file")
+# Bytes a multipart body may carry beyond the image itself (boundaries, part headers).
+MULTIPART_ALLOWANCE = 64 * 1024
+# Bodies up to this much over the limit are read and refused by the app (413 JSON); larger ones
+# are refused by waitress from their Content-Length alone, before it reads them (413, plain text).
+READ_ALLOWANCE = 1024 * 1024
+
+
+class BadUpload(Exception):
+    """An upload the server refuses: an HTTP status (4xx) and a message for the client."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class QueueFull(Exception):
+    """The model's queue holds ``queue_size`` images already."""
+
+
+# ---------------------------------------------------------------- uploads
+
+def header_size(data):
+    """(width, height) read from an image's header by Pillow, which decodes no pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Image.DecompressionBombError:
+        return None  # more than Pillow's own limit (179 megapixels): absurd here too
+    except Exception:  # noqa: BLE001  (any parse error of untrusted bytes means "not readable")
+        raise BadUpload(400, "the image header cannot be read: the file is corrupt or not an image")
+
+
+def check_upload(data, max_pixels):
+    """Refuse, without decoding, empty, unknown, truncated or too large images; returns the format."""
+    if not data:
+        raise BadUpload(400, "the upload is empty (0 bytes)")
+    kind = sniff_format(data[:16])
+    if kind is None:
+        raise BadUpload(415, "not an image: the bytes are not JPEG, PNG, BMP, TIFF or WebP")
+    tail = data[-32:]
+    if kind == "jpeg" and b"\xff\xd9" not in tail:
+        end = data.rfind(b"\xff\xd9")  # a phone "motion photo" has a video after the JPEG's end
+        if end <= 0 or b"ftyp" not in data[end:end + 64]:
+            raise BadUpload(400, "truncated JPEG: no end-of-image marker")
+    if kind == "png" and b"IEND" not in tail:
+        raise BadUpload(400, "truncated PNG: no IEND chunk")
+    size = header_size(data)
+    if size is None or size[0] * size[1] > max_pixels:
+        described = "%d x %d pixels" % size if size else "more than 179 megapixels"
+        raise BadUpload(413, "the image is %s; this server accepts at most %.0f megapixels"
+                        % (described, max_pixels / 1e6))
+    return kind
+
+
+def decode_upload(data, min_short_side, max_pixels):
+    """Checked upload bytes -> HxWx3 uint8 RGB, decoded in memory exactly as ``predict`` decodes files."""
+    check_upload(data, max_pixels)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, _reduction_flag(buf, min_short_side))
+    if img is None:
+        raise BadUpload(400, "the image cannot be decoded (corrupt, or a variant OpenCV does not read)")
+    return _to_rgb8(img)
+
+
+# ---------------------------------------------------------------- batching
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    future: Future
+
+
+class Batcher:
+    """A model thread fed by a bounded queue; ``forward(batch) -> [per-task array]`` runs there alone."""
+
+    def __init__(self, forward, max_batch=16, max_wait_ms=5.0, queue_size=64):
+        self.forward = forward
+        self.max_batch = max(1, max_batch)
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.queue_size = max(1, queue_size)
+        self._jobs = collections.deque()
+        self._arriving = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="model", daemon=True)
+        self.batches = collections.Counter()  # batch size -> count, for /health
+
+    def start(self):
+        """Start the model thread."""
+        self._thread.start()
+        return self
+
+    def alive(self):
+        """Whether the model thread runs."""
+        return self._thread.is_alive()
+
+    def queued(self):
+        """Images waiting for the model."""
+        return len(self._jobs)
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Mark a request as being decoded: the model thread waits for it to fill a batch."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
+
+    def submit(self, image):
+        """Queue one image; a Future of its per-task outputs. Raises QueueFull."""
+        job = _Job(image, Future())
+        with self._cond:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
+            if len(self._jobs) >= self.queue_size:
+                raise QueueFull("%d images are waiting for the model already" % len(self._jobs))
+            self._jobs.append(job)
+            self._cond.notify_all()
+        return job.future
+
+    def close(self, timeout=10.0):
+        """Finish the queued images, then stop the model thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _take_batch(self):
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            deadline = time.monotonic() + self.max_wait
+            while len(self._jobs) < self.max_batch and self._arriving > 0 and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            taken = [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
+        return [j for j in taken if j.future.set_running_or_notify_cancel()]  # drop timed-out requests
+
+    def _loop(self):
+        while True:
+            jobs = self._take_batch()
+            if not jobs:
+                if self._closed and not self._jobs:
+                    return
+                continue
+            try:
+                outputs = self.forward(np.stack([j.image for j in jobs]))
+                rows = [[o[i] for o in outputs] for i in range(len(jobs))]
+            except Exception as exc:  # noqa: BLE001  (the thread must outlive any batch)
+                _logger.exception("the model failed on a batch of %d", len(jobs))
+                for job in jobs:
+                    job.future.set_exception(exc)
+                continue
+            self.batches[len(jobs)] += 1
+            for job, row in zip(jobs, rows):
+                job.future.set_result(row)
+
+
+def model_forward(model, tta="none"):
+    """``forward`` for the Batcher: a stacked CHW float32 batch -> per-task log-probabilities."""
+    def forward(batch):
+        data = mx.nd.array(batch, dtype=np.float32)
+        return [lp.asnumpy() for lp in inference.forward_log_probs(model.net, data, model.ctxs, tta)]
+    return forward
+
+
+def start_batcher(model, cfg):
+    """A running Batcher for ``model``, warmed up by one forward pass in its thread."""
+    batcher = Batcher(model_forward(model, cfg.tta), cfg.max_batch, cfg.max_wait_ms, cfg.queue_size).start()
+    batcher.submit(np.zeros(model.image_shape, np.float32)).result()
+    return batcher
+
+
+# ---------------------------------------------------------------- the app
+
+@dataclass
+class ServeConfig:
+    """What the server accepts and how it batches, from the ``serve`` flags."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 0  # 0: queue_size + max_batch, so that the bounded queue, not waitress, holds the waiting
+    connection_limit: int = 100
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50 * 1000 * 1000
+    top_k: int = 3
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    queue_size: int = 64
+    timeout_s: float = 60.0
+    tta: str = "none"
+
+    @property
+    def worker_threads(self):
+        """Waitress threads: --threads, or enough for every queued and running request."""
+        return self.threads or self.queue_size + self.max_batch
+
+
+def require_web_stack():
+    """Raise a UserInputError saying what to install when Flask or waitress is missing."""
+    if flask is None:
+        raise UserInputError("multitask-mx serve needs Flask and waitress: pip install -c constraints.txt "
+                             "'multitask_mx[serve]' (or -e '.[serve]' in a checkout).")
+
+
+def _in_memory_request_class():
+    class InMemoryRequest(flask.Request):
+        """Multipart uploads are parsed into memory, never spooled to a temporary file."""
+
+        def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+            return io.BytesIO()
+    return InMemoryRequest
+
+
+def model_summary(model):
+    """What a client is told about the weights (no server paths)."""
+    return {"save_name": model.save_name, "epoch": model.epoch, "network": model.config.get("network"),
+            "image_shape": list(model.image_shape), "tasks": model.task_names}
+
+
+def top_classes(model, log_probs, k):
+    """{task: [{"index", "class", "prob"}]} of one image, most probable first, as ``predict --json``."""
+    result = {}
+    for task, lp in zip(model.tasks, log_probs):
+        probs = np.exp(lp)
+        names = model.classes[task.name]
+        result[task.name] = [{"index": int(c), "class": names[c], "prob": float(probs[c])}
+                             for c in inference.top_k(probs, k)]
+    return result
+
+
+def read_request_image(max_bytes):
+    """The uploaded bytes: a multipart field "image" or "file", or a raw body with an image/* type."""
+    request = flask.request
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
+        if upload is None:
+            raise BadUpload(400, "no file in the form: send it in a field named 'image' or 'file'")
+        if upload.mimetype and not upload.mimetype.startswith("image/") \
+                and upload.mimetype != "application/octet-stream":
+            raise BadUpload(415, "the uploaded file is %s, not an image/* type" % upload.mimetype)
+        data = upload.stream.read(max_bytes + 1)
+    elif mimetype.startswith("image/"):
+        data = request.get_data(cache=False)
+    else:
+        raise BadUpload(415, "Content-Type %s: send multipart/form-data with an 'image' field, or the image "
+                        "itself with an image/* type" % (mimetype or "(none)"))
+    if len(data) > max_bytes:
+        raise BadUpload(413, "the image is over the %.1f MiB limit (--max-upload-mb)" % (max_bytes / 2 ** 20))
+    return data
+
+
+def error_response(status, message):
+    """A JSON error body with its status."""
+    response = flask.jsonify({"error": message, "status": status})
+    response.status_code = status
+    return response
+
+
+def create_app(model, batcher, cfg: ServeConfig):
+    """The Flask app: GET / (upload page), GET /health, POST /predict."""
+    require_web_stack()
+    app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
+    app.request_class = _in_memory_request_class()
+    request, jsonify = flask.request, flask.jsonify
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
+    app.json.sort_keys = False  # tasks in the model's order, as predict writes them
+    summary = model_summary(model)
+    transform = model.transform()
+    decode_slots = threading.BoundedSemaphore(_runtime.usable_cores())  # bounds memory of big decodes
+
+    @app.get("/")
+    def index():
+        return app.send_static_file("index.html")
+
+    @app.get("/health")
+    def health():
+        ok = batcher.alive()
+        body = {"status": "ok" if ok else "model thread stopped", "model": summary, "queued": batcher.queued(),
+                "queue_size": batcher.queue_size, "max_batch": batcher.max_batch,
+                "batches": {str(k): v for k, v in sorted(batcher.batches.items())}}
+        return jsonify(body), 200 if ok else 503
+
+    @app.post("/predict")
+    def predict():
+        with batcher.arriving():
+            data = read_request_image(cfg.max_upload_bytes)
+            with decode_slots:
+                image = transform(decode_upload(data, transform.decode_size, cfg.max_pixels))
+            future = batcher.submit(image)
+        try:
+            log_probs = future.result(timeout=cfg.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            return error_response(503, "the model did not answer within %.0f s" % cfg.timeout_s)
+        return jsonify({"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
+                        "tasks": top_classes(model, log_probs, cfg.top_k)})
+
+    @app.errorhandler(BadUpload)
+    def bad_upload(exc):
+        return error_response(exc.status, str(exc))
+
+    @app.errorhandler(QueueFull)
+    def queue_full(exc):
+        return error_response(503, "busy: %s; retry shortly" % exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if exc.code == 413:
+            return error_response(413, "the upload is over the %.1f MiB limit (--max-upload-mb)"
+                                  % (cfg.max_upload_bytes / 2 ** 20))
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        _logger.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error: %s" % type(exc).__name__)
+
+    @app.before_request
+    def start_clock():
+        flask.g.tic = time.perf_counter()
+
+    @app.after_request
+    def log_and_harden(response):
+        if request.path == "/predict":
+            status = response.status_code
+            error = (response.get_json(silent=True) or {}).get("error", "") if status >= 400 else ""
+            _logger.log(logging.INFO if status < 500 else logging.WARNING, "%s POST /predict %d %.1f ms %s",
+                        request.remote_addr, status, 1000 * (time.perf_counter() - flask.g.get("tic", 0)), error)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' blob:; "
+                                                       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return response
+
+    return app
+
+
+def create_server(app, cfg: ServeConfig):
+    """A waitress server for ``app`` (not yet running); its socket is bound already."""
+    body_limit = cfg.max_upload_bytes + MULTIPART_ALLOWANCE + READ_ALLOWANCE
+    try:
+        return waitress.server.create_server(
+            app, host=cfg.host, port=cfg.port, threads=cfg.worker_threads, connection_limit=cfg.connection_limit,
+            max_request_body_size=body_limit, inbuf_overflow=body_limit + 1,  # in memory, no temporary files
+            channel_timeout=max(30, int(cfg.timeout_s)), ident="multitask-mx", clear_untrusted_proxy_headers=True)
+    except OSError as exc:
+        raise UserInputError("cannot listen on %s port %d: %s. Choose another --port (or --host)."
+                             % (cfg.host, cfg.port, exc.strerror or exc))
+
+
+def listening_urls(server):
+    """http://HOST:PORT/ of every socket the server listens on."""
+    single = getattr(server, "effective_port", None) is not None  # else a MultiSocketServer (e.g. "localhost")
+    pairs = [(server.effective_host, server.effective_port)] if single else server.effective_listen
+    return ["http://%s:%s/" % ("[%s]" % h if ":" in h else h, p) for h, p in pairs]
+
+
+# ---------------------------------------------------------------- flags
+
+def add_arguments(parser):
+    """Flags of the server, the upload checks and the batching."""
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 exposes the server to the network")
+    group.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port, printed at start)")
+    group.add_argument("--threads", type=int, default=0,
+                       help="waitress request threads (default 0: --queue-size + --max-batch)")
+    group.add_argument("--connection-limit", type=int, default=100,
+                       help="open connections at most; each may hold one upload in memory")
+    group.add_argument("--timeout", type=float, default=60.0, help="seconds a request waits for the model")
+    group = parser.add_argument_group("uploads")
+    group.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image accepted, in MiB (413)")
+    group.add_argument("--max-megapixels", type=float, default=50.0,
+                       help="largest image accepted, in millions of pixels, read from its header (413)")
+    group.add_argument("--top-k", type=int, default=3, help="classes returned per task, most probable first")
+    group.add_argument("--tta", choices=["none", "flip"], default="none",
+                       help="test-time augmentation, as in predict")
+    group = parser.add_argument_group("batching")
+    group.add_argument("--max-batch", type=int, default=16, help="images per forward pass at most (1: no batching)")
+    group.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long a batch waits for requests still being decoded")
+    group.add_argument("--queue-size", type=int, default=64, help="images waiting for the model at most (then 503)")
+
+
+def serve_config(args):
+    """ServeConfig from the parsed flags, with a clear error for a value out of range."""
+    positive = {"--port": args.port + 1, "--top-k": args.top_k, "--max-batch": args.max_batch,
+                "--queue-size": args.queue_size, "--max-upload-mb": args.max_upload_mb,
+                "--max-megapixels": args.max_megapixels, "--connection-limit": args.connection_limit,
+                "--timeout": args.timeout, "--threads": args.threads + 1, "--max-wait-ms": args.max_wait_ms + 1}
+    for flag, value in positive.items():
+        if value <= 0:
+            raise UserInputError("%s: give a positive number." % flag)
+    if args.port > 65535:
+        raise UserInputError("--port %d: give 0 to 65535." % args.port)
+    return ServeConfig(host=args.host, port=args.port, threads=args.threads, connection_limit=args.connection_limit,
+                       max_upload_bytes=int(args.max_upload_mb * 2 ** 20),
+                       max_pixels=int(args.max_megapixels * 1e6), top_k=args.top_k, max_batch=args.max_batch,
+                       max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, timeout_s=args.timeout,
+                       tta=args.tta)
