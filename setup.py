@@ -14,6 +14,7 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["multitask_mx", "multitask_mx.*"]),
+    package_data={"multitask_mx": ["static/*"]},  # the upload page of `multitask-mx serve`
     python_requires=">=3.8,<3.13",
     # MXNet comes as an extra because its CPU and GPU builds are different
     # distributions (mxnet, mxnet-cu112, ...) of the same module: `.[cpu]` is the
@@ -30,7 +31,8 @@ setup(
         "cu112": ["mxnet-cu112==1.9.1"],
         "cu110": ["mxnet-cu110==1.9.1"],
         "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
-        "test": ["pytest", "onnx", "onnxruntime"],
+        "serve": ["flask", "waitress", "pillow"],  # `multitask-mx serve`; versions pinned in constraints.txt
+        "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},
 )

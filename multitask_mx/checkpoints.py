@@ -232,12 +232,13 @@ class BestTracker:
         if metric.startswith("val") and not has_val:
             _logger.info("--best-metric %s needs --data-val; using train-loss instead", metric)
             metric = "train-loss"
-        valid = ["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
+        valid = (["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
+                 + ["val-topk:%s" % t for t in task_names])
         if metric not in valid:
             from .errors import UserInputError
             raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
         self.metric = metric
-        self.higher_is_better = "acc" in metric
+        self.higher_is_better = "acc" in metric or "topk" in metric
         self.value, self.epoch = None, None
 
     def value_of(self, record):
@@ -249,7 +250,8 @@ class BestTracker:
         if self.metric == "val-acc-mean":
             accs = [v["acc"] for v in record["val"].values() if v["count"]]
             return sum(accs) / len(accs)
-        return record["val"][self.metric.split(":", 1)[1]]["acc"]
+        kind, task = self.metric.split(":", 1)
+        return record["val"][task].get("topk" if kind == "val-topk" else "acc")
 
     def update(self, record):
         """Take an epoch's record; True if it is a new best."""
@@ -328,7 +330,8 @@ def add_arguments(parser):
     group.add_argument("--save-result", required=True, help="folder for checkpoints, logs and history")
     group.add_argument("--save-name", default="multitask", help="checkpoint prefix inside --save-result")
     group.add_argument("--best-metric", default="val-loss",
-                       help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, val-acc-mean")
+                       help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, "
+                            "val-topk:<task> (with --top-k), val-acc-mean")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
     group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",

@@ -145,6 +145,9 @@ def start_trainer(trainer, net, kv):
         return
     if not trainer._kv_initialized:
         trainer._init_kvstore()
+    mx.nd.waitall()
+    kv._barrier()
+    _logger.info("DEBUG params %d to_init %d first %s deferred %s", len(trainer._params), len(trainer._params_to_init), [(p.name, p.shape, p._stype) for p in trainer._params[:3]], [p.name for p in trainer._params_to_init if p._deferred_init][:5])
     if trainer._params_to_init:
         trainer._init_params()
     mx.nd.waitall()  # no gradient may reach the servers before every worker holds the start weights

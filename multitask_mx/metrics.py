@@ -36,6 +36,7 @@ class TaskMetrics:
         self.topk_tasks = [k for k, n in enumerate(classes) if top_k and n > top_k]
         self.agreement_tasks = [(d, s) for d, s, _ in agreement]
         self._matrices = [{c: mx.nd.array(m, ctx=c) for c in self.ctxs} for _, _, m in agreement]
+        self._zero = {c: mx.nd.zeros((1,), ctx=c) for c in self.ctxs}  # the row of a task without top-k/agreement
         self.reset()
 
     @classmethod
@@ -52,7 +53,7 @@ class TaskMetrics:
 
     def update(self, device_index, outputs, labels, masks, losses):
         """Add one device's batch slice: lists over tasks of logits, labels, 0/1 masks, losses."""
-        zero = mx.nd.zeros((1,), ctx=outputs[0].context)
+        zero = self._zero[outputs[0].context]
         topk = set(self.topk_tasks)
         rows = []
         for k, (out, label, mask, loss) in enumerate(zip(outputs, labels, masks, losses)):

@@ -121,9 +121,21 @@ def parse_derived_task(text, column_names: Sequence[str], num_classes: Sequence[
                                      % (where, column_name, ", ".join(column_names)))
             column = list(column_names).index(column_name)
             derive, classes = build(match, where)
-            return Task(name, classes, column, derive, expr.strip())
+            task = Task(name, classes, column, derive, expr.strip())
+            _check_derivation_varies(task, num_classes[column], column_name, where)
+            return task
     raise UserInputError("%s: cannot parse %r. Write a comparison ('label>0'), a class set "
                          "('label in {1,2,3}') or a mapping file ('map:groups.txt')." % (where, expr))
+
+
+def _check_derivation_varies(task, source_classes, column_name, where):
+    # 'label>7' on a 4-class column would train a head on a constant: refuse it.
+    values = {task.label_from(c) for c in range(source_classes)} - {MISSING_LABEL}
+    if len(values) < 2:
+        raise UserInputError("%s: over the %d classes of %s (0..%d) this task is always %s, so there is "
+                             "nothing to learn. Check the number or classes in the expression."
+                             % (where, source_classes, column_name, source_classes - 1,
+                                values.pop() if values else "unknown"))
 
 
 def _compare(match, where):

@@ -140,7 +140,7 @@ def test_empty_or_negative_map(tmp_path):
     with pytest.raises(UserInputError, match="0 or more"):
         build_tasks([4], derived=["g=map:%s" % negative])
     single = write_map(tmp_path / "one.txt", "0 0\n1 0\n")
-    with pytest.raises(UserInputError, match="at least 2"):
+    with pytest.raises(UserInputError, match="at least 2|nothing to learn"):
         build_tasks([4], derived=["g=map:%s" % single])
 
 
@@ -223,3 +223,10 @@ def test_parse_num_classes(text, expected):
 def test_parse_num_classes_bad(text):
     with pytest.raises(UserInputError, match="--num-classes"):
         parse_num_classes(text)
+
+
+def test_derived_task_that_never_varies_is_refused():
+    with pytest.raises(UserInputError, match="always 0, so there is nothing to learn"):
+        build_tasks([4], derived=["x=label>7"])
+    with pytest.raises(UserInputError, match="always 1"):
+        build_tasks([4], derived=["x=label>=0"])
