@@ -21,6 +21,8 @@ setup(
     # default install, `.[cu112]` the CUDA 11.2 one. Always with -c constraints.txt.
     install_requires=[
         "gluoncv>=0.10.5",
+        # Python 3.12 dropped distutils, which mxnet 1.9.1 imports; setuptools provides it.
+        "setuptools; python_version >= '3.12'",
         "numpy",
         "opencv-python",
         "tqdm",

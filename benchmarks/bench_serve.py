@@ -8,6 +8,10 @@ of ``--warmup`` requests, then ``--requests`` POST /predict from ``--clients`` t
 each on its own keep-alive connection. Any non-200 answer counts as an error. The
 clients share the machine's cores with the server, as a local load test must.
 
+Each configuration runs with ``OMP_WAIT_POLICY=PASSIVE`` (what docs/serving.md
+recommends) and, with ``--wait-policy both`` (the default), also with OpenMP's default
+spinning wait, which stalls one-image forward passes when request threads share the cores.
+
     python benchmarks/bench_serve.py                  # resnet18_v1 at 224, 200 requests, 8 clients
     python benchmarks/bench_serve.py --network resnet50_v1 --requests 100
 """
@@ -44,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=16, help="untimed requests first")
     parser.add_argument("--max-batch", type=int, default=16, help="--max-batch of the batching server")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="--max-wait-ms of the batching server")
+    parser.add_argument("--wait-policy", choices=["passive", "both"], default="both",
+                        help="OMP_WAIT_POLICY of the servers: PASSIVE only, or PASSIVE and OpenMP's default")
     parser.add_argument("--gpus", default="", help="GPU id for the server ('' for CPU)")
     return parser.parse_args(argv)
 
@@ -51,11 +57,11 @@ def parse_args(argv=None):
 class Server:
     """``python -m multitask_mx serve --port 0`` in a subprocess; ``url`` once /health answers."""
 
-    def __init__(self, save_dir, log_dir, flags):
+    def __init__(self, save_dir, log_dir, flags, env):
         self.log = open(os.path.join(log_dir, "serve-%s.log" % uuid.uuid4().hex[:6]), "w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "multitask_mx", "serve", "--save-result", save_dir,
                                       "--port", "0", "--quiet"] + flags, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     cwd=REPO, env=env)
         deadline = time.time() + 300
         self.url = None
         while self.url is None and time.time() < deadline and self.proc.poll() is None:
@@ -137,9 +143,18 @@ def load(url, bodies, total, clients):
     return time.perf_counter() - tic, latencies, errors
 
 
-def measure(save_dir, log_dir, bodies, args, flags):
+def server_env(wait_policy):
+    """This process's environment with OMP_WAIT_POLICY set (or removed, for OpenMP's default)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONUNBUFFERED"] = "1"
+    if wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = wait_policy
+    return env
+
+
+def measure(save_dir, log_dir, bodies, args, flags, wait_policy):
     """One server configuration: warm-up, timed load, batch sizes; a dict of figures."""
-    server = Server(save_dir, log_dir, flags)
+    server = Server(save_dir, log_dir, flags, server_env(wait_policy))
     try:
         load(server.url, bodies, args.warmup, args.clients)
         before = server.health()["batches"]
@@ -159,26 +174,28 @@ def main(argv=None):
     args = parse_args(argv)
     ctxs = parse_contexts(args.gpus)
     width, height = (int(v) for v in args.photo.lower().split("x"))
-    configs = [("batching on", ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]),
-               ("batching off", ["--max-batch", "1"])]
+    batching = [("batching on", ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]),
+                ("batching off", ["--max-batch", "1"])]
+    policies = ["PASSIVE"] + (["default"] if args.wait_policy == "both" else [])
+    configs = [(name, flags, policy) for policy in policies for name, flags in batching]
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
         os.makedirs(os.path.join(tmp, "images"))
         bodies = multipart_bodies(make_photos(os.path.join(tmp, "images"), args.images, width, height))
         save_dir = make_save_dir(os.path.join(tmp, "run"), args.network, args.size, ctxs[0])
         gpu_flags = ["--gpus", args.gpus] if args.gpus else []
-        results = [(name, measure(save_dir, tmp, bodies, args, flags + gpu_flags)) for name, flags in configs]
+        results = [measure(save_dir, tmp, bodies, args, flags + gpu_flags, policy) for _, flags, policy in configs]
     lines = machine_lines(ctxs)
     lines.append("%s at %dx%d, random weights, 2 tasks; %d requests (multipart JPEG %dx%d) from %d clients "
                  "on loopback, after %d warm-up requests" % (args.network, args.size, args.size, args.requests,
                                                              width, height, args.clients, args.warmup))
     lines.append("")
-    lines.append("%-14s %9s %7s %9s %9s %9s %11s" % ("server", "max batch", "errors", "req/s", "p50 ms", "p95 ms",
-                                                     "mean batch"))
-    for (name, r), (_, flags) in zip(results, configs):
-        lines.append("%-14s %9s %7d %9.1f %9.1f %9.1f %11.2f" % (name, flags[1], len(r["errors"]), r["rps"],
-                                                                r["p50"], r["p95"], r["mean_batch"]))
+    lines.append("%-14s %9s %15s %7s %8s %8s %8s %11s" % ("server", "max batch", "OMP_WAIT_POLICY", "errors",
+                                                            "req/s", "p50 ms", "p95 ms", "mean batch"))
+    for r, (name, flags, policy) in zip(results, configs):
+        lines.append("%-14s %9s %15s %7d %8.1f %8.1f %8.1f %11.2f" % (
+            name, flags[1], policy, len(r["errors"]), r["rps"], r["p50"], r["p95"], r["mean_batch"]))
     print("\n".join(lines))
-    failures = [e for _, r in results for e in r["errors"]]
+    failures = [e for r in results for e in r["errors"]]
     if failures:
         print("errors (first 5):\n  " + "\n  ".join(failures[:5]), file=sys.stderr)
         return 1

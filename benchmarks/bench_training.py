@@ -18,6 +18,7 @@ Each figure is one whole epoch of the real loop over ``--batches`` batches (or a
     python benchmarks/bench_training.py --quick    # about a minute: small images, few batches
 """
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -77,6 +78,7 @@ class Settings:
     workers: int
     repeats: int
     skip: frozenset
+    classic_symbol: str
 
 
 def parse_settings(argv=None):
@@ -98,23 +100,38 @@ def parse_settings(argv=None):
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure each pair this many times, alternating; the table shows medians")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ab, c, d")
+    parser.add_argument("--classic-symbol", default=CLASSIC_SYMBOL,
+                        help="the classic MXNet resnet-50-symbol.json for (d) (weights are generated)")
     args = parser.parse_args(argv)
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v[int(args.quick)]
               for k, v in PRESETS.items()}
     photo = tuple(int(v) for v in chosen.pop("photo").lower().split("x"))
     return Settings(network=args.network, photo=photo, seconds=args.seconds, workers=args.workers,
-                    repeats=max(1, args.repeats), skip=frozenset(filter(None, args.skip.split(","))), **chosen)
+                    repeats=max(1, args.repeats), skip=frozenset(filter(None, args.skip.split(","))),
+                    classic_symbol=args.classic_symbol, **chosen)
 
 
 @dataclass
 class Row:
-    """One line of the table; the ratio and target sit on the first row of a pair."""
+    """One line of the table: a figure's runs; a pair's ratio and target sit on its first row."""
 
     name: str
-    speed: float
+    runs: list
     ratio: float = None
     target: float = None
     note: str = ""
+
+    @property
+    def speed(self):
+        """The median of the runs (img/s)."""
+        return statistics.median(self.runs)
+
+
+def pair(first, second, target=None):
+    """Two rows ((name, runs) each), the ratio of their medians on the first."""
+    rows = [Row(*first), Row(*second)]
+    rows[0].ratio, rows[0].target = rows[0].speed / rows[1].speed, target
+    return rows
 
 
 # --- images and lists ------------------------------------------------------------------------------
@@ -183,18 +200,20 @@ def measure(epochs_of, s: Settings, batches):
     speed = epochs_of(s.warmup)()
     if s.seconds:
         batches = max(3, int(round(s.seconds * speed / s.batch_size)))
-    return epochs_of(batches)()
+    speed = epochs_of(batches)()
+    gc.collect()  # end the figure's loader and its worker processes before the next figure
+    return speed
 
 
 def alternate(named_sources, s: Settings, batches):
-    """Measure each (name, epochs_of) in turn, ``repeats`` times; {name: median img/s}."""
+    """Measure each (name, epochs_of) in turn, ``repeats`` times; {name: [img/s, ...]}."""
     speeds = {name: [] for name, _ in named_sources}
     for _ in range(s.repeats):
         for name, epochs_of in named_sources:
             speeds[name].append(measure(epochs_of, s, batches))
             print("  %s: %.2f img/s (load average %.1f)" % (name, speeds[name][-1], os.getloadavg()[0]),
                   file=sys.stderr, flush=True)
-    return {name: statistics.median(v) for name, v in speeds.items()}
+    return speeds
 
 
 def train_args(s: Settings, lst_path):
@@ -290,9 +309,9 @@ def image_iter(lists, s: Settings, batches):
                                           mean=True, std=True))
 
 
-def make_classic_checkpoint(prefix):
+def make_classic_checkpoint(symbol_file, prefix):
     """PREFIX-symbol.json + PREFIX-0000.params: the classic ResNet-50 symbol, Xavier/BN-default weights."""
-    sym = mx.sym.load(CLASSIC_SYMBOL)
+    sym = mx.sym.load(symbol_file)
     arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, 224, 224))
     init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
 
@@ -328,9 +347,8 @@ def bench_loaders(lists, tasks, s: Settings):
     speeds = alternate([
         ("ours", loading_sources(lambda n: real_loader(lists, tasks, "imagenet", s, n))),
         ("imageiter", loading_sources(lambda n: image_iter(lists, s, n)))], s, s.loader_batches)
-    return [Row("(c) loader alone: ours (LstDataset, %d workers)" % s.workers, speeds["ours"],
-                speeds["ours"] / speeds["imageiter"], 1.5),
-            Row("(c) loader alone: mx.image.ImageIter", speeds["imageiter"])]
+    return pair(("(c) loader alone: ours (LstDataset, %d workers)" % s.workers, speeds["ours"]),
+                ("(c) loader alone: mx.image.ImageIter (original)", speeds["imageiter"]), 1.5)
 
 
 def bench_real_vs_synthetic(lists, tasks, s: Settings):
@@ -341,14 +359,16 @@ def bench_real_vs_synthetic(lists, tasks, s: Settings):
     speeds = alternate([
         ("b", step.sources(lambda n: synthetic_batches(tasks, s, n))),
         ("a", step.sources(lambda n: real_loader(lists, tasks, "imagenet", s, n)))], s, s.batches)
-    return [Row("(a) train %s, real loader (%d workers)" % (s.network, s.workers), speeds["a"],
-                speeds["a"] / speeds["b"], 0.9),
-            Row("(b) train %s, synthetic in-memory batches" % s.network, speeds["b"])]
+    return pair(("(a) train %s, real loader (%d workers)" % (s.network, s.workers), speeds["a"]),
+                ("(b) train %s, synthetic in-memory batches" % s.network, speeds["b"]), 0.9)
 
 
 def bench_original(lists, tasks, s: Settings, root):
     """(d) our trainer on a classic checkpoint (--model PREFIX) against the original's job."""
-    prefix = make_classic_checkpoint(os.path.join(root, "resnet-50"))
+    if not os.path.isfile(s.classic_symbol):
+        print("(d) skipped: no classic symbol at %s (--classic-symbol)" % s.classic_symbol, file=sys.stderr)
+        return []
+    prefix = make_classic_checkpoint(s.classic_symbol, os.path.join(root, "resnet-50"))
     spec, normalization, classic_params = model.resolve_trunk(None, prefix, 0, "auto")
     net = model.build_net(spec, tasks, [mx.cpu()], (3, s.size, s.size))
     model.load_pretrained_trunk(net, prefix, spec, classic_params)
@@ -360,12 +380,13 @@ def bench_original(lists, tasks, s: Settings, root):
         ours.append(measure(ours_source, s, s.batches))
         result = run_original(lists, prefix, s, s.batches, ours[-1])
         original.append(result["img_s"])
-    threads = "OMP threads %s (MXNet's choice), %s" % (result["omp_max_threads"], ", ".join(
-        "%s=%s" % kv for kv in sorted(result["environment"].items())))
-    ours_speed, original_speed = statistics.median(ours), statistics.median(original)
-    return [Row("(d) job, classic resnet-50: ours (--model PREFIX)", ours_speed,
-                ours_speed / original_speed, None),
-            Row("(d) job, classic resnet-50: original (Module API)", original_speed, note=threads)]
+        print("  ours: %.2f img/s, original: %.2f img/s (load average %.1f)" % (ours[-1], original[-1],
+              os.getloadavg()[0]), file=sys.stderr, flush=True)
+    rows = pair(("(d) job, classic resnet-50: ours (--model PREFIX)", ours),
+                ("(d) job, classic resnet-50: original (Module API)", original))
+    rows[1].note = "the original ran with %s OpenMP thread(s), MXNet's default here; %s" % (
+        result["omp_max_threads"], ", ".join("%s=%s" % kv for kv in sorted(result["environment"].items())))
+    return rows
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -394,14 +415,15 @@ def machine_lines(s: Settings):
 
 
 def table_lines(rows):
-    """The figures: measurement, img/s, ratio, target, pass/fail."""
-    out = ["%-56s %9s %7s %8s %6s" % ("measurement", "img/s", "ratio", "target", "result")]
+    """The figures: measurement, img/s (median), ratio, target, pass/fail, and the runs' range."""
+    out = ["%-56s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "ratio", "target", "result", "runs")]
     for row in rows:
         ratio = "%.2f" % row.ratio if row.ratio is not None else ""
-        target = (">= %.1f" % row.target) if row.target is not None else ("-" if row.ratio is not None else "")
+        target = ">= %.1f" % row.target if row.target is not None else ("-" if row.ratio is not None else "")
         result = ("pass" if row.ratio >= row.target else "FAIL") if row.target is not None else target
-        out.append("%-56s %9.2f %7s %8s %6s" % (row.name, row.speed, ratio, target, result))
-    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original (speed-up of the whole job)")
+        spread = "%.2f-%.2f" % (min(row.runs), max(row.runs)) if len(row.runs) > 1 else ""
+        out.append("%-56s %9.2f %6s %8s %6s  %s" % (row.name, row.speed, ratio, target, result, spread))
+    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original, the speed-up of the whole job")
     out += ["note %s: %s" % (row.name.split()[0], row.note) for row in rows if row.note]
     return out
 

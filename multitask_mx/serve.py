@@ -73,7 +73,7 @@ def header_size(data):
 
 
 def check_upload(data, max_pixels):
-    """Refuse, without decoding, empty, unknown, truncated or too large images; returns the format."""
+    """Refuse, without decoding, empty, unknown, truncated or too large images (BadUpload)."""
     if not data:
         raise BadUpload(400, "the upload is empty (0 bytes)")
     kind = sniff_format(data[:16])
@@ -91,7 +91,6 @@ def check_upload(data, max_pixels):
         described = "%d x %d pixels" % size if size else "more than 179 megapixels"
         raise BadUpload(413, "the image is %s; this server accepts at most %.0f megapixels"
                         % (described, max_pixels / 1e6))
-    return kind
 
 
 def decode_upload(data, min_short_side, max_pixels):
@@ -311,7 +310,7 @@ def create_app(model, batcher, cfg: ServeConfig):
     require_web_stack()
     app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
     app.request_class = _in_memory_request_class()
-    request, jsonify = flask.request, flask.jsonify
+    jsonify = flask.jsonify
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
     app.json.sort_keys = False  # tasks in the model's order, as predict writes them
     summary = model_summary(model)
@@ -345,6 +344,13 @@ def create_app(model, batcher, cfg: ServeConfig):
         return jsonify({"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
                         "tasks": top_classes(model, log_probs, cfg.top_k)})
 
+    _add_error_handlers(app, cfg)
+    _add_logging_and_headers(app)
+    return app
+
+
+def _add_error_handlers(app, cfg):
+    """Every error a JSON body: refused uploads, a full queue, HTTP errors, and bugs (500, logged)."""
     @app.errorhandler(BadUpload)
     def bad_upload(exc):
         return error_response(exc.status, str(exc))
@@ -362,8 +368,13 @@ def create_app(model, batcher, cfg: ServeConfig):
 
     @app.errorhandler(Exception)
     def unexpected(exc):
-        _logger.exception("%s %s failed", request.method, request.path)
+        _logger.exception("%s %s failed", flask.request.method, flask.request.path)
         return error_response(500, "internal error: %s" % type(exc).__name__)
+
+
+def _add_logging_and_headers(app):
+    """One log line per /predict; headers that keep the page to this server's own files."""
+    request = flask.request
 
     @app.before_request
     def start_clock():
@@ -380,8 +391,6 @@ def create_app(model, batcher, cfg: ServeConfig):
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' blob:; "
                                                        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
         return response
-
-    return app
 
 
 def create_server(app, cfg: ServeConfig):
@@ -402,48 +411,3 @@ def listening_urls(server):
     single = getattr(server, "effective_port", None) is not None  # else a MultiSocketServer (e.g. "localhost")
     pairs = [(server.effective_host, server.effective_port)] if single else server.effective_listen
     return ["http://%s:%s/" % ("[%s]" % h if ":" in h else h, p) for h, p in pairs]
-
-
-# ---------------------------------------------------------------- flags
-
-def add_arguments(parser):
-    """Flags of the server, the upload checks and the batching."""
-    group = parser.add_argument_group("server")
-    group.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on; 0.0.0.0 exposes the server to the network")
-    group.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port, printed at start)")
-    group.add_argument("--threads", type=int, default=0,
-                       help="waitress request threads (default 0: --queue-size + --max-batch)")
-    group.add_argument("--connection-limit", type=int, default=100,
-                       help="open connections at most; each may hold one upload in memory")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds a request waits for the model")
-    group = parser.add_argument_group("uploads")
-    group.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image accepted, in MiB (413)")
-    group.add_argument("--max-megapixels", type=float, default=50.0,
-                       help="largest image accepted, in millions of pixels, read from its header (413)")
-    group.add_argument("--top-k", type=int, default=3, help="classes returned per task, most probable first")
-    group.add_argument("--tta", choices=["none", "flip"], default="none",
-                       help="test-time augmentation, as in predict")
-    group = parser.add_argument_group("batching")
-    group.add_argument("--max-batch", type=int, default=16, help="images per forward pass at most (1: no batching)")
-    group.add_argument("--max-wait-ms", type=float, default=5.0,
-                       help="how long a batch waits for requests still being decoded")
-    group.add_argument("--queue-size", type=int, default=64, help="images waiting for the model at most (then 503)")
-
-
-def serve_config(args):
-    """ServeConfig from the parsed flags, with a clear error for a value out of range."""
-    positive = {"--port": args.port + 1, "--top-k": args.top_k, "--max-batch": args.max_batch,
-                "--queue-size": args.queue_size, "--max-upload-mb": args.max_upload_mb,
-                "--max-megapixels": args.max_megapixels, "--connection-limit": args.connection_limit,
-                "--timeout": args.timeout, "--threads": args.threads + 1, "--max-wait-ms": args.max_wait_ms + 1}
-    for flag, value in positive.items():
-        if value <= 0:
-            raise UserInputError("%s: give a positive number." % flag)
-    if args.port > 65535:
-        raise UserInputError("--port %d: give 0 to 65535." % args.port)
-    return ServeConfig(host=args.host, port=args.port, threads=args.threads, connection_limit=args.connection_limit,
-                       max_upload_bytes=int(args.max_upload_mb * 2 ** 20),
-                       max_pixels=int(args.max_megapixels * 1e6), top_k=args.top_k, max_batch=args.max_batch,
-                       max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, timeout_s=args.timeout,
-                       tta=args.tta)
