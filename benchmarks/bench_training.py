@@ -271,9 +271,9 @@ class TrainEpochs:
         return epochs_of
 
     def _prime(self, loader):
-        # Starting the worker pool forks this process; until the parent has written each of
-        # its pages once more, every write copies a page (~100k faults for ResNet-50's
-        # buffers). `train` pays that once per run, so one step + a loading-only pass here.
+        # Starting the worker pool forks this process: then the first write to each page
+        # of the training buffers copies it (about 100,000 page faults for ResNet-50 at
+        # 64x64). `train` pays that once per run, so it is paid here before any timing.
         batches = iter(loader)
         self.epoch(itertools.islice(batches, 1))
         for _ in batches:
@@ -404,6 +404,7 @@ def machine_lines(s: Settings):
              % (v["python"], v["mxnet"], v["gluoncv"], v["numpy"], v["opencv"], v["platform"]),
              "mxnet build: " + ", ".join(k for k, on in build_features().items() if on),
              "threads, ours: " + ", ".join("%s=%s" % kv for kv in sorted(_runtime.THREAD_SETTINGS.items()))
+             + "".join(", %s=%s" % (k, os.environ[k]) for k in THREAD_VARIABLES[3:] if k in os.environ)
              + "; loader: %d worker processes, 1 OpenCV thread each" % s.workers,
              "threads, original: subprocess without %s (MXNet's defaults)" % ", ".join(THREAD_VARIABLES[:3]),
              "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; (c) %s; "

@@ -13,7 +13,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 from mxnet import gluon
 
 from .errors import UserInputError

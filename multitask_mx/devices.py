@@ -6,7 +6,6 @@ last sample and masks the padding out of the loss and the metrics.
 """
 import logging
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 from mxnet import gluon
 

@@ -36,10 +36,11 @@ _logger = logging.getLogger(__name__)
 
 KV_STORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
 DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
-# kvstore keys of our collectives; gluon.Trainer uses 0 .. number of parameters - 1
-_GATHER_KEY = 1000000000
-_METRICS_KEY = 1000000001
-_AUX_KEY_BASE = 1000000002
+# kvstore keys of our collectives. gluon.Trainer uses 0 .. number of parameters - 1; ps-lite
+# computes key * 9973 in a C int to pick a server, so keys stay below 2**31 / 9973 (215,000).
+_GATHER_KEY = 100000
+_METRICS_KEY = 100001
+_AUX_KEY_BASE = 100002
 _AUX_SUFFIXES = ("running_mean", "running_var", "moving_mean", "moving_var")  # Gluon's and Symbol's BatchNorm
 _initialised = set()  # keys this process has created (kv.init may run once per key)
 
@@ -96,11 +97,25 @@ def shard_list(image_list: ImageList, rank, num_workers):
     return ImageList(image_list.source, image_list.image_root, shard)
 
 
+def init_keys(kv, keys, arrays):
+    """``kv.init`` that is safe to follow with pulls and pushes from any worker.
+
+    In MXNet 1.9.1 rank 0's init pushes can still be queued when ``kv.init``'s
+    barrier lets the other workers go on (seen when the arrays were just used, e.g.
+    by a forward pass): a pull then reaches a server without the key, which aborts
+    ("init 0 first"), and a push would be taken as the initial value. Waiting for
+    the pushes and meeting at a second barrier closes that gap.
+    """
+    kv.init(keys, arrays)
+    mx.nd.waitall()
+    kv._barrier()
+
+
 def gather(kv, value):
     """Every worker's ``value`` (a number), in rank order; sync kvstores only, once per run."""
     vec = mx.nd.zeros((kv.num_workers,))
     vec[kv.rank] = value
-    kv.init(_GATHER_KEY, mx.nd.zeros((kv.num_workers,)))
+    init_keys(kv, [_GATHER_KEY], [mx.nd.zeros((kv.num_workers,))])
     kv.pushpull(_GATHER_KEY, vec)  # in place: with out= MXNet 1.9.1 also adds into the input
     return [int(round(v)) for v in vec.asnumpy()]
 
@@ -136,24 +151,40 @@ def gradient_scale(kv):
     return 1.0 / kv.num_workers if is_sync(kv) else 1.0
 
 
-def start_trainer(trainer, net, kv):
-    """Create the trainer's kvstore, pull rank 0's start weights now and wait for them (dist only).
+def start_trainer(trainer, net, kv, start=(0, 0), epoch_size=1):
+    """Dist kvstores: create the trainer's keys from rank 0's weights and pull them, before any step.
 
-    Also creates the keys that ``end_epoch`` uses.
+    This replaces gluon.Trainer's lazy broadcast, which races in MXNet 1.9.1 (see
+    ``init_keys``); call it before ``load_trainer_states``. ``start`` (epoch,
+    batches done) is a resume point, which dist_async needs here (see
+    ``_restore_async_schedule``). Also creates the keys that ``end_epoch`` uses.
     """
     if not is_distributed(kv):
         return
+    if start != (0, 0) and not is_sync(kv):
+        _restore_async_schedule(trainer, kv, start, epoch_size)
     if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    mx.nd.waitall()
-    kv._barrier()
-    _logger.info("DEBUG params %d to_init %d first %s deferred %s", len(trainer._params), len(trainer._params_to_init), [(p.name, p.shape, p._stype) for p in trainer._params[:3]], [p.name for p in trainer._params_to_init if p._deferred_init][:5])
-    if trainer._params_to_init:
-        trainer._init_params()
+        trainer._init_kvstore()  # dist_async: sends the optimizer to the servers
+    params = [p for p in trainer._params_to_init if not p._deferred_init]
+    keys = [trainer._param2idx[p.name] for p in params]
+    # plain copies: after a forward pass MKL-DNN keeps conv weights in its own layout, which the
+    # dist kvstore cannot send (the push fails inside the engine and the key never reaches the server)
+    init_keys(kv, keys, [_plain(p.list_data()[0]) for p in params])
+    pulled = [mx.nd.zeros(p.shape, dtype=p.dtype) for p in params]
+    for key, array in zip(keys, pulled):
+        kv.pull(key, out=array, priority=-key)
+    for param, array in zip(params, pulled):
+        param.set_data(array)
+    trainer._params_to_init = [p for p in trainer._params_to_init if p._deferred_init]
     mx.nd.waitall()  # no gradient may reach the servers before every worker holds the start weights
     if is_sync(kv):
-        for key, param in _aux_params(net):
-            kv.init(key, mx.nd.zeros(param.shape, dtype=param.dtype))
+        aux = _aux_params(net)
+        init_keys(kv, [key for key, _ in aux], [mx.nd.zeros(p.shape, dtype=p.dtype) for _, p in aux])
+
+
+def _plain(array):
+    """A copy in MXNet's default layout, on the CPU."""
+    return mx.nd.array(array.asnumpy(), dtype=array.dtype)
 
 
 def _aux_params(net):
@@ -172,7 +203,7 @@ def end_epoch(net, trainer, train_values):
     if not is_sync(kv):
         return train_values
     for key, param in _aux_params(net):
-        total = param.data(param.list_ctx()[0]).copy()
+        total = _plain(param.data(param.list_ctx()[0]))
         kv.pushpull(key, total)  # in place (see gather)
         param.set_data(total / kv.num_workers)
     return reduce_metric_values(kv, train_values)
@@ -185,7 +216,7 @@ def reduce_metric_values(kv, values):
     sums = [values[task][name] * n if n else 0.0 for (task, name), n in zip(fields, counts)]
     vec = mx.nd.array(sums + [values[task]["count"] for task in sorted(values)])
     if _METRICS_KEY not in _initialised:
-        kv.init(_METRICS_KEY, mx.nd.zeros(vec.shape))
+        init_keys(kv, [_METRICS_KEY], [mx.nd.zeros(vec.shape)])
         _initialised.add(_METRICS_KEY)
     kv.pushpull(_METRICS_KEY, vec)  # in place (see gather)
     totals = vec.asnumpy().tolist()
@@ -196,16 +227,14 @@ def reduce_metric_values(kv, values):
     return {task: dict(values[task], **out[task]) for task in values}
 
 
-def restore_async_schedule(trainer, kv, epoch, batches_done, epoch_size):
-    """dist_async resume: start the servers' update count where the run stopped; before the first step.
+def _restore_async_schedule(trainer, kv, start, epoch_size):
+    """dist_async resume: the servers' optimizer starts counting updates where the run stopped.
 
-    The optimizer (its momentum and update count) lives on the servers there, and
-    MXNet cannot save it from a worker; the resumed servers start the momentum
-    afresh but continue the lr schedule.
+    In dist_async the optimizer (momentum, update count) lives on the servers and
+    MXNet cannot save it from a worker (kvstore.save_optimizer_states asserts), so
+    the resumed servers restart the momentum but continue the lr schedule.
     """
-    if not is_distributed(kv) or is_sync(kv):
-        return
-    count = epoch * epoch_size + batches_done * kv.num_workers
+    count = start[0] * epoch_size + start[1] * kv.num_workers
     trainer._optimizer.begin_num_update = trainer._optimizer.num_update = count
     _logger.info("dist_async resume: the lr schedule continues from update %d; momentum restarts (the servers "
                  "held it, and MXNet cannot save it)", count)

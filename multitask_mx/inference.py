@@ -19,7 +19,6 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm

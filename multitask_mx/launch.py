@@ -35,6 +35,7 @@ _logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20"]
 TAIL_LINES = 20
+_RANK_LABEL = re.compile(r"^\[worker (\d+/\d+)\] ")  # distributed.rank_label
 _HOST_LINE = re.compile(r"^(?P<name>(?:[A-Za-z0-9_.-]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]))"
                         r"(?::(?P<port>\d+))?$")
 
@@ -57,7 +58,7 @@ class Node:
     """One process of the job: what it is, where it runs and how it starts."""
 
     role: str  # scheduler, server or worker
-    slot: int  # 0.. within its role (= the kvstore rank of a local worker)
+    slot: int  # 0.. within its role (not the kvstore rank, which ps-lite gives as workers connect)
     env: Dict[str, str]  # the DMLC_* and thread variables it gets
     argv: List[str]  # the command it runs (on ``host``)
     host: Optional[Host] = None  # None: this machine
@@ -126,14 +127,15 @@ def node_command(python=None):
 def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=None):
     """Nodes for a job on this machine, all bound to loopback.
 
-    Ports: the scheduler's is ``port`` (or a free one); servers and workers get
-    ascending ports after it, so that ps-lite, which numbers nodes by address and
-    port, gives worker slot i the rank i.
+    Ports: the scheduler's is ``port`` and servers and workers take the next ones,
+    or all are free ports found now. ps-lite numbers the workers (their kvstore
+    rank) as they connect, so a worker's slot is not always its rank.
     """
     ports = [port + i for i in range(1 + num_servers + num_workers)] if port else \
         free_ports(1 + num_servers + num_workers)
     nodes = []
-    roles = [("scheduler", 0)] + [("server", i) for i in range(num_servers)] + [("worker", i) for i in range(num_workers)]
+    roles = [("scheduler", 0)] + [("server", i) for i in range(num_servers)] + \
+        [("worker", i) for i in range(num_workers)]
     for (role, slot), node_port in zip(roles, ports):
         env = dmlc_env(role, LOOPBACK, ports[0], num_workers, num_servers)
         env.update({"DMLC_INTERFACE": "lo", "DMLC_NODE_HOST": LOOPBACK, "PYTHONUNBUFFERED": "1"})
@@ -223,6 +225,7 @@ class _Process:
         self.node = node
         self.log_path = os.path.join(log_dir, node.log_name)
         self.tail = collections.deque(maxlen=TAIL_LINES)
+        self.rank = None  # "1/2", read from the worker's log lines (ps-lite numbers workers as they connect)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
         if node.host is None:
             env.update(node.env)
@@ -233,15 +236,23 @@ class _Process:
         self._reader = threading.Thread(target=self._read, args=(echo, lock), daemon=True)
         self._reader.start()
 
+    @property
+    def label(self):
+        """``worker 1/2`` once the worker has logged the rank MXNet gave it, else the node's label."""
+        return "worker %s" % self.rank if self.rank else self.node.label
+
     def _read(self, echo, lock):
-        prefix = "[%s] " % self.node.label
         with open(self.log_path, "w", encoding="utf-8") as log:
             for raw in self.popen.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 log.write(line + "\n")
                 log.flush()
                 self.tail.append(line)
+                if self.rank is None and self.node.role == "worker":
+                    found = _RANK_LABEL.match(line)
+                    self.rank = found.group(1) if found else None
                 if echo is not None:
+                    prefix = "" if line.startswith("[%s]" % self.label) else "[%s] " % self.label
                     with lock:
                         echo.write(prefix + line + "\n")
                         echo.flush()
@@ -316,6 +327,7 @@ def _watch(running, timeout, stop, grace, poll):
     deadline = time.monotonic() + timeout if timeout else None
     workers = [p for p in running if p.node.role == "worker"]
     others = [p for p in running if p.node.role != "worker"]
+    others_done = None
     while True:
         if stop.received:
             return None, "launch was stopped by %s" % stop.received.name
@@ -325,9 +337,11 @@ def _watch(running, timeout, stop, grace, poll):
         if all(p.popen.poll() == 0 for p in workers):
             _wait_for(others, grace)  # they end when rank 0 tells them; stop_all ends any that does not
             return None
-        for process in others:
-            if process.popen.poll() is not None:
-                return process, "ended while workers were still running"
+        if all(p.popen.poll() == 0 for p in others):  # rank 0 stopped them: the workers are ending too
+            others_done = others_done or time.monotonic()
+            if time.monotonic() > others_done + grace:
+                late = next(p for p in workers if p.popen.poll() is None)
+                return late, "still ran %g s after the scheduler and servers had ended" % grace
         if deadline is not None and time.monotonic() > deadline:
             return None, "--timeout %g s passed before the workers finished" % timeout
         time.sleep(poll)
@@ -343,7 +357,7 @@ def stop_all(running, grace=10.0):
     """SIGTERM every process group, SIGKILL what is left after ``grace`` seconds, and reap them."""
     alive = [p for p in running if p.popen.poll() is None]
     for process in alive:
-        _logger.info("launch: stopping %s (pid %d)", process.node.label, process.popen.pid)
+        _logger.info("launch: stopping %s (pid %d)", process.label, process.popen.pid)
         process.signal_group(signal.SIGTERM)
     _wait_for(alive, grace)
     for process in running:  # also groups whose leader ended: a DataLoader worker may outlive it
@@ -352,7 +366,7 @@ def stop_all(running, grace=10.0):
         try:
             process.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            _logger.error("launch: %s (pid %d) did not end after SIGKILL", process.node.label, process.popen.pid)
+            _logger.error("launch: %s (pid %d) did not end after SIGKILL", process.label, process.popen.pid)
 
 
 def _report(process, what):
@@ -361,8 +375,9 @@ def _report(process, what):
     hint = ""
     if any("bind failed" in line for line in process.tail):
         hint = " A port is taken: pass another --port (or none, for free ports)."
+    who = process.label + (" (slot %d)" % process.node.slot if process.rank else "")
     return "launch: %s %s; every other process was stopped.%s Last lines of %s:\n%s" % (
-        process.node.label, what, hint, process.log_path, "\n".join("    " + line for line in process.tail))
+        who, what, hint, process.log_path, "\n".join("    " + line for line in process.tail))
 
 
 def _write_process_table(running, log_dir):

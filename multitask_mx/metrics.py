@@ -10,7 +10,6 @@ derived class (for ``label > 0``: 1 - p(class 0) against p(class 0)).
 """
 from typing import Sequence
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 import numpy as np
 

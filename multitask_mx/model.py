@@ -10,7 +10,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn

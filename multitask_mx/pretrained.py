@@ -10,7 +10,6 @@ import json
 import logging
 import os
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from .errors import UserInputError

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 from typing import Tuple
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from .errors import UserInputError

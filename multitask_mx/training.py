@@ -9,9 +9,8 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
@@ -19,7 +18,6 @@ from tqdm import tqdm
 
 from .data import BAD_SAMPLE
 from .devices import split_batch
-from .errors import UserInputError
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
 

@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 import numpy as np
 from mxnet import gluon

@@ -223,6 +223,14 @@ def test_a_lone_request_does_not_wait_for_a_batch():
     batcher.close()
 
 
+def wait_until_taken(batcher):
+    """Wait until the model thread has taken every queued image (and now runs, or waits in, forward)."""
+    deadline = time.time() + 30
+    while batcher.queued() and time.time() < deadline:
+        time.sleep(0.01)
+    assert batcher.queued() == 0
+
+
 def test_full_queue_refuses_and_a_failed_batch_does_not_stop_the_thread():
     release = threading.Event()
 
@@ -234,7 +242,7 @@ def test_full_queue_refuses_and_a_failed_batch_does_not_stop_the_thread():
 
     batcher = serve.Batcher(forward, max_batch=1, max_wait_ms=0, queue_size=2).start()
     running = batcher.submit(np.full((1, 1), -1.0, np.float32))
-    time.sleep(0.2)  # taken by the model thread, which now waits
+    wait_until_taken(batcher)
     queued = [batcher.submit(np.full((1, 1), float(i), np.float32)) for i in range(2)]
     with pytest.raises(serve.QueueFull):
         batcher.submit(np.zeros((1, 1), np.float32))
@@ -399,8 +407,8 @@ def test_full_queue_answers_503_json(model):
     release = threading.Event()
     batcher = serve.Batcher(lambda batch: [batch] if release.wait(10) else [], max_batch=1, queue_size=1).start()
     client = serve.create_app(model, batcher, serve.ServeConfig(queue_size=1, max_batch=1)).test_client()
-    batcher.submit(np.zeros(model.image_shape, np.float32))  # taken by the model thread, which waits
-    time.sleep(0.2)
+    batcher.submit(np.zeros(model.image_shape, np.float32))
+    wait_until_taken(batcher)
     batcher.submit(np.zeros(model.image_shape, np.float32))  # fills the queue
     response = client.post("/predict", data=GOOD_JPEG, content_type="image/jpeg")
     assert response.status_code == 503 and "busy" in response.get_json()["error"]

@@ -1,5 +1,4 @@
 """``multitask-mx doctor``: versions, devices, threads and a short synthetic training speed test."""
-import logging
 import platform
 import time
 

@@ -341,12 +341,12 @@ def run(args):
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
         amp.init_trainer(trainer)
+    start = (point[0], point[3]) if point else (0, 0)
+    distributed.start_trainer(trainer, net, kv, start, epoch_size)  # before the states: see its docstring
     if point is not None:
-        distributed.restore_async_schedule(trainer, kv, point[0], point[3], epoch_size)
         load_trainer_states(trainer, point[2])
         # the update count comes from the states; the schedule from today's flags
         trainer._optimizer.lr_scheduler = schedule
-    distributed.start_trainer(trainer, net, kv)
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
@@ -354,7 +354,6 @@ def run(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
-    start = (point[0], point[3]) if point else (0, 0)
     history = fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
     distributed.dump_rank_params(net, args.dump_rank_params, kv)
     return history
