@@ -24,6 +24,11 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def default_loader_workers():
+    """Loader worker processes when none are asked for: the cores, at most 4."""
+    return min(4, usable_cores())
+
+
 def configure_threads(cpu_contexts=1):
     """Set OpenMP threads to the cores (split among CPU contexts) unless the user set them.
 

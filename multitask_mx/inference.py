@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from . import _runtime
 import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
@@ -326,7 +327,7 @@ def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
 
 def default_workers():
     """Loader worker processes when none are asked for: the cores, at most 4."""
-    return min(4, _runtime.usable_cores())
+    return _runtime.default_loader_workers()
 
 
 def _epoch_flag(text):

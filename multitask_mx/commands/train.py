@@ -307,7 +307,7 @@ def run(args):
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else min(4, _runtime.usable_cores())
+    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
     if args.check_images != "none":
         full = args.check_images == "full"
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
