@@ -81,21 +81,26 @@ def default_column_names(width):
     return ["label"] if width == 1 else ["label%d" % (i + 1) for i in range(width)]
 
 
+def config_lines(path):
+    """(line number, text) of a small settings file, '#' comments and blank lines left out."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            text = line.split("#", 1)[0].strip()
+            if text:
+                yield number, text
+
+
 def _read_map_file(path, where):
     if not os.path.isfile(path):
         raise UserInputError("%s: mapping file %r does not exist. It needs one 'source_class derived_class' "
                              "pair per line." % (where, path))
     mapping = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            parts = text.replace(",", " ").split()
-            if len(parts) != 2 or not all(re.match(r"^-?\d+$", p) for p in parts):
-                raise UserInputError("%s:%d: expected 'source_class derived_class' (two integers), found %r."
-                                     % (path, number, text))
-            mapping[int(parts[0])] = int(parts[1])
+    for number, text in config_lines(path):
+        parts = text.replace(",", " ").split()
+        if len(parts) != 2 or not all(re.match(r"^-?\d+$", p) for p in parts):
+            raise UserInputError("%s:%d: expected 'source_class derived_class' (two integers), found %r."
+                                 % (path, number, text))
+        mapping[int(parts[0])] = int(parts[1])
     if not mapping:
         raise UserInputError("mapping file %s is empty." % path)
     return mapping

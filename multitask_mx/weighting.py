@@ -29,7 +29,7 @@ import numpy as np
 from mxnet import gluon
 
 from .errors import UserInputError
-from .tasks import class_histograms
+from .tasks import class_histograms, config_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -240,18 +240,14 @@ def read_class_weights(path, tasks):
                              "'TASK: w0 w1 ...' (one weight per class)." % path)
     by_name = {t.name: t for t in tasks}
     found = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            where = "%s:%d" % (path, number)
-            name, _, values = text.partition(":")
-            name = name.strip()
-            if name not in by_name:
-                raise UserInputError("%s: expected 'TASK: w0 w1 ...' with TASK one of %s, found %r."
-                                     % (where, ", ".join(by_name), text))
-            found[name] = _parse_weights(values, by_name[name], where)
+    for number, text in config_lines(path):
+        where = "%s:%d" % (path, number)
+        name, _, values = text.partition(":")
+        name = name.strip()
+        if name not in by_name:
+            raise UserInputError("%s: expected 'TASK: w0 w1 ...' with TASK one of %s, found %r."
+                                 % (where, ", ".join(by_name), text))
+        found[name] = _parse_weights(values, by_name[name], where)
     if not found:
         raise UserInputError("--class-weights %s has no 'TASK: w0 w1 ...' line." % path)
     return [found.get(t.name) for t in tasks]
