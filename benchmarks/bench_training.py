@@ -5,7 +5,8 @@
     TrainTransform, worker processes) feeding training.train_one_epoch (hybridized
     MultiTaskNet, MultiTaskLoss, TaskMetrics, gluon.Trainer);
 (b) the same network, batch and train_one_epoch on in-memory synthetic batches;
-(c) our loader alone against mx.image.ImageIter (what the original used) on the same files;
+(c) our loader alone against mx.image.ImageIter set up as the original (in the baseline's
+    subprocess, with the original's threads) on the same files;
 (d) the whole job on the classic ResNet-50 symbol: our trainer (--model PREFIX path)
     against the original multi-task-MXNet (original_baseline.py, a subprocess with
     MXNet's default threading).
@@ -22,7 +23,6 @@ import gc
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +41,6 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS", "MXNET_OMP_M
 BASELINE_ENV = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
 _runtime.configure_threads()  # OpenMP reads OMP_NUM_THREADS once, when mxnet loads: before the imports below
 
-import cv2  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import gluon  # noqa: E402
@@ -53,6 +52,7 @@ from multitask_mx.data import make_loader  # noqa: E402
 from multitask_mx.lists import read_list  # noqa: E402
 from multitask_mx.metrics import TaskMetrics  # noqa: E402
 from multitask_mx.tasks import build_tasks  # noqa: E402
+from photos import Lists, make_photos  # noqa: E402  (benchmarks/, the script's folder)
 
 CLASSIC_SYMBOL = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "resnet-50-symbol.json")
 NUM_CLASSES = 4
@@ -132,61 +132,6 @@ def pair(first, second, target=None):
     rows = [Row(*first), Row(*second)]
     rows[0].ratio, rows[0].target = rows[0].speed / rows[1].speed, target
     return rows
-
-
-# --- images and lists ------------------------------------------------------------------------------
-
-def draw_photo(rng, width, height):
-    """A photo-like BGR image: gradient, blurred shapes and lines, sensor noise."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = rng.uniform(30, 220, 3).astype(np.float32) + (xx[..., None] / width) * rng.uniform(-60, 60, 3) \
-        + (yy[..., None] / height) * rng.uniform(-60, 60, 3)
-    img = np.ascontiguousarray(img, dtype=np.float32)
-    for _ in range(rng.randint(6, 14)):
-        color = tuple(float(c) for c in rng.uniform(0, 255, 3))
-        x, y = int(rng.uniform(0, width)), int(rng.uniform(0, height))
-        r = int(rng.uniform(0.03, 0.3) * min(width, height))
-        kind = rng.randint(3)
-        if kind == 0:
-            cv2.circle(img, (x, y), r, color, -1, cv2.LINE_AA)
-        elif kind == 1:
-            cv2.rectangle(img, (x - r, y - r // 2), (x + r, y + r // 2), color, -1)
-        else:
-            cv2.line(img, (x, y), (int(rng.uniform(0, width)), int(rng.uniform(0, height))), color,
-                     rng.randint(1, 6), cv2.LINE_AA)
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 2.0))
-    img += rng.normal(0, rng.uniform(4, 12), img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def make_photos(root, count, size, seed=0):
-    """Write ``count`` JPEGs (quality 90) under root; returns [(relative path, label)]."""
-    rng = np.random.RandomState(seed)
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
-    items = []
-    for i in range(count):
-        rel = "images/photo_%04d.jpg" % i
-        cv2.imwrite(os.path.join(root, rel), draw_photo(rng, *size), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        items.append((rel, i % NUM_CLASSES))
-    return items
-
-
-class Lists:
-    """.lst files that cycle over the generated images, one per length asked for."""
-
-    def __init__(self, root, items):
-        self.root, self.items, self._paths = root, items, {}
-
-    def path(self, entries):
-        """Path of a list with ``entries`` lines (index, float label, relative path)."""
-        if entries not in self._paths:
-            path = os.path.join(self.root, "cycle_%d.lst" % entries)
-            with open(path, "w") as f:
-                for i in range(entries):
-                    rel, label = self.items[i % len(self.items)]
-                    f.write("%d\t%f\t%s\n" % (i, label, rel))
-            self._paths[entries] = path
-        return self._paths[entries]
 
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -281,32 +226,19 @@ class TrainEpochs:
 
 
 def loading_sources(make_loader_for):
-    """epochs_of(n): img/s of iterating one loader/iterator of n batches, after an untimed pass."""
+    """epochs_of(n): img/s of iterating one loader of n batches, after an untimed pass."""
     def epochs_of(n):
         loader = make_loader_for(n)
 
         def run_epoch():
-            if isinstance(loader, mx.io.DataIter):
-                loader.reset()
             tic, seen = time.time(), 0
             for batch in loader:
-                data = batch.data[0] if isinstance(batch, mx.io.DataBatch) else batch[0]
-                data.wait_to_read()
-                seen += data.shape[0]
+                batch[0].wait_to_read()
+                seen += batch[0].shape[0]
             return seen / (time.time() - tic)
         run_epoch()
         return run_epoch
     return epochs_of
-
-
-def image_iter(lists, s: Settings, batches):
-    """mx.image.ImageIter set up as the original's training iterator."""
-    shape = (3, s.size, s.size)
-    return mx.image.ImageIter(
-        batch_size=s.batch_size, data_shape=shape, label_width=1, path_imglist=lists.path(batches * s.batch_size),
-        path_root=lists.root, shuffle=True, data_name="data",
-        aug_list=mx.image.CreateAugmenter(shape, resize=s.size, rand_crop=True, rand_mirror=True,
-                                          mean=True, std=True))
 
 
 def make_classic_checkpoint(symbol_file, prefix):
@@ -326,29 +258,44 @@ def make_classic_checkpoint(symbol_file, prefix):
     return prefix
 
 
-def run_original(lists, prefix, s: Settings, batches, our_speed):
-    """(d) the original's job in a subprocess with MXNet's default threads; its JSON result."""
+def run_original(lists, s: Settings, batches, our_speed, prefix=None):
+    """The original's training (or with no ``prefix`` its ImageIter alone) in a subprocess with
+    MXNet's default threads; its JSON result. With --seconds the list has room for 3x our speed."""
     cap = batches if not s.seconds else max(batches, int(3 * s.seconds * our_speed / s.batch_size) + 3)
     entries = (s.warmup + cap + 2) * s.batch_size  # + the batch Module.fit loads ahead
     cmd = [sys.executable, BASELINE_SCRIPT, "--lst", lists.path(entries), "--root", lists.root,
-           "--prefix", prefix, "--num-classes", str(NUM_CLASSES), "--size", str(s.size),
-           "--batch-size", str(s.batch_size), "--warmup", str(s.warmup), "--batches", str(cap),
-           "--seconds", str(s.seconds)]
+           "--num-classes", str(NUM_CLASSES), "--size", str(s.size), "--batch-size", str(s.batch_size),
+           "--warmup", str(s.warmup), "--batches", str(cap), "--seconds", str(s.seconds)]
+    cmd += ["--prefix", prefix] if prefix else ["--loader-only"]
     proc = subprocess.run(cmd, env=BASELINE_ENV, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("original_baseline.py failed:\n%s" % proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def against_original(names, our_source, lists, s: Settings, batches, target=None, prefix=None):
+    """Our figure and the original's, alternating ``repeats`` times; the table's two rows."""
+    ours, original = [], []
+    for _ in range(s.repeats):
+        ours.append(measure(our_source, s, batches))
+        result = run_original(lists, s, batches, ours[-1], prefix)
+        original.append(result["img_s"])
+        print("  ours: %.2f img/s, original: %.2f img/s (load average %.1f)"
+              % (ours[-1], original[-1], os.getloadavg()[0]), file=sys.stderr, flush=True)
+    rows = pair((names[0], ours), (names[1], original), target)
+    rows[1].note = "the original ran with %s OpenMP thread(s), MXNet's default here; %s" % (
+        result["omp_max_threads"], ", ".join("%s=%s" % kv for kv in sorted(result["environment"].items())))
+    return rows
+
+
 # --- the three comparisons ------------------------------------------------------------------------
 
 def bench_loaders(lists, tasks, s: Settings):
-    """(c) our loader alone against ImageIter, on the same files."""
-    speeds = alternate([
-        ("ours", loading_sources(lambda n: real_loader(lists, tasks, "imagenet", s, n))),
-        ("imageiter", loading_sources(lambda n: image_iter(lists, s, n)))], s, s.loader_batches)
-    return pair(("(c) loader alone: ours (LstDataset, %d workers)" % s.workers, speeds["ours"]),
-                ("(c) loader alone: mx.image.ImageIter (original)", speeds["imageiter"]), 1.5)
+    """(c) our loader alone against the original's ImageIter alone, on the same files."""
+    ours = loading_sources(lambda n: real_loader(lists, tasks, "imagenet", s, n))
+    return against_original(("(c) loader alone: ours (LstDataset, %d workers)" % s.workers,
+                             "(c) loader alone: original (mx.image.ImageIter)"), ours, lists, s,
+                            s.loader_batches, target=1.5)
 
 
 def bench_real_vs_synthetic(lists, tasks, s: Settings):
@@ -374,45 +321,41 @@ def bench_original(lists, tasks, s: Settings, root):
     model.load_pretrained_trunk(net, prefix, spec, classic_params)
     net.hybridize(static_alloc=True, static_shape=True)
     step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
-    ours_source = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
-    ours, original = [], []
-    for _ in range(s.repeats):
-        ours.append(measure(ours_source, s, s.batches))
-        result = run_original(lists, prefix, s, s.batches, ours[-1])
-        original.append(result["img_s"])
-        print("  ours: %.2f img/s, original: %.2f img/s (load average %.1f)" % (ours[-1], original[-1],
-              os.getloadavg()[0]), file=sys.stderr, flush=True)
-    rows = pair(("(d) job, classic resnet-50: ours (--model PREFIX)", ours),
-                ("(d) job, classic resnet-50: original (Module API)", original))
-    rows[1].note = "the original ran with %s OpenMP thread(s), MXNet's default here; %s" % (
-        result["omp_max_threads"], ", ".join("%s=%s" % kv for kv in sorted(result["environment"].items())))
-    return rows
+    ours = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
+    return against_original(("(d) job, classic resnet-50: ours (--model PREFIX)",
+                             "(d) job, classic resnet-50: original (Module API)"), ours, lists, s, s.batches,
+                            prefix=prefix)
 
 
 # --- report ---------------------------------------------------------------------------------------
 
+def proc_field(path, key):
+    """The value after ``key:`` in a /proc file such as /proc/cpuinfo, or '?'."""
+    try:
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "?")
+    except OSError:
+        return "?"
+
+
 def machine_lines(s: Settings):
     """Machine, versions, threads and settings, for the top of the report."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    mem = next((int(line.split()[1]) / 2 ** 20 for line in open("/proc/meminfo") if line.startswith("MemTotal")),
-               0) if os.path.exists("/proc/meminfo") else 0
     v = versions()
-    lines = ["machine: %s; %d usable of %d cores; %.1f GiB; load average %.2f %.2f %.2f at start"
-             % ((cpu, _runtime.usable_cores(), os.cpu_count(), mem) + os.getloadavg()),
-             "versions: python %s, mxnet %s, gluoncv %s, numpy %s, opencv %s; %s"
-             % (v["python"], v["mxnet"], v["gluoncv"], v["numpy"], v["opencv"], v["platform"]),
-             "mxnet build: " + ", ".join(k for k, on in build_features().items() if on),
-             "threads, ours: " + ", ".join("%s=%s" % kv for kv in sorted(_runtime.THREAD_SETTINGS.items()))
-             + "".join(", %s=%s" % (k, os.environ[k]) for k in THREAD_VARIABLES[3:] if k in os.environ)
-             + "; loader: %d worker processes, 1 OpenCV thread each" % s.workers,
-             "threads, original: subprocess without %s (MXNet's defaults)" % ", ".join(THREAD_VARIABLES[:3]),
-             "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; (c) %s; "
-             "%d repeat(s), medians" % (s.network, s.size, s.size, s.batch_size, s.images, s.photo[0], s.photo[1],
-                                        "~%gs per figure" % s.seconds if s.seconds else "%d timed batches" % s.batches,
-                                        s.warmup, "~%gs" % s.seconds if s.seconds else "%d batches" % s.loader_batches,
-                                        s.repeats)]
-    return lines
+    timed = "~%gs per figure" % s.seconds if s.seconds else "%d timed batches, (c) %d" % (s.batches, s.loader_batches)
+    return [
+        "machine: %s; %d usable of %d cores; memory %s; load average %.2f %.2f %.2f at start"
+        % ((proc_field("/proc/cpuinfo", "model name"), _runtime.usable_cores(), os.cpu_count(),
+            proc_field("/proc/meminfo", "MemTotal")) + os.getloadavg()),
+        "versions: python %s, mxnet %s, gluoncv %s, numpy %s, opencv %s; %s"
+        % (v["python"], v["mxnet"], v["gluoncv"], v["numpy"], v["opencv"], v["platform"]),
+        "mxnet build: " + ", ".join(k for k, on in build_features().items() if on),
+        "threads, ours: " + ", ".join("%s=%s" % kv for kv in sorted(_runtime.THREAD_SETTINGS.items()))
+        + "".join(", %s=%s" % (k, os.environ[k]) for k in THREAD_VARIABLES[3:] if k in os.environ)
+        + "; loader: %d worker processes, 1 OpenCV thread each" % s.workers,
+        "threads, original ((c) ImageIter, (d) job): a subprocess without %s, so MXNet's defaults"
+        % ", ".join(THREAD_VARIABLES[:3]),
+        "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; %d repeat(s), medians"
+        % (s.network, s.size, s.size, s.batch_size, s.images, s.photo[0], s.photo[1], timed, s.warmup, s.repeats)]
 
 
 def table_lines(rows):
@@ -425,7 +368,11 @@ def table_lines(rows):
         spread = "%.2f-%.2f" % (min(row.runs), max(row.runs)) if len(row.runs) > 1 else ""
         out.append("%-56s %9.2f %6s %8s %6s  %s" % (row.name, row.speed, ratio, target, result, spread))
     out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original, the speed-up of the whole job")
-    out += ["note %s: %s" % (row.name.split()[0], row.note) for row in rows if row.note]
+    notes = {}
+    for row in rows:
+        if row.note:
+            notes.setdefault(row.note, []).append(row.name.split()[0])
+    out += ["note %s: %s" % (", ".join(names), note) for note, names in notes.items()]
     return out
 
 
@@ -436,7 +383,7 @@ def main(argv=None):
     print("\n".join(["# bench_training.py %s" % time.strftime("%Y-%m-%d %H:%M")] + machine_lines(s)), flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_training_") as root:
-        lists = Lists(root, make_photos(root, s.images, s.photo))
+        lists = Lists(root, make_photos(root, s.images, s.photo, NUM_CLASSES))
         tasks = build_tasks([NUM_CLASSES])
         parts = [("c", bench_loaders, (lists, tasks, s)), ("ab", bench_real_vs_synthetic, (lists, tasks, s)),
                  ("d", bench_original, (lists, tasks, s, root))]

@@ -18,6 +18,7 @@ environment. (The original's ``metric.py`` sets ``MXNET_CPU_WORKER_NTHREADS=2``,
 only after ``train_multitask.py`` has imported mxnet, when the engine has already
 read it; checked on MXNet 1.9.1: it has no effect, so it is left out here.)
 
+With ``--loader-only`` it times the same ImageIter alone (the original's loader).
 Prints one JSON line: img/s over the timed batches, and the threads MXNet chose.
 """
 import argparse
@@ -127,14 +128,31 @@ class BatchTimer:
         return self.timed * self.batch_size / (self.t1 - self.t0)
 
 
-def train(args):
-    """Module.fit as the original calls it, stopped by the timer; returns the timer."""
+def image_iter(args):
+    """The original's training iterator: ImageIter with resize, random crop, mirror, mean and std."""
     shape = (3, args.size, args.size)
-    train_iter = mx.image.ImageIter(
+    return mx.image.ImageIter(
         batch_size=args.batch_size, data_shape=shape, label_width=1, path_imglist=args.lst,
         path_root=args.root, shuffle=True, data_name="data",
         aug_list=mx.image.CreateAugmenter(shape, resize=args.size, rand_crop=True, rand_mirror=True,
                                           mean=True, std=True))
+
+
+def load_only(args):
+    """Iterate the original's ImageIter alone (no training), timed like ``train``; returns the timer."""
+    timer = BatchTimer(args.batch_size, args.warmup, args.batches, args.seconds)
+    try:
+        for nbatch, batch in enumerate(image_iter(args)):
+            batch.data[0].wait_to_read()
+            timer(mx.model.BatchEndParam(epoch=0, nbatch=nbatch, eval_metric=None, locals=None))
+    except StopTiming:
+        pass
+    return timer
+
+
+def train(args):
+    """Module.fit as the original calls it, stopped by the timer; returns the timer."""
+    train_iter = image_iter(args)
     sym, arg_params, aux_params = mx.model.load_checkpoint(args.prefix, 0)
     epoch_size = max(int(20000 / args.batch_size), 1)  # the original's --num-examples default
     steps = [epoch_size * x for x in (5, 10)]
@@ -153,8 +171,6 @@ def train(args):
                    batch_end_callback=[mx.callback.Speedometer(args.batch_size, 20), timer])
     except StopTiming:
         pass
-    if timer.t1 is None:
-        raise SystemExit("the list ran out before %d warm-up + timed batches" % args.warmup)
     return timer
 
 
@@ -167,19 +183,23 @@ def omp_max_threads():
 
 
 def main():
+    """Parse the flags, time the job (or the loader) and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lst", required=True, help=".lst file with enough lines for all batches")
     parser.add_argument("--root", required=True, help="folder the list's paths are relative to")
-    parser.add_argument("--prefix", required=True, help="classic checkpoint PREFIX (PREFIX-0000.params)")
+    parser.add_argument("--prefix", help="classic checkpoint PREFIX (PREFIX-0000.params); not for --loader-only")
     parser.add_argument("--num-classes", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--batches", type=int, default=20, help="timed batches (at most)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop timing after this long (0: off)")
+    parser.add_argument("--loader-only", action="store_true", help="time the ImageIter alone, no training")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="original: %(message)s")
-    timer = train(args)
+    timer = load_only(args) if args.loader_only else train(args)
+    if timer.t1 is None:
+        raise SystemExit("the list ran out before %d warm-up + timed batches" % args.warmup)
     print(json.dumps({"img_s": timer.img_per_s(), "batches": timer.timed, "seconds": timer.t1 - timer.t0,
                       "omp_max_threads": omp_max_threads(),
                       "environment": {k: os.environ.get(k, "unset") for k in THREAD_VARIABLES}}))

@@ -10,18 +10,21 @@ MXNet 1.9.1 leaves to us, and this module does:
   workers make the same number of steps (one step more on one worker waits forever);
 * scale the summed gradient by 1/workers (sync), so that N workers with batch B
   update like one machine with batch N*B, as MXNet's Module did;
-* initialise the trainer eagerly and wait: a lazy first step can push a
-  gradient before another worker has pulled the start weights (seen with
-  dist_device_sync), and the workers then diverge;
+* put rank 0's start weights on the servers ourselves (``start_trainer``): the
+  Trainer's own broadcast pushes MKL-DNN-layout weights, which fails silently,
+  and its ``kv.init`` can let other workers pull before rank 0's push arrived;
 * average BatchNorm's running statistics over the workers at each epoch end,
   which the trainer does not synchronise (they are not trained by gradients),
-  and the epoch's train metrics, so that the history is the whole training set's.
+  and the epoch's train metrics, so that the history is the whole training set's;
+* let a failing worker exit at once: by default its kvstore waits at exit for
+  the other workers, which wait for it, and the job hangs.
 
 The collectives use the kvstore's servers as a sum (``pushpull`` without an
 optimizer), which works in the sync modes only: in ``dist_async`` the servers
 hold the optimizer and apply anything pushed to them as a gradient, so there the
 shards may differ by a batch and each worker keeps its own BatchNorm statistics.
 """
+import ctypes
 import logging
 import math
 import os
@@ -72,7 +75,27 @@ def create_kvstore(name):
         raise UserInputError("this process was started by `multitask-mx launch` as a worker (DMLC_ROLE=worker), "
                              "but --kv-store %s trains alone: pass --kv-store dist_sync, dist_device_sync or "
                              "dist_async." % name)
-    return mx.kv.create(name)
+    kv = mx.kv.create(name)
+    if is_distributed(kv):
+        _set_barrier_before_exit(kv, False)  # until finish(): a failing worker must not wait for the others
+    return kv
+
+
+def _set_barrier_before_exit(kv, wait):
+    # With the barrier (MXNet's default), a worker that fails waits at exit for the others,
+    # which wait for it: the job hangs. Without it, it exits and the launcher stops the rest.
+    mx.base.check_call(mx.base._LIB.MXKVStoreSetBarrierBeforeExit(kv.handle, ctypes.c_int(int(wait))))
+
+
+def finish(kv, net, rank_params=None):
+    """End of a successful run: ``--dump-rank-params``, then a normal kvstore shutdown.
+
+    The shutdown waits for all workers, and rank 0 then stops the servers.
+    """
+    if rank_params:
+        dump_rank_params(net, rank_params, kv)
+    if is_distributed(kv):
+        _set_barrier_before_exit(kv, True)
 
 
 def rank_label(kv):
@@ -151,18 +174,23 @@ def gradient_scale(kv):
     return 1.0 / kv.num_workers if is_sync(kv) else 1.0
 
 
-def start_trainer(trainer, net, kv, start=(0, 0), epoch_size=1):
+def start_trainer(trainer, net, kv, batch_size, start=(0, 0), epoch_size=1):
     """Dist kvstores: create the trainer's keys from rank 0's weights and pull them, before any step.
 
-    This replaces gluon.Trainer's lazy broadcast, which races in MXNet 1.9.1 (see
-    ``init_keys``); call it before ``load_trainer_states``. ``start`` (epoch,
-    batches done) is a resume point, which dist_async needs here (see
-    ``_restore_async_schedule``). Also creates the keys that ``end_epoch`` uses.
+    This replaces gluon.Trainer's lazy broadcast, which fails in MXNet 1.9.1 (see
+    ``init_keys`` and ``_plain``); call it before ``load_trainer_states``. In
+    dist_async the servers get the optimizer here, so it needs the gradient scale
+    for ``batch_size`` (the size of every batch) and, when resuming from ``start``
+    (epoch, batches done), the update count (``_restore_async_schedule``).
+    Also creates the keys that ``end_epoch`` uses.
     """
     if not is_distributed(kv):
         return
-    if start != (0, 0) and not is_sync(kv):
-        _restore_async_schedule(trainer, kv, start, epoch_size)
+    if not is_sync(kv):
+        # gluon sets this at the first step; the servers' copy cannot change later
+        trainer._optimizer.rescale_grad = trainer._scale / batch_size
+        if start != (0, 0):
+            _restore_async_schedule(trainer, kv, start, epoch_size)
     if not trainer._kv_initialized:
         trainer._init_kvstore()  # dist_async: sends the optimizer to the servers
     params = [p for p in trainer._params_to_init if not p._deferred_init]
@@ -200,6 +228,11 @@ def end_epoch(net, trainer, train_values):
     loss weighting) are those of the whole training set. Returns the metric values.
     """
     kv = trainer._kvstore
+    if is_distributed(kv) and not is_sync(kv):
+        # dist_async: the servers count the updates, about epoch_size per epoch; this worker's
+        # copy of the optimizer only gives the lr that fit logs
+        optimizer = trainer._optimizer
+        optimizer.num_update += getattr(optimizer.lr_scheduler, "epoch_size", 0)
     if not is_sync(kv):
         return train_values
     for key, param in _aux_params(net):
@@ -242,8 +275,6 @@ def _restore_async_schedule(trainer, kv, start, epoch_size):
 
 def dump_rank_params(net, pattern, kv):
     """``--dump-rank-params``: write this worker's final weights to PATTERN with {rank} filled in."""
-    if not pattern:
-        return None
     path = pattern.format(rank=kv.rank)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = "%s.tmp-%d" % (path, os.getpid())

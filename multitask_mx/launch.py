@@ -9,8 +9,8 @@ if any process exits non-zero, a server or the scheduler exits while workers
 still run, or the timeout passes, every process group gets SIGTERM, then SIGKILL,
 and the failure is reported with the last lines of the failed process's log.
 
-Scheduler and servers are plain ``import mxnet``: with ``DMLC_ROLE`` set to
-``scheduler`` or ``server``, importing mxnet runs the node until the job ends.
+Scheduler and servers run ``run_node``: with ``DMLC_ROLE`` set to ``scheduler``
+or ``server``, MXNet's kvstore-server module runs the node until the job ends.
 """
 import collections
 import ipaddress
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from .errors import UserInputError
@@ -62,8 +62,6 @@ class Node:
     env: Dict[str, str]  # the DMLC_* and thread variables it gets
     argv: List[str]  # the command it runs (on ``host``)
     host: Optional[Host] = None  # None: this machine
-    workdir: Optional[str] = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def label(self):
@@ -120,8 +118,24 @@ def dmlc_env(role, root_uri, root_port, num_workers, num_servers):
 
 
 def node_command(python=None):
-    """What scheduler and servers run: importing mxnet runs the node (see mxnet.kvstore.kvstore_server)."""
-    return [python or sys.executable, "-c", "import multitask_mx, mxnet"]
+    """What scheduler and servers run: ``run_node``."""
+    return [python or sys.executable, "-c", "from multitask_mx.launch import run_node; run_node()"]
+
+
+def run_node():
+    """Be the scheduler or a server (``DMLC_ROLE``) until the job ends.
+
+    MXNet runs the node while ``import mxnet`` is still going on, when a server
+    could not unpickle the optimizer that dist_async workers send (its lr schedule
+    subclasses ``mx.lr_scheduler.LRScheduler``). So mxnet and our schedules are
+    imported first, with the role hidden, and the node is started afterwards.
+    """
+    role = os.environ.pop("DMLC_ROLE")
+    from . import schedules  # noqa: F401  (imports mxnet; the classes the servers unpickle)
+    os.environ["DMLC_ROLE"] = role
+    from mxnet.kvstore import kvstore_server
+    kvstore_server._init_kvstore_server_module()  # returns only for a worker, which this is not
+    raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
 
 
 def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=None):
@@ -176,8 +190,7 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
         if port:
             env["DMLC_PORT"] = str(port + 1 + i)
         argv = [remote_python] + list(worker_argv[1:]) if role == "worker" else node_command(remote_python)
-        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir), host=host, workdir=workdir,
-                          extra={"remote_argv": argv}))
+        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir), host=host))
     return nodes
 
 
@@ -230,8 +243,7 @@ class _Process:
         if node.host is None:
             env.update(node.env)
         # its own session, i.e. process group: stopping the group also stops its DataLoader workers
-        self.popen = subprocess.Popen(node.argv, env=env, cwd=node.workdir if node.host is None else None,
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(node.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         self._reader = threading.Thread(target=self._read, args=(echo, lock), daemon=True)
         self._reader.start()

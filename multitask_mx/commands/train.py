@@ -342,7 +342,7 @@ def run(args):
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     start = (point[0], point[3]) if point else (0, 0)
-    distributed.start_trainer(trainer, net, kv, start, epoch_size)  # before the states: see its docstring
+    distributed.start_trainer(trainer, net, kv, min(batch, len(train_set)), start, epoch_size)  # before the states
     if point is not None:
         load_trainer_states(trainer, point[2])
         # the update count comes from the states; the schedule from today's flags
@@ -355,5 +355,5 @@ def run(args):
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
     history = fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
-    distributed.dump_rank_params(net, args.dump_rank_params, kv)
+    distributed.finish(kv, net, args.dump_rank_params)
     return history
