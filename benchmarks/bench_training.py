@@ -58,7 +58,7 @@ CLASSIC_SYMBOL = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "resn
 NUM_CLASSES = 4
 PRESETS = {  # flag -> (full run, --quick)
     "size": (224, 64), "batch_size": (16, 8), "images": (96, 32), "photo": ("500x375", "256x192"),
-    "batches": (20, 3), "warmup": (3, 2), "loader_batches": (60, 10),
+    "batches": (20, 8), "warmup": (3, 2), "loader_batches": (60, 20),
 }
 
 
@@ -90,11 +90,11 @@ def parse_settings(argv=None):
     parser.add_argument("--batch-size", type=int, help="batch (full 16, quick 8)")
     parser.add_argument("--images", type=int, help="distinct JPEG files generated (full 96, quick 32)")
     parser.add_argument("--photo", help="WIDTHxHEIGHT of the generated JPEGs (full 500x375, quick 256x192)")
-    parser.add_argument("--batches", type=int, help="timed training batches per figure (full 20, quick 3)")
+    parser.add_argument("--batches", type=int, help="timed training batches per figure (full 20, quick 8)")
     parser.add_argument("--seconds", type=float, default=0.0,
                         help="time each figure for about this long instead of --batches")
     parser.add_argument("--warmup", type=int, help="untimed batches before each figure (full 3, quick 2)")
-    parser.add_argument("--loader-batches", type=int, help="timed batches for (c) (full 60, quick 10)")
+    parser.add_argument("--loader-batches", type=int, help="timed batches for (c) (full 60, quick 20)")
     parser.add_argument("--workers", type=int, default=min(4, _runtime.usable_cores()),
                         help="loader worker processes (train's --data-nthreads default: cores, at most 4)")
     parser.add_argument("--repeats", type=int, default=1,
@@ -360,9 +360,9 @@ def machine_lines(s: Settings):
 
 def table_lines(rows):
     """The figures: measurement, img/s (median), ratio, target, pass/fail, and the runs' range."""
-    out = ["%-56s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "ratio", "target", "result", "runs")]
+    out = ["%-56s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "ratio", "target", "result", "runs (img/s)")]
     for row in rows:
-        ratio = "%.2f" % row.ratio if row.ratio is not None else ""
+        ratio = "%.3f" % row.ratio if row.ratio is not None else ""
         target = ">= %.1f" % row.target if row.target is not None else ("-" if row.ratio is not None else "")
         result = ("pass" if row.ratio >= row.target else "FAIL") if row.target is not None else target
         spread = "%.2f-%.2f" % (min(row.runs), max(row.runs)) if len(row.runs) > 1 else ""

@@ -186,7 +186,7 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
         host = hosts[i % len(hosts)]
         env = dict(common, **dmlc_env(role, scheduler_host, root_port, num_workers, num_servers))
         if _is_ip(host.address):
-            env["DMLC_NODE_HOST"] = host.address  # ps-lite binds to it; a name it cannot bind to
+            env["DMLC_NODE_HOST"] = host.address  # ps-lite binds to it, which it cannot do to a host name
         if port:
             env["DMLC_PORT"] = str(port + 1 + i)
         argv = [remote_python] + list(worker_argv[1:]) if role == "worker" else node_command(remote_python)
@@ -230,7 +230,6 @@ def this_host_address():
     return address
 
 
-
 class _Process:
     """A started node: its Popen, log file and last lines (read by a thread)."""
 
@@ -243,10 +242,10 @@ class _Process:
         if node.host is None:
             env.update(node.env)
         # its own session, i.e. process group: stopping the group also stops its DataLoader workers
-        self.popen = subprocess.Popen(node.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        self._reader = threading.Thread(target=self._read, args=(echo, lock), daemon=True)
-        self._reader.start()
+        self.popen = subprocess.Popen(node.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.reader = threading.Thread(target=self._read, args=(echo, lock), daemon=True)
+        self.reader.start()
 
     @property
     def label(self):
@@ -326,7 +325,7 @@ def run_nodes(nodes, log_dir, timeout=None, echo=sys.stdout, grace=10.0, poll=0.
         finally:
             stop_all(running, grace)
     for process in running:
-        process._reader.join(2.0)  # the rest of its output, for the report
+        process.reader.join(2.0)  # the rest of its output, for the report
     if outcome is None:
         _logger.info("launch: all %d worker(s) finished", sum(p.node.role == "worker" for p in running))
         return 0

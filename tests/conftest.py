@@ -11,7 +11,7 @@ import pytest
 import multitask_mx  # noqa: F401  (numpy shim before mxnet)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
 CLASSIC_SYMBOL = os.path.join(FIXTURES, "resnet-50-symbol.json")
 CLASS_NAMES = ["background", "circle", "square", "triangle"]
 
