@@ -53,7 +53,7 @@ def build_parser():
 def main(argv=None):
     """Run a subcommand; user errors print one message and exit 2, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _runtime.configure_threads(_peek_cpu_contexts(argv))
+    _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)

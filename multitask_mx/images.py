@@ -42,9 +42,7 @@ def sniff_format(head: bytes) -> Optional[str]:
 def check_image_file(path):
     """Cheap check without decoding: exists, known format, not truncated.
 
-    Returns None when the file looks fine, else a short reason. A truncated JPEG
-    still decodes in OpenCV (grey lower half, a warning on stderr), so the check
-    looks for the end-of-image marker instead.
+    Returns None when the file looks fine, else a short reason.
     """
     try:
         size = os.path.getsize(path)
@@ -56,23 +54,32 @@ def check_image_file(path):
         return "cannot be read (%s)" % (exc.strerror or exc)
     if size == 0:
         return "is empty (0 bytes)"
+
+    def whole_file():
+        with open(path, "rb") as f:
+            return f.read()
+    return image_bytes_problem(head, tail, whole_file)
+
+
+def image_bytes_problem(head, tail, read_all):
+    """None if an image's first and last bytes look complete, else a short reason.
+
+    A truncated JPEG still decodes in OpenCV (grey lower half, a warning on stderr),
+    so the end-of-image marker is looked for instead. ``read_all()`` gives all the
+    bytes; it is only called for a JPEG whose end holds something else: phone
+    "motion photos" append a video (an MP4 'ftyp' box) after a complete image.
+    """
     kind = sniff_format(head)
     if kind is None:
         return "is not an image OpenCV reads (unknown format)"
-    if kind == "jpeg" and b"\xff\xd9" not in tail and not _jpeg_with_trailer(path):
-        return "is a truncated JPEG (no end-of-image marker)"
+    if kind == "jpeg" and b"\xff\xd9" not in tail:
+        data = read_all()
+        end = data.rfind(b"\xff\xd9")
+        if end <= 0 or b"ftyp" not in data[end:end + 64]:
+            return "is a truncated JPEG (no end-of-image marker)"
     if kind == "png" and b"IEND" not in tail:
         return "is a truncated PNG (no IEND chunk)"
     return None
-
-
-def _jpeg_with_trailer(path):
-    # Phone "motion photos" append a video (an MP4 'ftyp' box) after the JPEG's
-    # end marker: the image itself is complete.
-    with open(path, "rb") as f:
-        data = f.read()
-    end = data.rfind(b"\xff\xd9")
-    return end > 0 and b"ftyp" in data[end:end + 64]
 
 
 def _to_rgb8(img):
@@ -131,21 +138,17 @@ def decode_image(path, min_short_side=None):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise UserInputError("image %s cannot be read: %s" % (path, exc.strerror or exc))
-    img = cv2.imdecode(data, _reduction_flag(data, min_short_side)) if data.size else None
+    img = decode_image_bytes(data, min_short_side)
     if img is None:
         raise UserInputError("image %s cannot be decoded by OpenCV (empty, corrupt or not an image). "
                              "Remove it from the list or pass --skip-bad-images." % path)
-    return _to_rgb8(img)
+    return img
 
 
-def decode_image_bytes(data: bytes, max_pixels=None):
-    """Decode an in-memory image (e.g. an upload) to RGB uint8; None if it is not an image."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if max_pixels and sniff_format(data[:16]) == "jpeg":
-        height, width = jpeg_size(buf)
-        if height * width > max_pixels:
-            return None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+def decode_image_bytes(data, min_short_side=None):
+    """Decode in-memory image bytes (e.g. an upload) as ``decode_image`` does; None if not an image."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    img = cv2.imdecode(buf, _reduction_flag(buf, min_short_side)) if buf.size else None
     return None if img is None else _to_rgb8(img)
 
 

@@ -19,14 +19,13 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from . import _runtime
 from . import inference
 from .errors import UserInputError
-from .images import _reduction_flag, _to_rgb8, sniff_format
+from .images import decode_image_bytes, image_bytes_problem
 
 import mxnet as mx
 
@@ -76,16 +75,11 @@ def check_upload(data, max_pixels):
     """Refuse, without decoding, empty, unknown, truncated or too large images (BadUpload)."""
     if not data:
         raise BadUpload(400, "the upload is empty (0 bytes)")
-    kind = sniff_format(data[:16])
-    if kind is None:
+    problem = image_bytes_problem(data[:16], data[-32:], lambda: data)
+    if problem and "unknown format" in problem:
         raise BadUpload(415, "not an image: the bytes are not JPEG, PNG, BMP, TIFF or WebP")
-    tail = data[-32:]
-    if kind == "jpeg" and b"\xff\xd9" not in tail:
-        end = data.rfind(b"\xff\xd9")  # a phone "motion photo" has a video after the JPEG's end
-        if end <= 0 or b"ftyp" not in data[end:end + 64]:
-            raise BadUpload(400, "truncated JPEG: no end-of-image marker")
-    if kind == "png" and b"IEND" not in tail:
-        raise BadUpload(400, "truncated PNG: no IEND chunk")
+    if problem:
+        raise BadUpload(400, "the upload %s" % problem)
     size = header_size(data)
     if size is None or size[0] * size[1] > max_pixels:
         described = "%d x %d pixels" % size if size else "more than 179 megapixels"
@@ -96,11 +90,10 @@ def check_upload(data, max_pixels):
 def decode_upload(data, min_short_side, max_pixels):
     """Checked upload bytes -> HxWx3 uint8 RGB, decoded in memory exactly as ``predict`` decodes files."""
     check_upload(data, max_pixels)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, _reduction_flag(buf, min_short_side))
+    img = decode_image_bytes(data, min_short_side)
     if img is None:
         raise BadUpload(400, "the image cannot be decoded (corrupt, or a variant OpenCV does not read)")
-    return _to_rgb8(img)
+    return img
 
 
 # ---------------------------------------------------------------- batching

@@ -133,9 +133,10 @@ def test_decode_image_bytes(tmp_path):
     img = decode_image_bytes(buf.tobytes())
     assert img.shape == (4, 5, 3) and tuple(img[0, 0]) == (255, 0, 0)
     assert decode_image_bytes(b"hello") is None
-    ok, jpg = cv2.imencode(".jpg", noise(100, 100))
-    assert decode_image_bytes(jpg.tobytes(), max_pixels=50 * 50) is None
-    assert decode_image_bytes(jpg.tobytes(), max_pixels=100 * 100).shape == (100, 100, 3)
+    ok, jpg = cv2.imencode(".jpg", noise(1200, 1600))
+    assert decode_image_bytes(jpg.tobytes()).shape == (1200, 1600, 3)
+    reduced = decode_image_bytes(jpg.tobytes(), min_short_side=256)  # the same reduced decode as files
+    assert 256 <= min(reduced.shape[:2]) < 1200
 
 
 # ---- cheap file checks --------------------------------------------------------------------------
