@@ -17,7 +17,6 @@ untimed warm-up pass over one batch.
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from multitask_mx import inference  # noqa: E402
 from multitask_mx.checkpoints import CheckpointSaver  # noqa: E402
-from multitask_mx.commands.doctor import versions  # noqa: E402
+from common import machine_header  # noqa: E402  (benchmarks/, the script's folder)
 from multitask_mx.devices import parse_contexts  # noqa: E402
 from multitask_mx.images import decode_image  # noqa: E402
 from multitask_mx.model import TrunkSpec, build_net  # noqa: E402
@@ -119,16 +118,7 @@ def one_at_a_time(save_dir, paths, ctxs):
 
 def machine_lines(ctxs):
     """Machine and versions for the top of the table."""
-    cpu = "unknown CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    v = versions()
-    return ["machine: %s, %d usable core(s), %s; devices %s" % (cpu, _runtime.usable_cores(), platform.machine(),
-                                                               ctxs),
-            "versions: python %s, mxnet %s, gluoncv %s, numpy %s, opencv %s" % (
-                v["python"], v["mxnet"], v["gluoncv"], v["numpy"], v["opencv"]),
-            "threads: OMP_NUM_THREADS=%s" % _runtime.THREAD_SETTINGS.get("OMP_NUM_THREADS")]
+    return machine_header(ctxs)
 
 
 def main(argv=None):

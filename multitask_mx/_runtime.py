@@ -36,6 +36,8 @@ def configure_threads(cpu_contexts=1, passive_wait=False):
     small machines (3.7 vs 6.7 img/s for ResNet-50 on 2 cores), and libgomp reads
     ``OMP_NUM_THREADS`` only when mxnet is loaded, so this must run first.
     """
+    if THREAD_SETTINGS:  # already decided in this process
+        return THREAD_SETTINGS
     cores = usable_cores()
     if "OMP_NUM_THREADS" in os.environ:
         THREAD_SETTINGS["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] + " (set by user)"

@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Distributed training on this machine: one worker against two workers and a server on loopback.
+
+(a) the same small training job, run by ``multitask-mx train --kv-store device`` (1 worker) and by
+    ``multitask-mx launch -n 2 -s 1 -- train --kv-store dist_sync`` (2 workers + 1 server, loopback):
+    samples/s of the whole job and seconds per epoch, from rank 0's history.json (epochs after the
+    first), and the wall time of the whole command;
+(b) the communication a dist_sync step adds: ms per pushpull of all of resnet50_v1's trained
+    parameters (what gluon.Trainer sends each step), with 1 worker + 1 server, 2 + 1 and 2 + 2.
+
+Both parts run processes side by side on the same cores, so on a small machine two workers share
+what one had: no speed-up is expected there, and the table says what the exchange costs.
+
+    python benchmarks/bench_distributed.py            # resnet18_v1 at 64x64, 256 images, 3 epochs
+    python benchmarks/bench_distributed.py --quick    # about two minutes: 32x32, 64 images, 2 epochs
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from multitask_mx import _runtime, launch  # noqa: E402  (neither imports mxnet)
+
+PRESETS = {"size": (64, 32), "images": (256, 64), "batch_size": (16, 8), "epochs": (3, 2), "iterations": (10, 3)}
+NUM_CLASSES = 4
+
+
+def parse_args(argv=None):
+    """Flags; those left out take the full or the --quick preset."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, about two minutes")
+    parser.add_argument("--network", default="resnet18_v1", help="network of the training job (a)")
+    parser.add_argument("--size", type=int, help="image side for (a) (full 64, quick 32)")
+    parser.add_argument("--images", type=int, help="training images for (a) (full 256, quick 64)")
+    parser.add_argument("--batch-size", type=int, help="batch per worker for (a) (full 16, quick 8)")
+    parser.add_argument("--epochs", type=int, help="epochs of (a); the first is not timed (full 3, quick 2)")
+    parser.add_argument("--iterations", type=int, help="timed pushpull iterations for (b) (full 10, quick 3)")
+    parser.add_argument("--pushpull-worker", action="store_true", help=argparse.SUPPRESS)  # (b)'s worker
+    args = parser.parse_args(argv)
+    for key, preset in PRESETS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset[int(args.quick)])
+    return args
+
+
+# --- (a) the training job -------------------------------------------------------------------------
+
+def make_data(root, count, size):
+    """``count`` drawn JPEGs (the example data set's shapes) and their .lst."""
+    import cv2
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("make_data_example",
+                                                  os.path.join(REPO, "data_example", "make_data_example.py"))
+    drawing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drawing)
+    rng = np.random.RandomState(0)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    with open(os.path.join(root, "train.lst"), "w") as lst:
+        for i in range(count):
+            label = i % NUM_CLASSES
+            image = cv2.resize(drawing.draw_image(label, rng), (size, size), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(os.path.join(root, "images", "%04d.jpg" % i), image)
+            lst.write("%d\t%d\t%04d.jpg\n" % (i, label, i))
+    return os.path.join(root, "train.lst"), os.path.join(root, "images")
+
+
+def run_job(args, lst, images, save, workers):
+    """One training job through the real command line; (history of rank 0, wall seconds)."""
+    train = ["train", "--data-train", lst, "--image-train", images, "--num-classes", str(NUM_CLASSES),
+             "--network", args.network, "--image-shape", "3,%d,%d" % (args.size, args.size),
+             "--batch-size", str(args.batch_size), "--num-epoch", str(args.epochs), "--lr", "0.001",
+             "--data-nthreads", "1", "--seed", "1", "--quiet", "--save-result", save]
+    if workers == 1:
+        command = train + ["--kv-store", "device"]
+    else:
+        command = ["launch", "-n", str(workers), "-s", "1", "--timeout", "1800", "--"] + train + \
+            ["--kv-store", "dist_sync"]
+    tic = time.time()
+    proc = subprocess.run([sys.executable, "-m", "multitask_mx"] + command, capture_output=True, text=True,
+                          cwd=REPO)
+    seconds = time.time() - tic
+    if proc.returncode != 0:
+        raise SystemExit("the %d-worker job failed:\n%s" % (workers, proc.stderr[-3000:]))
+    with open(os.path.join(save, "history.json")) as f:
+        return json.load(f), seconds
+
+
+def job_row(name, history, seconds, workers):
+    """Median over the timed epochs (all but the first) of the job's samples/s and s/epoch."""
+    timed = history[1:] or history
+    return {"name": name, "img_s": statistics.median(r["speed_img_s"] for r in timed) * workers,
+            "epoch_s": statistics.median(r["seconds"] for r in timed), "job_s": seconds}
+
+
+# --- (b) pushpull of resnet50_v1's parameters -------------------------------------------------------
+
+def pushpull_worker(iterations):
+    """Run as a launched worker: time kv.pushpull over resnet50_v1's trained parameters."""
+    import mxnet as mx
+    from gluoncv.model_zoo import get_model
+    from multitask_mx import distributed
+
+    kv = distributed.create_kvstore("dist_sync")
+    net = get_model("resnet50_v1", pretrained=False)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 224, 224)))
+    arrays = [mx.nd.ones(p.shape) for p in net.collect_params().values() if p.grad_req != "null"]
+    keys = list(range(len(arrays)))
+    distributed.init_keys(kv, keys, [a.copy() for a in arrays])
+    times = []
+    for i in range(iterations + 2):  # the first two warm up
+        tic = time.time()
+        for key, array in zip(keys, arrays):
+            kv.pushpull(key, array, priority=-key)  # as gluon.Trainer does with update_on_kvstore=False
+        mx.nd.waitall()
+        times.append(time.time() - tic)
+    floats = sum(a.size for a in arrays)
+    print("PUSHPULL %s" % json.dumps({"rank": kv.rank, "ms": [t * 1000 for t in times[2:]],
+                                      "arrays": len(arrays), "floats": floats}), flush=True)
+    distributed.finish(kv, None)
+
+
+def run_pushpull(iterations, workers, servers, log_dir):
+    """Launch the pushpull workers on loopback; rank 0's median ms per iteration and what it sent."""
+    argv = [sys.executable, os.path.abspath(__file__), "--pushpull-worker", "--iterations", str(iterations)]
+    nodes = launch.plan_local(workers, servers, argv, worker_threads=max(1, _runtime.usable_cores() // workers))
+    if launch.run_nodes(nodes, log_dir, timeout=900, echo=None) != 0:
+        raise SystemExit("the pushpull job failed; logs in %s" % log_dir)
+    for name in sorted(os.listdir(log_dir)):
+        if name.startswith("worker-"):
+            for line in open(os.path.join(log_dir, name)):
+                if line.startswith("PUSHPULL ") and json.loads(line[9:])["rank"] == 0:
+                    return json.loads(line[9:])
+    raise SystemExit("no PUSHPULL line from rank 0 in %s" % log_dir)
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+def header_lines(args):
+    """Machine, versions and settings."""
+    import mxnet as mx
+    import platform
+    cores = _runtime.usable_cores()
+    return ["# bench_distributed.py %s" % time.strftime("%Y-%m-%d %H:%M"),
+            "machine: %d usable of %d cores, load average %.2f %.2f %.2f at start; %s"
+            % ((cores, os.cpu_count()) + os.getloadavg() + (platform.platform(),)),
+            "versions: python %s, mxnet %s" % (platform.python_version(), mx.__version__),
+            "(a) %s at %dx%d, %d images, batch %d per worker, %d epochs (the first not timed), no validation; "
+            "OMP threads: cores / workers, 1 loader process per worker"
+            % (args.network, args.size, args.size, args.images, args.batch_size, args.epochs),
+            "(b) %d timed iterations after 2 warm-up ones; loopback (127.0.0.1, DMLC_INTERFACE=lo)" % args.iterations]
+
+
+def main(argv=None):
+    """Measure (a) and (b) and print one table."""
+    args = parse_args(argv)
+    if args.pushpull_worker:
+        return pushpull_worker(args.iterations)
+    _runtime.configure_threads()
+    print("\n".join(header_lines(args)), flush=True)
+    jobs, comm = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_distributed_") as root:
+        lst, images = make_data(root, args.images, args.size)
+        for workers, name in ((1, "(a) 1 worker, --kv-store device"),
+                              (2, "(a) 2 workers + 1 server, dist_sync, loopback")):
+            print("measuring %s ..." % name, file=sys.stderr, flush=True)
+            history, seconds = run_job(args, lst, images, os.path.join(root, "save%d" % workers), workers)
+            jobs.append(job_row(name, history, seconds, workers))
+        for workers, servers in ((1, 1), (2, 1), (2, 2)):
+            print("measuring (b) %d worker(s) + %d server(s) ..." % (workers, servers), file=sys.stderr, flush=True)
+            result = run_pushpull(args.iterations, workers, servers, os.path.join(root, "pp%d%d" % (workers, servers)))
+            comm.append(("(b) pushpull, %d worker(s) + %d server(s)" % (workers, servers), result))
+    print("\n%-50s %10s %10s %10s" % ("job", "samples/s", "s/epoch", "command s"))
+    for row in jobs:
+        print("%-50s %10.1f %10.2f %10.1f" % (row["name"], row["img_s"], row["epoch_s"], row["job_s"]))
+    print("ratio 2 workers / 1 worker: samples/s %.2f, s/epoch %.2f"
+          % (jobs[1]["img_s"] / jobs[0]["img_s"], jobs[1]["epoch_s"] / jobs[0]["epoch_s"]))
+    first = comm[0][1]
+    print("\n%-50s %10s %10s %10s" % ("resnet50_v1: %d arrays, %.1f M floats (%.0f MB)"
+                                      % (first["arrays"], first["floats"] / 1e6, first["floats"] * 4 / 1e6),
+                                      "ms/iter", "min", "max"))
+    for name, result in comm:
+        print("%-50s %10.1f %10.1f %10.1f" % (name, statistics.median(result["ms"]), min(result["ms"]),
+                                             max(result["ms"])))
+    print("load average %.2f %.2f %.2f at the end" % os.getloadavg())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
