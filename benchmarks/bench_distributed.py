@@ -15,7 +15,6 @@ what one had: no speed-up is expected there, and the table says what the exchang
     python benchmarks/bench_distributed.py --quick    # about two minutes: 32x32, 64 images, 2 epochs
 """
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from multitask_mx import _runtime, launch  # noqa: E402  (neither imports mxnet)
+from photos import Lists, make_photos  # noqa: E402
 
 PRESETS = {"size": (64, 32), "images": (256, 64), "batch_size": (16, 8), "epochs": (3, 2), "iterations": (10, 3)}
 NUM_CLASSES = 4
@@ -42,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="batch per worker for (a) (full 16, quick 8)")
     parser.add_argument("--epochs", type=int, help="epochs of (a); the first is not timed (full 3, quick 2)")
     parser.add_argument("--iterations", type=int, help="timed pushpull iterations for (b) (full 10, quick 3)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each job of (a) this many times, alternating; the table shows medians")
     parser.add_argument("--pushpull-worker", action="store_true", help=argparse.SUPPRESS)  # (b)'s worker
     args = parser.parse_args(argv)
     for key, preset in PRESETS.items():
@@ -53,22 +55,9 @@ def parse_args(argv=None):
 # --- (a) the training job -------------------------------------------------------------------------
 
 def make_data(root, count, size):
-    """``count`` drawn JPEGs (the example data set's shapes) and their .lst."""
-    import cv2
-    import numpy as np
-    spec = importlib.util.spec_from_file_location("make_data_example",
-                                                  os.path.join(REPO, "data_example", "make_data_example.py"))
-    drawing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(drawing)
-    rng = np.random.RandomState(0)
-    os.makedirs(os.path.join(root, "images"), exist_ok=True)
-    with open(os.path.join(root, "train.lst"), "w") as lst:
-        for i in range(count):
-            label = i % NUM_CLASSES
-            image = cv2.resize(drawing.draw_image(label, rng), (size, size), interpolation=cv2.INTER_AREA)
-            cv2.imwrite(os.path.join(root, "images", "%04d.jpg" % i), image)
-            lst.write("%d\t%d\t%04d.jpg\n" % (i, label, i))
-    return os.path.join(root, "train.lst"), os.path.join(root, "images")
+    """``count`` photo-like JPEGs of ``size`` x ``size`` (photos.py) and a .lst over them."""
+    lists = Lists(root, make_photos(root, count, (size, size), NUM_CLASSES))
+    return lists.path(count), root
 
 
 def run_job(args, lst, images, save, workers):
@@ -82,9 +71,12 @@ def run_job(args, lst, images, save, workers):
     else:
         command = ["launch", "-n", str(workers), "-s", "1", "--timeout", "1800", "--"] + train + \
             ["--kv-store", "dist_sync"]
+    # without this process's OMP_NUM_THREADS, each command chooses as it would for a user:
+    # train takes all cores, launch gives each worker cores / workers
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     tic = time.time()
     proc = subprocess.run([sys.executable, "-m", "multitask_mx"] + command, capture_output=True, text=True,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
     seconds = time.time() - tic
     if proc.returncode != 0:
         raise SystemExit("the %d-worker job failed:\n%s" % (workers, proc.stderr[-3000:]))
@@ -144,18 +136,13 @@ def run_pushpull(iterations, workers, servers, log_dir):
 # --- report ----------------------------------------------------------------------------------------
 
 def header_lines(args):
-    """Machine, versions and settings."""
-    import mxnet as mx
-    import platform
-    cores = _runtime.usable_cores()
-    return ["# bench_distributed.py %s" % time.strftime("%Y-%m-%d %H:%M"),
-            "machine: %d usable of %d cores, load average %.2f %.2f %.2f at start; %s"
-            % ((cores, os.cpu_count()) + os.getloadavg() + (platform.platform(),)),
-            "versions: python %s, mxnet %s" % (platform.python_version(), mx.__version__),
-            "(a) %s at %dx%d, %d images, batch %d per worker, %d epochs (the first not timed), no validation; "
-            "OMP threads: cores / workers, 1 loader process per worker"
-            % (args.network, args.size, args.size, args.images, args.batch_size, args.epochs),
-            "(b) %d timed iterations after 2 warm-up ones; loopback (127.0.0.1, DMLC_INTERFACE=lo)" % args.iterations]
+    """Date, machine, versions, threads and settings."""
+    from common import machine_header
+    return ["# bench_distributed.py %s" % time.strftime("%Y-%m-%d %H:%M")] + machine_header() + [
+        "(a) %s at %dx%d, %d images, batch %d per worker, %d epochs (the first not timed), no validation; "
+        "each job's OMP threads: cores / workers, 1 loader process per worker; %d repeat(s), medians"
+        % (args.network, args.size, args.size, args.images, args.batch_size, args.epochs, args.repeats),
+        "(b) %d timed iterations after 2 warm-up ones; loopback (127.0.0.1, DMLC_INTERFACE=lo)" % args.iterations]
 
 
 def main(argv=None):
@@ -168,11 +155,17 @@ def main(argv=None):
     jobs, comm = [], []
     with tempfile.TemporaryDirectory(prefix="bench_distributed_") as root:
         lst, images = make_data(root, args.images, args.size)
-        for workers, name in ((1, "(a) 1 worker, --kv-store device"),
-                              (2, "(a) 2 workers + 1 server, dist_sync, loopback")):
-            print("measuring %s ..." % name, file=sys.stderr, flush=True)
-            history, seconds = run_job(args, lst, images, os.path.join(root, "save%d" % workers), workers)
-            jobs.append(job_row(name, history, seconds, workers))
+        names = {1: "(a) 1 worker, --kv-store device", 2: "(a) 2 workers + 1 server, dist_sync, loopback"}
+        runs = {1: [], 2: []}
+        for repeat in range(max(1, args.repeats)):
+            for workers, name in names.items():  # alternating, so that a busy spell hits both
+                print("measuring %s ..." % name, file=sys.stderr, flush=True)
+                history, seconds = run_job(args, lst, images, os.path.join(root, "save%d-%d" % (workers, repeat)),
+                                           workers)
+                runs[workers].append(job_row(name, history, seconds, workers))
+        for workers, name in names.items():
+            jobs.append({key: statistics.median(r[key] for r in runs[workers]) if key != "name" else name
+                         for key in runs[workers][0]})
         for workers, servers in ((1, 1), (2, 1), (2, 2)):
             print("measuring (b) %d worker(s) + %d server(s) ..." % (workers, servers), file=sys.stderr, flush=True)
             result = run_pushpull(args.iterations, workers, servers, os.path.join(root, "pp%d%d" % (workers, servers)))

@@ -277,6 +277,22 @@ def test_server_ending_early_is_a_failure(tmp_path, caplog):
     assert_all_gone(_pids(str(tmp_path)))
 
 
+def test_sigterm_to_the_launcher_stops_every_process(tmp_path):
+    script = "\n".join([
+        "import sys", "from multitask_mx import launch",
+        "sleep = [sys.executable, '-c', 'import time; time.sleep(120)']",
+        "nodes = [launch.Node('scheduler', 0, {}, sleep), launch.Node('worker', 0, {}, sleep)]",
+        "sys.exit(launch.run_nodes(nodes, %r, echo=None, grace=1.0))" % str(tmp_path)])
+    proc = subprocess.Popen([PY, "-c", script], cwd=REPO)
+    deadline = time.time() + 30
+    while not (tmp_path / "processes.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143
+    assert_all_gone(_pids(str(tmp_path)))
+
+
 # ---------------------------------------------------------------- real jobs on loopback
 
 SMALL = ["--network", "resnet18_v1", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.001",
