@@ -61,4 +61,5 @@ def add_arguments(parser):
     group.add_argument("--cpus", type=int, default=1,
                        help="CPU contexts when on CPU (2 -> mx.cpu(0), mx.cpu(1)): the multi-device path "
                             "without GPUs")
-    group.add_argument("--kv-store", default="device", help="kvstore for gradient reduction: device, local")
+    group.add_argument("--kv-store", default="device", help="kvstore for gradient reduction: device, local; dist_sync, dist_device_sync, "
+                            "dist_async across machines (start them with `multitask-mx launch`)")

@@ -106,9 +106,11 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
     if args.dtype == "float16":
         params["multi_precision"] = True
     on_kvstore = None if "async" in args.kv_store else False
+    devices_used = len(next(iter(net.collect_params().values())).list_ctx())
+    store = kv if devices_used > 1 or kv.type.startswith("dist") else None  # one local device: nothing to reduce
     try:
         trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), args.optimizer,
-                                params, kvstore=kv, update_on_kvstore=on_kvstore)
+                                params, kvstore=store, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
