@@ -54,7 +54,7 @@ from multitask_mx.metrics import TaskMetrics  # noqa: E402
 from multitask_mx.tasks import build_tasks  # noqa: E402
 from photos import Lists, make_photos  # noqa: E402  (benchmarks/, the script's folder)
 
-CLASSIC_SYMBOL = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "resnet-50-symbol.json")
+CLASSIC_SYMBOL = os.path.join(REPO, "tests", "fixtures", "resnet-50-symbol.json")
 NUM_CLASSES = 4
 PRESETS = {  # flag -> (full run, --quick)
     "size": (224, 64), "batch_size": (16, 8), "images": (96, 32), "photo": ("500x375", "256x192"),

@@ -77,6 +77,10 @@ class MultiAccuracy(mx.metric.EvalMetric):
         self.num_inst = [0] * self.num
         self.sum_metric = [0.0] * self.num
 
+    def reset_local(self):
+        # Speedometer(auto_reset) calls this every 20 batches; the base class would make the sums floats.
+        self.reset()
+
     def update(self, labels, preds):
         for i in range(len(labels)):
             pred_label = mx.nd.argmax_channel(preds[i]).asnumpy().astype("int32")

@@ -288,6 +288,40 @@ def draw_and_exit(args, train, image_shape, epoch_size):
     return 0
 
 
+def prepare_lists(args, kv):
+    """Read, check and shard the lists; returns (train, val, tasks, loader workers).
+
+    Tasks are resolved on the whole lists, so that every distributed worker infers
+    the same classes; then each worker keeps its shard.
+    """
+    train, val = read_lists(args)
+    tasks = resolve_tasks(args, train, val)
+    train = distributed.shard_list(train, kv.rank, kv.num_workers)
+    val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
+    _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
+                 ", = %s" % t.expression if t.expression else "") for t in tasks))
+    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
+    if args.check_images != "none":
+        full = args.check_images == "full"
+        train = check_images_or_skip(train, args.skip_bad_images, full, threads)
+        val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
+    train = distributed.equalize_shards(train, kv)
+    preflight_report(tasks, train, val)
+    return train, val, tasks, threads
+
+
+def make_loaders(args, train_set, val_set, threads):
+    """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
+    if args.cache_images:
+        for dataset in filter(None, (train_set, val_set)):
+            dataset.cache_images(threads)
+    batch = args.batch_size
+    train_loader = make_loader(train_set, batch, True, threads,
+                               last_batch="rollover" if len(train_set) >= batch else "keep")
+    val_loader = make_loader(val_set, batch, False, threads) if val_set else None
+    return train_loader, val_loader
+
+
 def run(args):
     """Entry point of ``multitask-mx train``."""
     kv = distributed.create_kvstore(args.kv_store)
@@ -303,19 +337,7 @@ def run(args):
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
-    train, val = read_lists(args)
-    tasks = resolve_tasks(args, train, val)
-    train = distributed.shard_list(train, kv.rank, kv.num_workers)
-    val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
-    _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
-                 ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
-    if args.check_images != "none":
-        full = args.check_images == "full"
-        train = check_images_or_skip(train, args.skip_bad_images, full, threads)
-        val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
-    train = distributed.equalize_shards(train, kv)
-    preflight_report(tasks, train, val)
+    train, val, tasks, threads = prepare_lists(args, kv)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
     loss_fn = build_loss(args, tasks, train, ctxs)
 
@@ -333,18 +355,12 @@ def run(args):
     net.hybridize(static_alloc=True, static_shape=True)
 
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
-    if args.cache_images:
-        for dataset in filter(None, (train_set, val_set)):
-            dataset.cache_images(threads)
-    batch = args.batch_size
-    train_loader = make_loader(train_set, batch, True, threads,
-                               last_batch="rollover" if len(train_set) >= batch else "keep")
-    val_loader = make_loader(val_set, batch, False, threads) if val_set else None
+    loaders = make_loaders(args, train_set, val_set, threads)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     start = (point[0], point[3]) if point else (0, 0)
-    distributed.start_trainer(trainer, net, kv, min(batch, len(train_set)), start, epoch_size)  # before the states
+    distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
     if point is not None:
         load_trainer_states(trainer, point[2])
         # the update count comes from the states; the schedule from today's flags
@@ -355,7 +371,7 @@ def run(args):
         if trunk_spec.from_symbol:
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
-                 len(train_set), num_examples, len(val_set) if val_set else 0, batch, len(ctxs))
-    history = fit(net, trainer, (train_loader, val_loader), ctxs, tasks, loss_fn, saver, args, start)
+                 len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
+    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
     distributed.finish(kv, net, args.dump_rank_params)
     return history
