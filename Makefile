@@ -23,7 +23,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: install
-	$(BIN)/python benchmarks/bench_training.py
+	for b in bench_training bench_finetune bench_predict bench_serve bench_distributed; do \
+	  $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) results *.egg-info

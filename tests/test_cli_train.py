@@ -209,3 +209,14 @@ def test_sigkill_mid_run_then_resume_completes_all_epochs(tiny_data, tmp_path):
     # the cosine schedule continued where it was: lr falls epoch after epoch
     lrs = [r["lr"] for r in records]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_resume_refuses_a_run_of_other_tasks_or_network(two_device_run, tmp_path):
+    data, save = two_device_run["data"], two_device_run["save"]
+    proc = run_cli(*train_args(data, save, "--resume", "--num-epoch", "4", "--no-derived-task"), expect=2)
+    assert "--resume" in proc.stderr and "tasks" in proc.stderr and "Traceback" not in proc.stderr
+    args = train_args(data, save, "--resume", "--num-epoch", "4")
+    args[args.index("resnet18_v1")] = "resnet34_v1"
+    proc = run_cli(*args, expect=2)
+    assert "network resnet18_v1, not resnet34_v1" in proc.stderr
+    assert not os.path.exists(os.path.join(save, "net-0004.params"))
