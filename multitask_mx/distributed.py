@@ -29,7 +29,6 @@ import logging
 import math
 import os
 
-from . import _runtime  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from .errors import UserInputError

@@ -347,11 +347,11 @@ def run(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
-    net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
-    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     if args.dtype == "float16":
         from mxnet.contrib import amp
-        amp.init()
+        amp.init()  # before the network exists: AMP patches the operators it is built from
+    net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
+    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
