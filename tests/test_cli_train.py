@@ -220,3 +220,21 @@ def test_resume_refuses_a_run_of_other_tasks_or_network(two_device_run, tmp_path
     proc = run_cli(*args, expect=2)
     assert "network resnet18_v1, not resnet34_v1" in proc.stderr
     assert not os.path.exists(os.path.join(save, "net-0004.params"))
+
+
+def test_image_that_fails_only_when_decoded_mid_epoch(tiny_data, tmp_path):
+    # passes the header/trailer check, fails in the loader's worker process
+    bad = os.path.join(tiny_data["root"], "circle", "garbage.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8" + os.urandom(64) + b"\xff\xd9")
+    with open(tiny_data["train"], "a") as f:
+        f.write("998\t1.000000\tcircle/garbage.jpg\n")
+    save = str(tmp_path / "save")
+    # batch 8 over 25 images: the remainder rolls over, so two epochs see every image
+    proc = run_cli(*train_args(tiny_data, save, "--num-epoch", "2", "--data-nthreads", "1"), expect=2)
+    assert "garbage.jpg cannot be decoded" in proc.stderr and "train.lst:25" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run_cli(*train_args(tiny_data, save, "--num-epoch", "2", "--skip-bad-images"))
+    log = open(os.path.join(save, "train.log")).read()
+    assert "skipped unreadable image" in log and "garbage.jpg" in log
+    assert sum(r.get("skipped_images", 0) for r in json.load(open(os.path.join(save, "history.json")))) >= 1
