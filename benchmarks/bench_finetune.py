@@ -23,7 +23,7 @@ _runtime.configure_threads()
 
 import mxnet as mx  # noqa: E402
 
-from bench_training import TrainEpochs  # noqa: E402
+from bench_training import TrainEpochs, loading_sources  # noqa: E402
 from common import machine_header  # noqa: E402
 from multitask_mx import model  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
@@ -103,17 +103,8 @@ def bench_cache(args, flags, tasks):
     used = cached.cache_images(args.workers)
     cache_seconds = time.time() - tic
 
-    def loading(dataset):
-        loader = make_loader(dataset, args.batch_size, True, args.workers, "keep")
-
-        def measure():
-            tic, seen = time.time(), 0
-            for batch in loader:
-                batch[0].wait_to_read()
-                seen += batch[0].shape[0]
-            return seen / (time.time() - tic)
-        measure()  # start the workers outside the timing
-        return measure
+    def loading(dataset):  # img/s of one pass over a loader, after an untimed first pass
+        return loading_sources(lambda _: make_loader(dataset, args.batch_size, True, args.workers, "keep"))(None)
     runs = alternate({"loader, decoding from disk": loading(disk), "loader, --cache-images": loading(cached)},
                      args.repeats)
     return runs, cache_seconds, used
