@@ -52,3 +52,29 @@ def test_trunk_lr_mult_and_no_wd():
     params = net.collect_params()
     assert all(p.wd_mult == 0.0 for n, p in params.items() if n.endswith(("bias", "gamma", "beta")))
     assert any(p.wd_mult == 1.0 for n, p in params.items() if n.endswith("weight"))
+
+
+def test_trunk_lr_mult_scales_the_real_sgd_update():
+    from mxnet import autograd, gluon
+    from multitask_mx.training import MultiTaskLoss
+
+    def update_sizes(mult):
+        mx.random.seed(3)
+        net = _net()
+        finetune.apply_rate_multipliers(net, _cfg(trunk_lr_mult=mult))
+        trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "wd": 0.0})
+        conv = net.trunk_params()[0]  # the first convolution's weight
+        head = list(net.head_params().values())[0]
+        before = conv.data().asnumpy().copy(), head.data().asnumpy().copy()
+        x = mx.nd.random.uniform(shape=(4, 3, 32, 32))
+        labels = mx.nd.array([[0, 0], [1, 1], [2, 1], [1, 1]], dtype="int32")
+        with autograd.record():
+            total = MultiTaskLoss([3, 2])(net(x), labels, mx.nd.ones((4,)))[0]
+        total.backward()
+        trainer.step(4)
+        return (abs(conv.data().asnumpy() - before[0]).sum(), abs(head.data().asnumpy() - before[1]).sum())
+
+    full, tenth, none = update_sizes(1.0), update_sizes(0.1), update_sizes(0.0)
+    assert full[0] > 0 and none[0] == 0 and none[1] > 0
+    assert abs(tenth[0] / full[0] - 0.1) < 1e-3   # same gradient, a tenth of the step
+    assert abs(tenth[1] / full[1] - 1.0) < 1e-3   # the heads keep the full rate
