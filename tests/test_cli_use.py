@@ -131,6 +131,9 @@ def test_evaluate_accuracy_equals_the_training_log(pipeline, tmp_path, epoch):
         assert report["tasks"][task]["accuracy"] == pytest.approx(logged["val"][task]["acc"], abs=1e-6)
         assert report["tasks"][task]["loss"] == pytest.approx(logged["val"][task]["loss"], rel=1e-4, abs=1e-5)
         assert "task %s: accuracy %.4f" % (task, logged["val"][task]["acc"]) in proc.stdout
+    # the derived head's agreement with its source head, as training logged it (8 images: 1/8 steps)
+    assert report["agreement"]["label_gt0"] == pytest.approx(logged["agreement"]["label_gt0"], abs=1e-6)
+    assert "agreement of label_gt0's head" in proc.stdout
     label = report["tasks"]["label"]
     assert label["classes"] == CLASS_NAMES and len(label["per_class"]) == 4
     assert sum(c["support"] for c in label["per_class"]) == 8 and len(label["confusion"]) == 4

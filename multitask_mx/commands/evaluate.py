@@ -11,7 +11,7 @@ from ..errors import UserInputError
 from ..lists import read_list
 from ..logs import setup_logging
 from ..reports import format_task_report, plot_confusion, task_report
-from ..tasks import task_labels
+from ..tasks import agreement_pairs, task_labels
 
 _logger = logging.getLogger(__name__)
 
@@ -89,9 +89,31 @@ def build_report(model, image_list, labels, predictions, ks, per_image=False):
     for k, task in enumerate(model.tasks):
         report["tasks"][task.name] = task_report(predictions.log_probs[k][ok], labels[ok, k],
                                                  model.classes[task.name], ks)
+    agreement = head_agreement(model, labels, predictions, ok)
+    if agreement:
+        report["agreement"] = agreement
     if per_image:
         report["images"] = per_image_rows(model, image_list, labels, predictions)
     return report
+
+
+def head_agreement(model, labels, predictions, ok):
+    """{derived task: how often its head gives the answer its source head implies}, as training logs it.
+
+    On the images labelled for the derived task: the source head's probabilities
+    summed through the derivation (for label>0: 1 - p(class 0)) against the
+    derived head's own prediction. None for a task with no labelled image.
+    """
+    out = {}
+    for derived, source, matrix in agreement_pairs(model.tasks):
+        rows = ok & (labels[:, derived] >= 0)
+        if not rows.any():
+            out[model.tasks[derived].name] = None
+            continue
+        implied = np.argmax(np.exp(predictions.log_probs[source][rows]) @ matrix, axis=1)
+        own = np.argmax(predictions.log_probs[derived][rows], axis=1)
+        out[model.tasks[derived].name] = float((implied == own).mean())
+    return out
 
 
 def per_image_rows(model, image_list, labels, predictions):
@@ -154,6 +176,9 @@ def run(args):
                                                           image_list.source))
     for name, task in report["tasks"].items():
         print(format_task_report(name, task))
+    for name, value in report.get("agreement", {}).items():
+        if value is not None:
+            print("agreement of %s's head with the answer its source head implies: %.4f" % (name, value))
     if args.json:
         write_json(args.json, report)
     if args.confusion_png:
