@@ -16,7 +16,7 @@ import numpy as np
 from mxnet import gluon
 
 from .errors import UserInputError
-from .images import check_image_file, decode_image
+from .images import decode_image, image_file_problem, read_checked_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap
 from .tasks import Task, class_histograms, task_labels
 
@@ -111,15 +111,9 @@ def find_bad_images(image_list: ImageList, full_decode=False, threads=4):
     also decodes every image (OpenCV releases the GIL, so threads run in parallel).
     """
     def problem(entry):
-        if not os.path.exists(entry.path):
-            return "does not exist"
-        reason = check_image_file(entry.path)
-        if reason is None and full_decode:
-            try:
-                decode_image(entry.path)
-            except UserInputError:
-                reason = "cannot be decoded by OpenCV"
-        return reason
+        if full_decode:
+            return read_checked_image(entry.path)[1]
+        return image_file_problem(entry.path)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         reasons = list(pool.map(problem, image_list.entries))
@@ -131,7 +125,8 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
     bad = find_bad_images(image_list, full_decode, threads)
     if not bad:
         return image_list
-    described = ["%s:%d: image %s %s" % (image_list.source, line, _entry_path(image_list, line), reason)
+    paths = {e.line: e.path for e in image_list.entries}
+    described = ["%s:%d: image %s %s" % (image_list.source, line, paths[line], reason)
                  for line, reason in sorted(bad.items())]
     if len(bad) == len(image_list.entries):
         raise UserInputError("none of the %d images of %s can be used (is --image-train/--image-val "
@@ -146,10 +141,6 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
         _logger.warning("skipping bad image: %s", text)
     _logger.warning("skipped %d bad image(s) of %d in %s", len(bad), len(image_list.entries), image_list.source)
     return drop_entries(image_list, set(bad))
-
-
-def _entry_path(image_list, line):
-    return next(e.path for e in image_list.entries if e.line == line)
 
 
 def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = None):

@@ -61,6 +61,32 @@ def check_image_file(path):
     return image_bytes_problem(head, tail, whole_file)
 
 
+def image_file_problem(path):
+    """None if ``path`` looks like a complete image (no decoding), else a short reason."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a folder, not an image"
+    return check_image_file(path)
+
+
+def read_checked_image(path, decode_size=None):
+    """(HxWx3 uint8 RGB, None), or (None, reason) for a file that cannot be used.
+
+    Decodes first (the common case costs one decode), and asks the cheap checks
+    why only when that fails, or whether a decoded JPEG/PNG was truncated:
+    OpenCV decodes those with a grey lower part.
+    """
+    try:
+        img = decode_image(path, decode_size)
+    except UserInputError:
+        return None, image_file_problem(path) or "cannot be decoded by OpenCV"
+    problem = check_image_file(path)
+    if problem and "truncated" in problem:
+        return None, problem
+    return img, None
+
+
 def image_bytes_problem(head, tail, read_all):
     """None if an image's first and last bytes look complete, else a short reason.
 

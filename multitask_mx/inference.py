@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError
-from .images import EvalTransform, check_image_file, decode_image
+from .images import EvalTransform, read_checked_image
 from .tasks import Task
 
 _logger = logging.getLogger(__name__)
@@ -172,22 +172,6 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
     return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs)
 
 
-def read_image(path, decode_size=None):
-    """(RGB image, None), or (None, reason) for a file that cannot be used."""
-    try:
-        img = decode_image(path, decode_size)
-    except UserInputError:
-        if not os.path.exists(path):
-            return None, "does not exist"
-        if os.path.isdir(path):
-            return None, "is a folder, not an image"
-        return None, check_image_file(path) or "cannot be decoded by OpenCV"
-    problem = check_image_file(path)
-    if problem and "truncated" in problem:  # OpenCV decodes these with a grey lower part
-        return None, problem
-    return img, None
-
-
 class ImagePathDataset(gluon.data.Dataset):
     """Items are (CHW float32 image, error text); a failed image gives zeros and its reason."""
 
@@ -203,7 +187,7 @@ class ImagePathDataset(gluon.data.Dataset):
         if self._pid != os.getpid():
             self._pid = os.getpid()
             cv2.setNumThreads(1)  # in a worker process: the workers are the parallelism
-        img, problem = read_image(self.paths[idx], self.transform.decode_size)
+        img, problem = read_checked_image(self.paths[idx], self.transform.decode_size)
         if img is None:
             return np.zeros((3,) + self.transform.out_hw, np.float32), problem
         return self.transform(img), ""

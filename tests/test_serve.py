@@ -22,6 +22,7 @@ import pytest
 
 from conftest import REPO, make_images, run_cli, write_list
 from multitask_mx import inference, serve
+from multitask_mx.images import read_checked_image
 
 CLASSES = ["background", "circle", "square", "triangle"]
 
@@ -171,7 +172,7 @@ def test_good_uploads_decode_like_predict_decodes_files(tmp_path):
                        ("c.png", encode(np.dstack([big[:30, :30], big[:30, :30, :1]]), ".png")),
                        ("d.bmp", encode(big[:20, :20, 0], ".bmp"))]:
         (tmp_path / name).write_bytes(data)
-        from_file, problem = inference.read_image(str(tmp_path / name), 37)
+        from_file, problem = read_checked_image(str(tmp_path / name), 37)
         assert problem is None
         np.testing.assert_array_equal(serve.decode_upload(data, 37, 50_000_000), from_file)
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _runtime, inference
 from ..checkpoints import atomic_write_bytes
 from ..errors import UserInputError
+from ..images import read_checked_image
 from ..logs import setup_logging
 
 _logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
 def find_unreadable(root, items, threads):
     """{relative path: reason} for images that cannot be decoded."""
     def problem(item):  # OpenCV releases the GIL: threads decode in parallel
-        return inference.read_image(os.path.join(root, item[0]))[1]
+        return read_checked_image(os.path.join(root, item[0]))[1]
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         reasons = list(pool.map(problem, items))
