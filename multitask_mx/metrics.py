@@ -39,11 +39,16 @@ class TaskMetrics:
         self.reset()
 
     @classmethod
-    def for_tasks(cls, tasks, ctxs, top_k=None):
-        """Metrics for Task objects: top-k where they have more than k classes, agreement of derived tasks."""
+    def for_tasks(cls, tasks, ctxs, top_k=None, agreement=True):
+        """Metrics for Task objects: top-k where they have more than k classes, agreement of derived tasks.
+
+        Agreement is only reported for validation: training passes agreement=False and
+        saves its ops on every batch.
+        """
         if top_k is not None and top_k < 1:
             raise UserInputError("--top-k %d: give 1 or more." % top_k)
-        return cls([t.name for t in tasks], ctxs, top_k, [t.num_classes for t in tasks], agreement_pairs(tasks))
+        pairs = agreement_pairs(tasks) if agreement else []
+        return cls([t.name for t in tasks], ctxs, top_k, [t.num_classes for t in tasks], pairs)
 
     def reset(self):
         """Start a new accumulation (epoch or validation pass)."""

@@ -148,7 +148,8 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
     finetune_cfg = FinetuneConfig.from_args(args)
-    metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
+    train_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k, agreement=False)
+    val_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
     loss_fn.weighting.restore(saver.history)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
@@ -164,16 +165,16 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         remaining = len(train_loader) - batches_done if batches_done else None
         loss_fn.weighting.start_epoch(saver.history)
         train_values, speed, skipped = training.train_one_epoch(
-            net, trainer, train_loader, ctxs, loss_fn, metrics, epoch, cfg, save_every, remaining)
+            net, trainer, train_loader, ctxs, loss_fn, train_metrics, epoch, cfg, save_every, remaining)
         train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
         if val_loader is not None:
-            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, metrics)
+            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
-        record.update(_weights_and_agreement(epoch, loss_fn.weighting, metrics if val_loader is not None else None))
+        record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         saver.save_epoch(net, trainer, epoch, record, best)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
