@@ -87,7 +87,7 @@ class LstDataset(gluon.data.Dataset):
         return data, self._labels[idx], np.int32(idx)
 
 
-def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep"):
+def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep", batchify_fn=None):
     """A Gluon DataLoader over ``dataset`` with ``num_workers`` worker processes."""
     # The DataLoader forks its workers here. A child forked while OpenCV's thread pool
     # runs (after any cv2 call in this process, e.g. --check-images full) hangs in the
@@ -98,7 +98,7 @@ def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep"):
         cv2.setNumThreads(1)
     try:
         return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                     last_batch=last_batch, num_workers=num_workers,
+                                     last_batch=last_batch, num_workers=num_workers, batchify_fn=batchify_fn,
                                      prefetch=2 * num_workers if num_workers else None)
     finally:
         cv2.setNumThreads(threads)

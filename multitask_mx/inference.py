@@ -25,6 +25,7 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
+from .data import make_loader as make_data_loader
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError
 from .images import EvalTransform, read_checked_image
@@ -263,9 +264,7 @@ def forward_log_probs(net, data, ctxs, tta="none"):
 def make_loader(dataset, cfg: PredictConfig):
     """DataLoader over ``dataset``; worker processes only when there is more than a batch."""
     workers = cfg.workers if len(dataset) > cfg.batch_size else 0
-    return gluon.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, last_batch="keep",
-                                 num_workers=workers, batchify_fn=_Collate(shared=workers > 0),
-                                 prefetch=2 * workers if workers else None)
+    return make_data_loader(dataset, cfg.batch_size, False, workers, "keep", _Collate(shared=workers > 0))
 
 
 def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[PredictConfig] = None):
