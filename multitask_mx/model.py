@@ -116,6 +116,9 @@ def initialize_net(net: MultiTaskNet, ctx, image_shape):
     """Initialise every parameter and run one tiny forward so that all shapes are known."""
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
     net(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
+    # Let that forward finish before anyone reads or sets a weight: reading one while
+    # MKL-DNN may still convert its layout gave stale values here (1 run in 3).
+    mx.nd.waitall()
 
 
 def set_params(pairs):
