@@ -1,0 +1,126 @@
+"""Exponential moving average of the weights (``--ema DECAY``), as in timm's ``ModelEmaV2``.
+
+After every ``trainer.step`` each parameter's shadow copy moves towards the trained
+value: ``shadow = d * shadow + (1 - d) * weight``. Every parameter is averaged,
+BatchNorm running statistics included, so the averaged network is complete. The
+shadows live in float32 on one device (the first training device), and the update
+is a few NDArray operations queued on the engine: nothing waits for the device.
+
+The decay warms up as ``min(DECAY, (1 + n) / (10 + n))`` after ``n`` updates (TF's
+``ExponentialMovingAverage(num_updates=...)``, timm's ``ModelEmaV3`` warm-up), so in a
+short run the average is not dominated by the random initial weights.
+"""
+import argparse
+import contextlib
+import logging
+
+_logger = logging.getLogger(__name__)
+
+
+class WeightEMA:
+    """Float32 shadow copies of a network's parameters on one device, averaged after each step."""
+
+    def __init__(self, net, decay, num_updates=0):
+        self.decay = float(decay)
+        self.num_updates = int(num_updates)
+        self._params = list(net.collect_params().items())  # name -> Parameter, in the network's order
+        self.ctx = self._params[0][1].list_ctx()[0]
+        self.shadow = {name: p.data(self.ctx).astype("float32", copy=True) for name, p in self._params}
+
+    def current_decay(self):
+        """The decay the next update uses: DECAY, lowered during the warm-up."""
+        n = self.num_updates
+        return min(self.decay, (1.0 + n) / (10.0 + n))
+
+    def update(self):
+        """Move every shadow towards its parameter's current value (call after trainer.step)."""
+        d = self.current_decay()
+        for name, param in self._params:
+            shadow = self.shadow[name]
+            shadow *= d
+            shadow += param.data(self.ctx).astype("float32", copy=False) * (1.0 - d)
+        self.num_updates += 1
+
+    def load(self, arrays, num_updates):
+        """Continue from saved shadows ({parameter name: NDArray}, e.g. an EMA .params file)."""
+        missing = [name for name, _ in self._params if name not in arrays]
+        if missing:
+            raise KeyError("EMA weights lack %s" % ", ".join(missing[:5]))
+        for name, _ in self._params:
+            self.shadow[name] = arrays[name].as_in_context(self.ctx).astype("float32")
+        self.num_updates = int(num_updates)
+
+    @contextlib.contextmanager
+    def applied(self, net):
+        """Inside the block the network holds the averaged weights (on every device); after it, its own."""
+        backup = [(param, [a.copy() for a in param.list_data()]) for _, param in self._params]
+        try:
+            for name, param in self._params:
+                param.set_data(self.shadow[name].astype(param.dtype, copy=False))
+            yield net
+        finally:
+            for param, arrays in backup:
+                for target, saved in zip(param.list_data(), arrays):
+                    saved.copyto(target)
+
+    def record(self):
+        """The EMA's state for the history: updates done and the decay in use."""
+        return {"updates": self.num_updates, "decay": round(self.current_decay(), 6)}
+
+
+def validate(ema, net, evaluate):
+    """``evaluate()`` run with the averaged weights; returns the record's ``ema`` entry ({} without --ema).
+
+    ``evaluate`` returns per-task metric values (or None without validation data).
+    """
+    if ema is None:
+        return {}
+    from .metrics import total_loss
+    entry = ema.record()
+    with ema.applied(net):
+        values = evaluate()
+    if values is not None:
+        entry["val"] = values
+        entry["val_loss"] = total_loss(values)
+    return {"ema": entry}
+
+
+def after_step(ema, on_batch=None):
+    """The per-batch callback of the training loop: update the EMA, then call ``on_batch``."""
+    if ema is None:
+        return on_batch
+
+    def hook(epoch, done):
+        ema.update()
+        if on_batch is not None:
+            on_batch(epoch, done)
+    return hook
+
+
+def decay_value(text):
+    """argparse type of ``--ema``: a decay strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError("--ema %r: give a decay between 0 and 1, e.g. 0.999 (the weight the "
+                                         "average keeps at each step)." % text)
+    return value
+
+
+def add_arguments(parser):
+    """``--ema``."""
+    group = parser.add_argument_group("weight averaging")
+    group.add_argument("--ema", type=decay_value, default=None, metavar="DECAY",
+                       help="also keep an exponential moving average of the weights (e.g. 0.999), validate "
+                            "and save it each epoch ({save-name}-NNNN-ema.params); best may be the EMA")
+
+
+def log_start(ema, resumed_from=None):
+    """Say that the EMA runs, and from what."""
+    if ema is not None:
+        _logger.info("EMA of the weights with decay %g (warm-up min(decay, (1+n)/(10+n))) on %s%s", ema.decay,
+                     ema.ctx, ", continued from %s after %d updates" % (resumed_from, ema.num_updates)
+                     if resumed_from else "")
+
