@@ -237,6 +237,12 @@ class CheckpointSaver:
         atomic_write_json(self.path(HISTORY_FILE), self.history)
         atomic_write_bytes(self.path(HISTORY_CSV), history_csv_text(self.history).encode("utf-8"))
 
+    def record_stop(self, record, info):
+        """Note in the epoch's history row that the run stopped early there (``stopped_early``)."""
+        record["stopped_early"] = info
+        if self.writer:
+            self.append_history(record)
+
     def resume_point(self):
         """(epoch, params file, states file, batches done) to resume from, or None.
 

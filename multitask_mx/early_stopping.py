@@ -31,6 +31,15 @@ class EarlyStopping:
         """True once ``patience`` epochs up to ``epoch`` brought no new best."""
         return bool(self.patience) and self.epochs_without_improvement(epoch) >= self.patience
 
+    def stopped_before(self, begin_epoch):
+        """True (and says why) when a resumed run had already waited ``patience`` epochs by ``begin_epoch``."""
+        if not (begin_epoch and self.should_stop(begin_epoch)):
+            return False
+        _logger.info("nothing to train: %s has not improved for %d epoch(s) by epoch %d (--early-stop %d); raise "
+                     "--early-stop to train on", self.best.metric, self.epochs_without_improvement(begin_epoch),
+                     begin_epoch, self.patience)
+        return True
+
     def stop_record(self, epoch):
         """What the history records about the stop (``stopped_early``), and the log line saying why."""
         info = {"epoch": epoch, "best_epoch": self.best.epoch, "patience": self.patience,

@@ -68,20 +68,40 @@ class WeightEMA:
         return {"updates": self.num_updates, "decay": round(self.current_decay(), 6)}
 
 
-def validate(ema, net, evaluate):
-    """``evaluate()`` run with the averaged weights; returns the record's ``ema`` entry ({} without --ema).
+def start(decay, net, saver, start_point):
+    """The EMA for ``--ema decay`` (None without), continued from the resume point's EMA file if there is one.
+
+    ``saver`` is the run's CheckpointSaver; ``start_point`` is (epoch, batches done).
+    """
+    if decay is None:
+        return None
+    ema = WeightEMA(net, decay)
+    resumed = bool(start_point[0] or start_point[1])
+    saved = saver.read_ema(*start_point) if resumed else None
+    if saved is not None:
+        ema.load(saved[0], saved[1])
+    elif resumed:
+        _logger.info("--ema: the resumed run has no EMA weights; the average starts from the current weights")
+    _logger.info("EMA of the weights with decay %g (warm-up min(decay, (1+n)/(10+n))) on %s%s", ema.decay, ema.ctx,
+                 ", continued from %s after %d updates" % (saved[2], saved[1]) if saved else "")
+    return ema
+
+
+def validate(ema, net, epoch, evaluate):
+    """``evaluate()`` run with the averaged weights, logged; returns the record's ``ema`` entry ({} without --ema).
 
     ``evaluate`` returns per-task metric values (or None without validation data).
     """
     if ema is None:
         return {}
-    from .metrics import total_loss
+    from .metrics import summarise, total_loss
     entry = ema.record()
     with ema.applied(net):
         values = evaluate()
     if values is not None:
         entry["val"] = values
         entry["val_loss"] = total_loss(values)
+        _logger.info("Epoch[%d] Validation (EMA weights): %s", epoch, summarise(values))
     return {"ema": entry}
 
 
@@ -115,12 +135,4 @@ def add_arguments(parser):
     group.add_argument("--ema", type=decay_value, default=None, metavar="DECAY",
                        help="also keep an exponential moving average of the weights (e.g. 0.999), validate "
                             "and save it each epoch ({save-name}-NNNN-ema.params); best may be the EMA")
-
-
-def log_start(ema, resumed_from=None):
-    """Say that the EMA runs, and from what."""
-    if ema is not None:
-        _logger.info("EMA of the weights with decay %g (warm-up min(decay, (1+n)/(10+n))) on %s%s", ema.decay,
-                     ema.ctx, ", continued from %s after %d updates" % (resumed_from, ema.num_updates)
-                     if resumed_from else "")
 

@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 
 import multitask_mx  # noqa: F401  (numpy shim before mxnet)
-import mxnet as mx
 
-from conftest import make_images, run_cli, write_list
+from conftest import run_cli
 from multitask_mx.checkpoints import BestTracker
 from multitask_mx.early_stopping import EarlyStopping
-
-SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.02",
-         "--data-nthreads", "0", "--quiet", "--seed", "5", "--no-augment"]
+from test_ema import load_params, small_run
 
 
 def record(epoch, acc):
@@ -65,20 +62,10 @@ def stopped_run(tmp_path_factory):
     Accuracy on 4 images takes 5 values, so it can rise at most 5 times: the run
     must stop by epoch 6, before --num-epoch 7, however the training goes.
     """
-    tmp = tmp_path_factory.mktemp("early")
-    root = str(tmp / "images")
-    data = {"root": root, "train": write_list(tmp / "train.lst", make_images(root, 6, seed=1)),
-            "val": write_list(tmp / "val.lst", make_images(root, 1, seed=2), start_index=100)}
-    save = str(tmp / "save")
-    args = ["train", "--data-train", data["train"], "--image-train", root, "--data-val", data["val"],
-            "--image-val", root, "--num-classes", "4", "--save-result", save, "--save-name", "net",
-            "--best-metric", "val-acc:label", "--early-stop", "1", "--num-epoch", "7"] + SMALL
+    _, save, args = small_run(tmp_path_factory.mktemp("early"), 1, "--best-metric", "val-acc:label",
+                              "--early-stop", "1", "--num-epoch", "7", "--seed", "5")
     run_cli(*args)
     return {"save": save, "args": args}
-
-
-def load_params(path):
-    return {k.split(":", 1)[-1]: v.asnumpy() for k, v in mx.nd.load(path).items()}
 
 
 def read(save, name):

@@ -106,17 +106,22 @@ def test_mid_epoch_checkpoint_keeps_the_ema_and_its_update_count(tmp_path):
     assert again.current_decay() == ema.current_decay()
 
 
+def small_run(tmp, val_per_class, *extra):
+    """Tiny train/val lists under ``tmp`` and `train` arguments for them: (data, save folder, args)."""
+    root = str(tmp / "images")
+    data = {"root": root, "train": write_list(tmp / "train.lst", make_images(root, 6, seed=1)),
+            "val": write_list(tmp / "val.lst", make_images(root, val_per_class, seed=2), start_index=100)}
+    save = str(tmp / "save")
+    args = ["train", "--data-train", data["train"], "--image-train", root, "--data-val", data["val"],
+            "--image-val", root, "--num-classes", "4", "--save-result", save, "--save-name", "net"] + SMALL
+    return data, save, args + list(extra)
+
+
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     """Two epochs with --ema 0.9 (3 steps each), validated on 8 images."""
-    tmp = tmp_path_factory.mktemp("ema")
-    root = str(tmp / "images")
-    data = {"root": root, "train": write_list(tmp / "train.lst", make_images(root, 6, seed=1)),
-            "val": write_list(tmp / "val.lst", make_images(root, 2, seed=2), start_index=100)}
-    save = str(tmp / "save")
-    args = ["train", "--data-train", data["train"], "--image-train", root, "--data-val", data["val"],
-            "--image-val", root, "--num-classes", "4", "--save-result", save, "--save-name", "net",
-            "--best-metric", "val-acc:label", "--ema", "0.9", "--num-epoch", "2"] + SMALL
+    data, save, args = small_run(tmp_path_factory.mktemp("ema"), 2, "--best-metric", "val-acc:label",
+                                 "--ema", "0.9", "--num-epoch", "2")
     run_cli(*args)
     return {"data": data, "save": save, "args": args}
 

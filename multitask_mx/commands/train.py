@@ -159,11 +159,9 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
                               amp=args.dtype == "float16", seed=args.seed)
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
-    ema = make_ema(args.ema, net, saver, start)
+    ema = ema_mod.start(args.ema, net, saver, start)
     stopper = early_stopping.EarlyStopping(args.early_stop, best, begin_epoch)
-    if begin_epoch and stopper.should_stop(begin_epoch):
-        _logger.info("nothing to train: %s has not improved for %d epochs by epoch %d (--early-stop %d)",
-                     best.metric, stopper.epochs_without_improvement(begin_epoch), begin_epoch, args.early_stop)
+    if stopper.stopped_before(begin_epoch):
         return saver.history
     save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
                                                           batches_done, ema))
@@ -185,40 +183,16 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
-        record.update(_validate_ema(ema, net, epoch, lambda: training.evaluate(
+        record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
             net, val_loader, ctxs, loss_fn, val_metrics) if val_loader is not None else None))
         saver.save_epoch(net, trainer, epoch, record, best, ema)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
         if stopper.should_stop(epoch):
-            record["stopped_early"] = stopper.stop_record(epoch)
-            if saver.writer:
-                saver.append_history(record)
+            saver.record_stop(record, stopper.stop_record(epoch))
             break
     return saver.history
-
-
-def make_ema(decay, net, saver, start):
-    """The weights' moving average for --ema (None without), continued from the resume point's EMA file."""
-    if decay is None:
-        return None
-    ema = ema_mod.WeightEMA(net, decay)
-    saved = saver.read_ema(*start) if start[0] or start[1] else None
-    if saved is not None:
-        ema.load(saved[0], saved[1])
-    elif start[0] or start[1]:
-        _logger.info("--ema: the resumed run has no EMA weights; the average starts from the current weights")
-    ema_mod.log_start(ema, saved[2] if saved else None)
-    return ema
-
-
-def _validate_ema(ema, net, epoch, evaluate):
-    """Validate the EMA weights too (--ema); returns the record's ``ema`` entry."""
-    extras = ema_mod.validate(ema, net, evaluate)
-    if "val" in extras.get("ema", {}):
-        _logger.info("Epoch[%d] Validation (EMA weights): %s", epoch, summarise(extras["ema"]["val"]))
-    return extras
 
 
 def _weights_and_agreement(epoch, task_weighting, val_metrics):
