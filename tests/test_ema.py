@@ -12,7 +12,7 @@ from mxnet.gluon import nn
 
 from conftest import make_images, run_cli, write_list
 from multitask_mx import inference
-from multitask_mx.checkpoints import BestTracker, CheckpointSaver
+from multitask_mx.checkpoints import BestTracker, CheckpointSaver, atomic_write_json
 from multitask_mx.ema import WeightEMA
 
 SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.02",
@@ -115,6 +115,34 @@ def small_run(tmp, val_per_class, *extra):
     args = ["train", "--data-train", data["train"], "--image-train", root, "--data-val", data["val"],
             "--image-val", root, "--num-classes", "4", "--save-result", save, "--save-name", "net"] + SMALL
     return data, save, args + list(extra)
+
+
+def test_keep_last_prunes_old_ema_files_and_best_can_be_the_ema(tmp_path):
+    net = small_net([mx.cpu()])
+    trainer = mx.gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    ema = WeightEMA(net, 0.9)
+    saver = CheckpointSaver(str(tmp_path), "net", keep_last=1)
+    best = BestTracker("val-acc:label", ["label"])
+    for epoch, (raw_acc, ema_acc) in enumerate([(0.5, 0.25), (0.5, 0.75), (0.25, 0.5)], start=1):
+        for p in net.collect_params().values():
+            p.set_data(p.data() + 1.0)
+        ema.update()
+        val = lambda a: {"label": {"acc": a, "loss": 1.0, "count": 4}}
+        saver.save_epoch(net, trainer, epoch, {"epoch": epoch, "val": val(raw_acc), "val_loss": 1.0,
+                                               "train_loss": 1.0, "ema": dict(ema.record(), val=val(ema_acc))},
+                         best, ema)
+    assert sorted(os.listdir(str(tmp_path))) == ["best.json", "history.csv", "history.json", "net-0003-ema.params",
+                                                 "net-0003.params", "net-0003.states", "net-best.params",
+                                                 "net-symbol.json"]
+    assert saver.read_best()["weights"] == "ema" and saver.read_best()["epoch"] == 2
+    kept = mx.nd.load(saver.best_params_file())
+    name = next(n for n in ema.shadow if n.endswith("weight"))
+    key = next(k for k in kept if k.endswith(name))
+    assert not np.allclose(kept[key].asnumpy(), net.collect_params()[name].data().asnumpy())
+    assert inference.choose_weights(str(tmp_path), "net", "best", "ema")[3] == "ema"
+    atomic_write_json(saver.path("best.json"), dict(best.to_dict(), weights="raw"))
+    with pytest.raises(multitask_mx.errors.UserInputError, match="--epoch best --weights ema"):
+        inference.choose_weights(str(tmp_path), "net", "best", "ema")
 
 
 @pytest.fixture(scope="module")
