@@ -189,7 +189,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
-        if stopper.should_stop(epoch):
+        if epoch < args.num_epoch and stopper.should_stop(epoch):
             saver.record_stop(record, stopper.stop_record(epoch))
             break
     return saver.history
