@@ -4,7 +4,7 @@ After every ``trainer.step`` each parameter's shadow copy moves towards the trai
 value: ``shadow = d * shadow + (1 - d) * weight``. Every parameter is averaged,
 BatchNorm running statistics included, so the averaged network is complete. The
 shadows live in float32 on one device (the first training device), and the update
-is a few NDArray operations queued on the engine: nothing waits for the device.
+is one NDArray operation per parameter queued on the engine: nothing waits for the device.
 
 The decay warms up as ``min(DECAY, (1 + n) / (10 + n))`` after ``n`` updates (TF's
 ``ExponentialMovingAverage(num_updates=...)``, timm's ``ModelEmaV3`` warm-up), so in a
@@ -46,11 +46,13 @@ class WeightEMA:
                              out=shadow)
         self.num_updates += 1
 
-    def load(self, arrays, num_updates):
+    def load(self, arrays, num_updates, source="the EMA weights"):
         """Continue from saved shadows ({parameter name: NDArray}, e.g. an EMA .params file)."""
         missing = [name for name, _ in self._params if name not in arrays]
         if missing:
-            raise KeyError("EMA weights lack %s" % ", ".join(missing[:5]))
+            from .errors import UserInputError
+            raise UserInputError("%s lack %s, so they are not this network's moving average. Delete the file to "
+                                 "start the average afresh." % (source, ", ".join(missing[:5])))
         for name, _ in self._params:
             self.shadow[name] = arrays[name].as_in_context(self.ctx).astype("float32")
         self.num_updates = int(num_updates)
@@ -84,7 +86,7 @@ def start(decay, net, saver, start_point):
     resumed = bool(start_point[0] or start_point[1])
     saved = saver.read_ema(*start_point) if resumed else None
     if saved is not None:
-        ema.load(saved[0], saved[1])
+        ema.load(saved[0], saved[1], saved[2])
     elif resumed:
         _logger.info("--ema: the resumed run has no EMA weights; the average starts from the current weights")
     _logger.info("EMA of the weights with decay %g (warm-up min(decay, (1+n)/(10+n))) on %s%s", ema.decay, ema.ctx,
