@@ -131,40 +131,73 @@ class CheckpointSaver:
         if self.writer:
             atomic_write_bytes(self.path(filename), text.encode("utf-8"))
 
-    def save_epoch(self, net, trainer, epoch, record, best=None):
-        """Write the epoch's symbol, params, optimizer states and history row (and best, keep-last)."""
+    def save_epoch(self, net, trainer, epoch, record, best=None, ema=None):
+        """Write the epoch's symbol, params (and EMA params), optimizer states, history row (and best, keep-last)."""
         if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
             self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
             return
         self._export(net, self.params_file(epoch))
+        if ema is not None:
+            self._export_ema(net, ema, self.ema_params_file(epoch))
         if trainer is not None:
             save_trainer_states(trainer, self.states_file(epoch))
         self.append_history(record)
         if best is not None and best.update(record):
-            self._link_atomic(self.params_file(epoch), self.best_params_file())
-            atomic_write_json(self.path(BEST_FILE), best.to_dict())
-            _logger.info("epoch %d is the best so far: %s = %.5g -> %s", epoch, best.metric, best.value,
-                         self.best_params_file())
+            self._save_best(epoch, best)
         self._clear_progress()
         self.prune(epoch)
         _logger.info("saved checkpoint %s", self.params_file(epoch))
 
-    def save_progress(self, net, trainer, epoch, batches_done):
-        """Mid-epoch checkpoint (``--checkpoint-every``): weights, states and the position."""
+    def save_progress(self, net, trainer, epoch, batches_done, ema=None):
+        """Mid-epoch checkpoint (``--checkpoint-every``): weights, states (EMA weights) and the position."""
         if not self.writer:
             return
         self._export(net, "%s-last.params" % self.prefix)
         save_trainer_states(trainer, "%s-last.states" % self.prefix)
-        atomic_write_json(self.path(PROGRESS_FILE), {"epoch": epoch, "batches_done": batches_done})
+        position = {"epoch": epoch, "batches_done": batches_done}
+        if ema is not None:
+            self._export_ema(net, ema, self.ema_params_file(None))
+            position["ema_updates"] = ema.num_updates
+        atomic_write_json(self.path(PROGRESS_FILE), position)
 
     def _clear_progress(self):
-        for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix):
+        for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix,
+                     self.ema_params_file(None)):
             if os.path.exists(path):
                 os.remove(path)
 
     def best_params_file(self):
         """``{name}-best.params``: the weights of the best epoch so far."""
         return "%s-best.params" % self.prefix
+
+    def ema_params_file(self, epoch):
+        """``{name}-{epoch:04d}-ema.params`` (``--ema``): the averaged weights; epoch None: mid-epoch's."""
+        return "%s-%s-ema.params" % (self.prefix, "last" if epoch is None else "%04d" % epoch)
+
+    def _export_ema(self, net, ema, params_path):
+        with ema.applied(net):  # the same symbol, the averaged weights
+            self._export(net, params_path)
+
+    def _save_best(self, epoch, best):
+        source = self.ema_params_file(epoch) if best.weights == "ema" else self.params_file(epoch)
+        self._link_atomic(source, self.best_params_file())
+        atomic_write_json(self.path(BEST_FILE), best.to_dict())
+        _logger.info("epoch %d is the best so far (%s weights): %s = %.5g -> %s", epoch, best.weights,
+                     best.metric, best.value, self.best_params_file())
+
+    def read_ema(self, epoch, batches_done=0):
+        """({parameter name: NDArray}, updates, file) of the EMA saved at a resume point, or None."""
+        if batches_done:
+            path = self.ema_params_file(None)
+            updates = read_json(self.path(PROGRESS_FILE)).get("ema_updates")
+        else:
+            path = self.ema_params_file(epoch)
+            updates = next((r.get("ema", {}).get("updates") for r in self.history if r["epoch"] == epoch), None)
+        if updates is None or not os.path.exists(path):
+            return None
+        import mxnet as mx
+        arrays = {k.split(":", 1)[-1]: v for k, v in mx.nd.load(path).items()}
+        return arrays, updates, path
 
     def _export(self, net, params_path):
         tmp_prefix = self.path(".tmp-%d-%s" % (os.getpid(), self.save_name))
@@ -188,7 +221,7 @@ class CheckpointSaver:
             return
         for old in self.saved_epochs():
             if old <= epoch - keep:
-                for path in (self.params_file(old), self.states_file(old)):
+                for path in (self.params_file(old), self.states_file(old), self.ema_params_file(old)):
                     if os.path.exists(path):
                         os.remove(path)
 
@@ -203,6 +236,12 @@ class CheckpointSaver:
         self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
         atomic_write_json(self.path(HISTORY_FILE), self.history)
         atomic_write_bytes(self.path(HISTORY_CSV), history_csv_text(self.history).encode("utf-8"))
+
+    def record_stop(self, record, info):
+        """Note in the epoch's history row that the run stopped early there (``stopped_early``)."""
+        record["stopped_early"] = info
+        if self.writer:
+            self.append_history(record)
 
     def resume_point(self):
         """(epoch, params file, states file, batches done) to resume from, or None.
@@ -239,7 +278,7 @@ class BestTracker:
             raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
         self.metric = metric
         self.higher_is_better = "acc" in metric or "topk" in metric
-        self.value, self.epoch = None, None
+        self.value, self.epoch, self.weights = None, None, "raw"
 
     def value_of(self, record):
         """The metric's value in an epoch record."""
@@ -254,23 +293,35 @@ class BestTracker:
         return record["val"][task].get("topk" if kind == "val-topk" else "acc")
 
     def update(self, record):
-        """Take an epoch's record; True if it is a new best."""
-        value = self.value_of(record)
-        if value is None or math.isnan(value):
-            return False
-        better = self.value is None or (value > self.value if self.higher_is_better else value < self.value)
-        if better:
-            self.value, self.epoch = value, record["epoch"]
+        """Take an epoch's record; True if it is a new best.
+
+        With ``--ema`` the record's ``ema`` entry competes too: ``weights`` says
+        which of the two ("raw" or "ema") is the best; the EMA wins only when better.
+        """
+        better = False
+        for weights, values in self._candidates(record):
+            value = self.value_of(values)
+            if value is None or math.isnan(value):
+                continue
+            if self.value is None or (value > self.value if self.higher_is_better else value < self.value):
+                self.value, self.epoch, self.weights = value, record["epoch"], weights
+                better = True
         return better
+
+    def _candidates(self, record):
+        yield "raw", record
+        if "val" in record.get("ema", {}) and self.metric.startswith("val"):
+            yield "ema", record["ema"]
 
     def to_dict(self):
         """For best.json."""
-        return {"metric": self.metric, "value": self.value, "epoch": self.epoch}
+        return {"metric": self.metric, "value": self.value, "epoch": self.epoch, "weights": self.weights}
 
     def restore(self, saved):
         """Continue from a best.json written by an earlier run."""
         if saved and saved.get("metric") == self.metric:
             self.value, self.epoch = saved["value"], saved["epoch"]
+            self.weights = saved.get("weights", "raw")
 
 
 def _trainer_ready(trainer):

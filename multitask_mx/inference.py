@@ -34,6 +34,7 @@ from .tasks import Task
 _logger = logging.getLogger(__name__)
 
 BEST = "best"
+WEIGHTS = ("raw", "ema")  # --weights: the trained weights, or their moving average (train --ema)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -51,6 +52,7 @@ class SavedModel:
     classes: Dict[str, List[str]]
     net: gluon.SymbolBlock
     ctxs: list
+    weights: str = "raw"  # "ema": the moving average of the weights (train --ema)
 
     @property
     def image_shape(self):
@@ -74,7 +76,7 @@ class SavedModel:
     def describe(self):
         """JSON-friendly summary of which weights these are."""
         return {"save_result": self.save_dir, "save_name": self.save_name, "epoch": self.epoch,
-                "params_file": self.params_file, "network": self.config.get("network"),
+                "params_file": self.params_file, "weights": self.weights, "network": self.config.get("network"),
                 "image_shape": list(self.image_shape), "normalization": self.normalization}
 
 
@@ -138,6 +140,33 @@ def choose_params(save_dir, save_name, epoch):
     return epoch, saver.params_file(epoch), saver.symbol_file()
 
 
+def choose_weights(save_dir, save_name, epoch, weights="raw"):
+    """(epoch, params file, symbol file, "raw"|"ema") for ``--epoch`` and ``--weights``.
+
+    ``best`` is whichever of an epoch's raw and EMA weights validated better
+    (best.json says which); ``--weights ema`` with an epoch number or the newest
+    epoch picks that epoch's ``-ema.params``.
+    """
+    epoch, params_file, symbol_file = choose_params(save_dir, save_name, epoch)
+    saver = CheckpointSaver(save_dir, save_name, writer=False)
+    if epoch == BEST:
+        best = saver.read_best() or {}
+        chosen = best.get("weights", "raw")
+        if weights == "ema" and chosen != "ema":
+            raise UserInputError("--epoch best --weights ema: the best checkpoint of %s holds the raw weights of "
+                                 "epoch %s (best.json). For that epoch's EMA weights pass --epoch %s --weights ema."
+                                 % (save_dir, best.get("epoch"), best.get("epoch")))
+        return epoch, params_file, symbol_file, chosen
+    if weights == "ema":
+        params_file = saver.ema_params_file(epoch)
+        if not os.path.isfile(params_file):
+            have = [e for e in saver.saved_epochs() if os.path.isfile(saver.ema_params_file(e))]
+            raise UserInputError("--weights ema: %s has no %s; EMA weights are saved by `train --ema DECAY`. "
+                                 "Epochs with EMA weights: %s." % (save_dir, os.path.basename(params_file),
+                                                                   ", ".join(map(str, have)) or "none"))
+    return epoch, params_file, symbol_file, weights
+
+
 def inference_backend(ctxs):
     """hybridize() options for inference: on CPU, MKL-DNN's fused graph (conv+BN+ReLU).
 
@@ -148,15 +177,15 @@ def inference_backend(ctxs):
     return {"backend": "MKLDNN"} if fusable and not os.environ.get("MULTITASK_MX_NO_FUSION") else {}
 
 
-def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
+def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     """Load a trained model from ``save_dir`` onto ``ctxs`` (default CPU).
 
     ``save_name`` defaults to the one in config.json; ``epoch`` is a number, 'best'
-    or None for the newest epoch on disk.
+    or None for the newest epoch on disk; ``weights`` "ema" takes the epoch's EMA weights.
     """
     config = read_config(save_dir)
     save_name = save_name or config.get("save_name") or "multitask"
-    epoch, params_file, symbol_file = choose_params(save_dir, save_name, epoch)
+    epoch, params_file, symbol_file, weights = choose_weights(save_dir, save_name, epoch, weights)
     ctxs = list(ctxs or [mx.cpu()])
     with warnings.catch_warnings():  # "Cannot decide type for data": float32, fixed at the first call
         warnings.simplefilter("ignore", UserWarning)
@@ -169,8 +198,9 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
     tasks = [Task.from_dict(d) for d in config["tasks"]]
     classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]
                for t in tasks}
-    _logger.info("loaded %s (epoch %s) on %s", params_file, epoch, ctxs)
-    return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs)
+    _logger.info("loaded %s (epoch %s, %s weights) on %s", params_file, epoch, weights, ctxs)
+    return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs,
+                      weights)
 
 
 class ImagePathDataset(gluon.data.Dataset):
@@ -338,6 +368,9 @@ def add_arguments(parser, prediction=True):
     group.add_argument("--epoch", type=_epoch_flag, default=None,
                        help="epoch number, 'best' ({save-name}-best.params) or 'latest' (default: the newest "
                             "epoch on disk)")
+    group.add_argument("--weights", choices=WEIGHTS, default="raw",
+                       help="ema: the epoch's moving average of the weights (train --ema); 'best' is already "
+                            "whichever of the two validated better")
     if not prediction:
         return
     group = parser.add_argument_group("prediction")

@@ -15,11 +15,12 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from .errors import UserInputError
-from .pretrained import load_classic_checkpoint, load_params_file, match_params
+from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 
 _logger = logging.getLogger(__name__)
 
 NET_PREFIX = "multitask_"
+DEFAULT_NETWORK = "resnet50_v1"
 TRUNK_SYMBOL_FILE = "trunk-symbol.json"
 
 
@@ -43,15 +44,18 @@ def zoo_network_names():
     return list(get_model_list())
 
 
+def _unknown_network(network):
+    close = difflib.get_close_matches(network, zoo_network_names(), n=8, cutoff=0.5)
+    return UserInputError("--network %r is not a GluonCV model-zoo network. Close names: %s. "
+                          "All names: gluoncv.model_zoo.get_model_list()." % (network, ", ".join(close) or "none"))
+
+
 def _zoo_trunk(network):
     from gluoncv.model_zoo import get_model
     try:
         base = get_model(network, pretrained=False)
     except ValueError:
-        close = difflib.get_close_matches(network, zoo_network_names(), n=8, cutoff=0.5)
-        raise UserInputError("--network %r is not a GluonCV model-zoo network. Close names: %s. "
-                             "All names: gluoncv.model_zoo.get_model_list()."
-                             % (network, ", ".join(close) or "none"))
+        raise _unknown_network(network)
     if not hasattr(base, "features"):
         raise UserInputError("--network %s has no `features` trunk to share between heads; choose a "
                              "classification network such as resnet50_v1, mobilenetv2_1.0, vgg16." % network)
@@ -140,6 +144,22 @@ def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, 
                  len(pairs), model_path)
 
 
+def pretrained_weights(network, model, pretrained, model_root=None):
+    """The weights file to start from: ``--model``, or with ``--pretrained`` GluonCV's ImageNet weights of --network.
+
+    The latter come from GluonCV's model store (cache folder ``model_root``), fetched when missing.
+    """
+    if not pretrained:
+        return model
+    if model:
+        raise UserInputError("--pretrained loads GluonCV's ImageNet weights of --network, --model %s loads other "
+                             "weights: use one of the two." % model)
+    network = network or DEFAULT_NETWORK
+    if network.lower() not in zoo_network_names():
+        raise _unknown_network(network)
+    return zoo_weights_file(network.lower(), model_root)
+
+
 def resolve_trunk(network, model, epoch, normalization_flag):
     """Decide trunk and normalisation from --network/--model/--epoch/--normalization.
 
@@ -154,7 +174,7 @@ def resolve_trunk(network, model, epoch, normalization_flag):
                          model, network)
         spec = TrunkSpec(network="symbol:%s" % model, symbol_json=features.tojson(), input_name=input_name)
         return spec, _normalization(normalization_flag, detected), params
-    return TrunkSpec(network=network or "resnet50_v1"), _normalization(normalization_flag, "imagenet"), None
+    return TrunkSpec(network=network or DEFAULT_NETWORK), _normalization(normalization_flag, "imagenet"), None
 
 
 def _normalization(flag, detected):
@@ -194,5 +214,11 @@ def add_arguments(parser):
                        help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
                             "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
     group.add_argument("--epoch", type=int, default=0, help="epoch of the --model checkpoint (original flag)")
+    group.add_argument("--pretrained", action="store_true",
+                       help="start the trunk from GluonCV's ImageNet weights of --network (from the cache, or "
+                            "downloaded through GluonCV's model store when online)")
+    group.add_argument("--model-root", default=None, metavar="DIR",
+                       help="folder of GluonCV's cached weights for --pretrained (default ~/.mxnet/models; "
+                            "$MXNET_HOME/models when MXNET_HOME is set, as in GluonCV)")
     group.add_argument("--head-hidden", type=int, default=0, help="hidden Dense+ReLU units per head (0: none)")
     group.add_argument("--head-dropout", type=float, default=0.0, help="dropout after the hidden layer")

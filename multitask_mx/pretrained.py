@@ -156,3 +156,111 @@ def _strip(key, prefixes):
         if key.startswith(prefix):
             return key[len(prefix):]
     return key
+
+
+# --- ImageNet weights by network name (--pretrained), through GluonCV's model store ---
+
+STORE_PROBE_TIMEOUT_S = 3.0  # the store's host must answer within this, or we call the machine offline
+
+
+def _gluoncv_store():
+    """GluonCV's model-store table and URL (its private names, read in this one place).
+
+    Returns ({store name: sha1}, {zoo name: store name}, zip URL format, default repository URL).
+    """
+    from gluoncv.model_zoo import model_store
+    store_names = list(model_store._model_sha1)
+    # pretrained_model_list() renames a few store entries to their zoo names, keeping the order
+    zoo_to_store = dict(zip(model_store.pretrained_model_list(), store_names))
+    return dict(model_store._model_sha1), zoo_to_store, model_store._url_format, model_store.apache_repo_url
+
+
+def model_store_root(root=None):
+    """The folder GluonCV keeps weights in: $MXNET_HOME/models, else ``root``, else ~/.mxnet/models."""
+    if "MXNET_HOME" in os.environ:  # GluonCV's own precedence (model_store.get_model_file)
+        return os.path.join(os.environ["MXNET_HOME"], "models")
+    return os.path.expanduser(root or os.path.join("~", ".mxnet", "models"))
+
+
+def zoo_weights_location(network, root=None):
+    """(store name, expected file path, full sha1, download URL) of GluonCV's ImageNet weights for ``network``."""
+    sha1s, zoo_to_store, url_format, default_repo = _gluoncv_store()
+    store_name = zoo_to_store.get(network)
+    if store_name is None:
+        import difflib
+        close = difflib.get_close_matches(network, list(zoo_to_store), n=8, cutoff=0.5)
+        raise UserInputError("--pretrained: GluonCV publishes no ImageNet weights for --network %s. Networks "
+                             "with weights and a close name: %s (all: gluoncv.model_zoo.pretrained_model_list()); "
+                             "or give weights with --model FILE.params." % (network, ", ".join(close) or "none"))
+    file_name = "%s-%s" % (store_name, sha1s[store_name][:8])
+    repo = os.environ.get("MXNET_GLUON_REPO", default_repo)
+    url = url_format.format(repo_url=repo if repo.endswith("/") else repo + "/", file_name=file_name)
+    return store_name, os.path.join(model_store_root(root), file_name + ".params"), sha1s[store_name], url
+
+
+def zoo_weights_file(network, root=None):
+    """GluonCV's ImageNet weights for ``network``: the cached file, else fetched through its model store.
+
+    A cached file that passes GluonCV's SHA-1 check is used without any network
+    access. Offline, this fails within seconds (STORE_PROBE_TIMEOUT_S) with a
+    message naming the file to put where, instead of waiting on a download.
+    """
+    from gluoncv.utils import check_sha1
+    store_name, path, sha1, url = zoo_weights_location(network, root)
+    if os.path.isfile(path):
+        if not check_sha1(path, sha1):
+            raise UserInputError("--pretrained: %s is not the file GluonCV publishes (its SHA-1 differs: damaged, "
+                                 "cut short, or other weights). Delete it to fetch it again, or use it anyway "
+                                 "with --model %s instead of --pretrained." % (path, path))
+        _logger.info("--pretrained: ImageNet weights of %s from the cache %s", network, path)
+        return path
+    problem = store_unreachable(url)
+    if problem:
+        raise UserInputError(_offline_message(network, path, url, problem))
+    from gluoncv.model_zoo.model_store import get_model_file
+    _logger.info("--pretrained: downloading the ImageNet weights of %s from %s to %s", network, url, path)
+    try:
+        return get_model_file(store_name, root=os.path.dirname(path))
+    except Exception as exc:  # requests, zip and hash errors alike: the fix is the same
+        raise UserInputError(_offline_message(network, path, url, "%s: %s" % (type(exc).__name__, exc)))
+
+
+def _offline_message(network, path, url, problem):
+    return ("--pretrained: the ImageNet weights of %s are not in the cache and GluonCV's model store could not "
+            "be reached (%s). Put the file %s in the folder %s (it is %s unzipped; on a machine with internet, "
+            "`python -c \"import gluoncv; gluoncv.model_zoo.get_model('%s', pretrained=True)\"` leaves it in "
+            "~/.mxnet/models), or point --model-root at the folder that holds it, or pass the weights file as "
+            "--model FILE.params instead of --pretrained."
+            % (network, problem, os.path.basename(path), os.path.dirname(path), url, network))
+
+
+def store_unreachable(url, timeout=STORE_PROBE_TIMEOUT_S):
+    """None if a TCP connection to the URL's host (or its proxy) opens within ``timeout`` s, else why not.
+
+    The connection is tried in a daemon thread, so a DNS look-up that hangs
+    (getaddrinfo has no timeout of its own) cannot hold up the caller either.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+    parts = urllib.parse.urlsplit(url)
+    target = parts
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    outcome = {}
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as exc:
+            outcome["error"] = "%s:%d: %s" % (host, port, exc)
+    worker = threading.Thread(target=connect, name="model-store-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if outcome.get("ok"):
+        return None
+    return outcome.get("error") or "no answer from %s:%d within %g s" % (host, port, timeout)

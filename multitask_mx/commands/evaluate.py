@@ -162,7 +162,8 @@ def run(args):
     setup_logging(None, quiet=args.quiet)
     ks = parse_ks(args.top_k)
     cfg = inference.predict_config(args)
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args))
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
+                                 weights=args.weights)
     image_list = read_eval_list(args.data, args.image_root)
     labels = list_labels(model, image_list)
     predictions = inference.predict_paths(model, [e.path for e in image_list.entries], cfg)

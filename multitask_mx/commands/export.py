@@ -189,7 +189,8 @@ def onnx_probs(path, batch):
 def run(args):
     """Entry point of ``multitask-mx export``."""
     setup_logging(None, quiet=args.quiet)
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, [mx.cpu()])
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, [mx.cpu()],
+                                 weights=args.weights)
     name = args.name or model.save_name
     if os.path.realpath(args.out) == os.path.realpath(model.save_dir) and name == model.save_name:
         raise UserInputError("--out %s with name %s would overwrite the training checkpoint's symbol; choose "

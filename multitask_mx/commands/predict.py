@@ -139,7 +139,8 @@ def run(args):
     extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
                        for e in args.exts.split(",") if e.strip())
     items = collect_inputs(args.inputs, args.image_root, extensions)
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args))
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
+                                 weights=args.weights)
     predictions = inference.predict_paths(model, [i.path for i in items], cfg)
     rows = prediction_rows(model, items, predictions, args.top_k)
     if args.json:

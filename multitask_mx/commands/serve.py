@@ -68,7 +68,8 @@ def run(args):
     setup_logging(None, quiet=args.quiet)
     cfg = serve_config(args)
     serve.require_web_stack()
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, parse_contexts(args.gpus))
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, parse_contexts(args.gpus),
+                                 weights=args.weights)
     batcher = serve.start_batcher(model, cfg)
     try:
         server = serve.create_server(serve.create_app(model, batcher, cfg), cfg)

@@ -12,6 +12,7 @@ from mxnet import gluon
 
 from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
     schedules, tasks as tasks_mod, training, weighting
+from .. import early_stopping, ema as ema_mod
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
@@ -42,6 +43,8 @@ def add_arguments(parser):
     metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
     checkpoints.add_arguments(parser)
+    early_stopping.add_arguments(parser)
+    ema_mod.add_arguments(parser)
     devices.add_arguments(parser)
     distributed.add_arguments(parser)
 
@@ -156,7 +159,12 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
                               amp=args.dtype == "float16", seed=args.seed)
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
-    save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
+    ema = ema_mod.start(args.ema, net, saver, start)
+    stopper = early_stopping.EarlyStopping(args.early_stop, best, begin_epoch)
+    if stopper.stopped_before(begin_epoch):
+        return saver.history
+    save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
+                                                          batches_done, ema))
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
         tic = time.time()
         lr = trainer.optimizer.lr_scheduler(trainer.optimizer.num_update + 1)  # this epoch's first lr
@@ -175,10 +183,15 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
-        saver.save_epoch(net, trainer, epoch, record, best)
+        record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
+            net, val_loader, ctxs, loss_fn, val_metrics) if val_loader is not None else None))
+        saver.save_epoch(net, trainer, epoch, record, best, ema)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
+        if epoch < args.num_epoch and stopper.should_stop(epoch):
+            saver.record_stop(record, stopper.stop_record(epoch))
+            break
     return saver.history
 
 
@@ -194,13 +207,13 @@ def _weights_and_agreement(epoch, task_weighting, val_metrics):
     return extras
 
 
-def _mid_epoch_saver(saver, net, trainer, every, offset):
+def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):
     if not every:
         return None
 
     def on_batch(epoch, done):
         if (done + offset) % every == 0:
-            saver.save_progress(net, trainer, epoch, done + offset)
+            saver.save_progress(net, trainer, epoch, done + offset, ema)
     return on_batch
 
 
@@ -228,11 +241,12 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
         _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
                      " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
         return net, trunk_spec, saved["normalization"], point
+    weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
     trunk_spec, normalization, classic_params = model.resolve_trunk(
-        args.network, args.model, args.epoch, args.normalization)
+        args.network, weights, args.epoch, args.normalization)
     net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
-    if args.model:
-        model.load_pretrained_trunk(net, args.model, trunk_spec, classic_params)
+    if weights:
+        model.load_pretrained_trunk(net, weights, trunk_spec, classic_params)
     else:
         _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
     return net, trunk_spec, normalization, None
@@ -332,6 +346,7 @@ def run(args):
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
+    early_stopping.check_args(args)
     seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
