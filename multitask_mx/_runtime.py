@@ -16,6 +16,17 @@ def patch_numpy_for_mxnet():
         np.bool = np.bool_  # removed in numpy 1.24; MXNet 1.9.1 calls it in ndarray code
 
 
+def preload_cuda_libraries():
+    """Make NVIDIA's pip CUDA libraries loadable before ``import mxnet`` (GPU builds only; see cuda_libs)."""
+    import sys
+    if "mxnet" in sys.modules:  # too late: libmxnet.so is loaded (or failed) already
+        return {}
+    from . import cuda_libs
+    if not cuda_libs.nvidia_lib_dirs():  # no nvidia-* pip package: nothing to do, and no metadata scan
+        return {}
+    return cuda_libs.preload()
+
+
 def usable_cores():
     """Number of CPU cores this process may run on (respects taskset/cgroups affinity)."""
     try:
