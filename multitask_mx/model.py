@@ -16,6 +16,7 @@ from mxnet.gluon import nn
 
 from .errors import UserInputError
 from .mxerrors import describe_mxnet_error
+from .precision import amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params
 
 _logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _zoo_trunk(network):
 
 
 def _symbol_trunk(spec: TrunkSpec):
-    symbol = mx.sym.load_json(spec.symbol_json)
+    symbol = amp_symbol(mx.sym.load_json(spec.symbol_json), spec.input_name)  # AMP's patching misses JSON
     with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32, set at first call
         warnings.simplefilter("ignore", UserWarning)
         block = gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))

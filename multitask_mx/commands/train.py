@@ -11,7 +11,7 @@ import numpy as np
 from mxnet import gluon
 
 from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
-    schedules, tasks as tasks_mod, training, weighting
+    precision, schedules, tasks as tasks_mod, training, weighting
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
@@ -205,10 +205,19 @@ def _mid_epoch_saver(saver, net, trainer, every, offset):
 
 
 def check_devices_and_dtype(args, ctxs):
-    """Refuse float16 on CPU before any work."""
-    if args.dtype == "float16" and all(c.device_type == "cpu" for c in ctxs):
-        raise UserInputError("--dtype float16 (mixed precision) needs GPUs; on CPU it would be slower and less "
-                             "accurate. Drop --dtype or pass --gpus.")
+    """Refuse a --dtype the devices cannot run (float16 on CPU, bfloat16 without AVX-512) before any work."""
+    precision.check_dtype(args.dtype, ctxs)
+
+
+def resolve_train_dtype(args, ctxs, tasks, image_shape):
+    """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
+    if args.dtype != "auto":
+        return args.dtype
+    classic = args.model and not args.model.endswith(".params")
+    spec = model.resolve_trunk(args.network, args.model, args.epoch, args.normalization)[0] if classic else \
+        model.TrunkSpec(network=args.network or "resnet50_v1")
+    return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
+                                   args.batch_size)
 
 
 def prepare_net(args, tasks, ctxs, image_shape, saver):
@@ -348,9 +357,7 @@ def run(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
-    if args.dtype == "float16":
-        from mxnet.contrib import amp
-        amp.init()  # before the network exists: AMP patches the operators it is built from
+    precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
     net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
@@ -359,6 +366,7 @@ def run(args):
     loaders = make_loaders(args, train_set, val_set, threads)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
+        from mxnet.contrib import amp
         amp.init_trainer(trainer)
     start = (point[0], point[3]) if point else (0, 0)
     distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
