@@ -12,8 +12,11 @@ any work with what to do.
 devices (apache/mxnet#13909). ``split_batch`` pads such a batch by repeating its
 last sample and masks the padding out of the loss and the metrics.
 """
+import io
 import logging
 import os
+import pickle
+import struct
 
 import mxnet as mx
 from mxnet import gluon
@@ -196,3 +199,53 @@ def add_arguments(parser):
                             "without GPUs")
     group.add_argument("--kv-store", default="device", help="kvstore for gradient reduction: device, local; dist_sync, dist_device_sync, "
                             "dist_async across machines (start them with `multitask-mx launch`)")
+
+
+# NDArray::Save's header (src/ndarray/ndarray.cc, MXNet 1.9.1): magic, storage type, [storage shape if
+# sparse], shape (int32 ndim + int64 dims), then the context (int32 device type, int32 device id).
+_NDARRAY_MAGICS = (0xF993FAC9, 0xF993FACA)  # NDARRAY_V2_MAGIC, NDARRAY_V3_MAGIC
+_CPU_DEVICE_TYPE = 1
+
+
+def _raw_ndarray_on_cpu(raw: bytearray):
+    """Rewrite a pickled NDArray's context to cpu(0), in place; other formats are left alone."""
+    magic, stype = struct.unpack_from("<Ii", raw, 0)
+    if magic not in _NDARRAY_MAGICS:
+        return raw
+    offset = 8
+    for _ in range(2 if stype != 0 else 1):  # sparse arrays save their storage shape first
+        ndim = struct.unpack_from("<i", raw, offset)[0]
+        offset += 4 + 8 * max(ndim, 0)
+    if len(raw) >= offset + 8:
+        struct.pack_into("<ii", raw, offset, _CPU_DEVICE_TYPE, 0)
+    return raw
+
+
+class _LoadedOnCpu(mx.nd.NDArray):
+    """An NDArray unpickled onto cpu(0) whatever device it was saved from (then a plain NDArray again)."""
+
+    __slots__ = ()  # the layout of NDArray, so that the object can become one
+
+    def __setstate__(self, state):
+        if state.get("handle") is not None:
+            state = dict(state, handle=_raw_ndarray_on_cpu(bytearray(state["handle"])))
+        super().__setstate__(state)
+        self.__class__ = mx.nd.NDArray
+
+
+class _CpuUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if name == "NDArray" and module.startswith("mxnet.ndarray"):
+            return _LoadedOnCpu
+        return super().find_class(module, name)
+
+
+def states_on_cpu(state_bytes: bytes) -> bytes:
+    """A pickled optimizer state (``Updater.get_states``) with every array moved to the CPU.
+
+    Unpickling an NDArray restores it on the device it was saved from: states of a run
+    on ``--gpus 4,5,6,7`` fail with "invalid device ordinal" on a 4-GPU machine. On the
+    CPU, MXNet's Updater copies each state to its weight's device at the first update
+    (``set_states`` marks them unsynced), so they land on today's devices.
+    """
+    return pickle.dumps(_CpuUnpickler(io.BytesIO(state_bytes)).load())

@@ -205,8 +205,13 @@ def _mid_epoch_saver(saver, net, trainer, every, offset):
 
 
 def check_devices_and_dtype(args, ctxs):
-    """Refuse a --dtype the devices cannot run (float16 on CPU, bfloat16 without AVX-512) before any work."""
+    """Refuse a --dtype the devices or kvstore cannot run (float16 on CPU or with dist_async, ...) before any work."""
     precision.check_dtype(args.dtype, ctxs)
+    if args.dtype == "float16" and "async" in args.kv_store:
+        raise UserInputError("--dtype float16 with --kv-store %s: float16 needs dynamic loss scaling, which "
+                             "needs the updates on the workers, but dist_async updates on the servers. Use "
+                             "--kv-store dist_device_sync (or dist_sync) with float16, or float32 with dist_async."
+                             % args.kv_store)
 
 
 def resolve_train_dtype(args, ctxs, tasks, image_shape):
