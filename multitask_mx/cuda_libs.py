@@ -34,7 +34,6 @@ CUDA11_LIBRARIES = [
     ("libcublas.so.11", "nvidia-cublas-cu11", "cublas"),
     ("libcufft.so.10", "nvidia-cufft-cu11", "cufft"),
     ("libcurand.so.10", "nvidia-curand-cu11", "curand"),
-    ("libcusparse.so.11", "nvidia-cusparse-cu11", "cusparse"),  # libcusolver.so.11 needs it
     ("libcusolver.so.11", "nvidia-cusolver-cu11", "cusolver"),
     ("libcudnn.so.8", "nvidia-cudnn-cu11", "cudnn"),
     ("libnccl.so.2", "nvidia-nccl-cu11", "nccl"),
