@@ -35,8 +35,15 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def default_loader_workers():
-    """Loader worker processes when none are asked for: the cores, at most 4."""
+def default_loader_workers(gpus=0):
+    """Loader worker processes when none are asked for.
+
+    CPU training: the cores, at most 4 (the network needs the rest). With GPUs the
+    loader is the bottleneck (about 250 img/s per worker against about 2,000 img/s
+    per A100 under AMP): every core but one per GPU, whose process feeds it.
+    """
+    if gpus:
+        return max(1, usable_cores() - gpus)
     return min(4, usable_cores())
 
 

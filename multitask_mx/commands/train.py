@@ -82,12 +82,16 @@ def build_loss(args, tasks, train, ctxs):
                                   weighting=weights, class_weights=class_weights)
 
 
-def build_datasets(args, train, val, tasks, image_shape, normalization):
-    """Training and validation datasets with their transform presets."""
+def build_datasets(args, train, val, tasks, image_shape, normalization, uint8=False):
+    """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
     augment = AugmentConfig.from_args(args)
     out_hw = image_shape[1:]
-    train_set = LstDataset(train, tasks, TrainTransform(out_hw, normalization, augment), args.skip_bad_images)
-    val_set = LstDataset(val, tasks, EvalTransform(out_hw, normalization), args.skip_bad_images) if val else None
+    train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
+    if uint8 and data.uint8_capable(train_tf):
+        train_tf, val_tf = data.Uint8Output(train_tf), data.Uint8Output(val_tf)
+        _logger.info("loader: uint8 batches, %s normalisation on the device", normalization)
+    train_set = LstDataset(train, tasks, train_tf, args.skip_bad_images)
+    val_set = LstDataset(val, tasks, val_tf, args.skip_bad_images) if val else None
     return train_set, val_set
 
 
@@ -143,7 +147,7 @@ def seed_everything(seed):
         mx.random.seed(seed)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet"):
     """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
@@ -153,7 +157,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     loss_fn.weighting.restore(saver.history)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
-                              amp=args.dtype == "float16", seed=args.seed)
+                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization)
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
     save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
@@ -171,7 +175,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
         if val_loader is not None:
-            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics)
+            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
@@ -303,7 +307,7 @@ def draw_and_exit(args, train, image_shape, epoch_size):
     return 0
 
 
-def prepare_lists(args, kv):
+def prepare_lists(args, kv, gpus=0):
     """Read, check and shard the lists; returns (train, val, tasks, loader workers).
 
     Tasks are resolved on the whole lists, so that every distributed worker infers
@@ -315,7 +319,7 @@ def prepare_lists(args, kv):
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
+    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
     if args.check_images != "none":
         full = args.check_images == "full"
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
@@ -325,15 +329,15 @@ def prepare_lists(args, kv):
     return train, val, tasks, threads
 
 
-def make_loaders(args, train_set, val_set, threads):
+def make_loaders(args, train_set, val_set, threads, pin_memory=False):
     """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
     if args.cache_images:
         for dataset in filter(None, (train_set, val_set)):
             dataset.cache_images(threads)
     batch = args.batch_size
-    train_loader = make_loader(train_set, batch, True, threads,
+    train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
                                last_batch="rollover" if len(train_set) >= batch else "keep")
-    val_loader = make_loader(val_set, batch, False, threads) if val_set else None
+    val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None
     return train_loader, val_loader
 
 
@@ -352,7 +356,8 @@ def run(args):
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
-    train, val, tasks, threads = prepare_lists(args, kv)
+    gpus = sum(c.device_type == "gpu" for c in ctxs)
+    train, val, tasks, threads = prepare_lists(args, kv, gpus)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
     loss_fn = build_loss(args, tasks, train, ctxs)
 
@@ -367,8 +372,8 @@ def run(args):
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
-    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
-    loaders = make_loaders(args, train_set, val_set, threads)
+    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, uint8=gpus > 0)
+    loaders = make_loaders(args, train_set, val_set, threads, pin_memory=gpus > 0)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
         from mxnet.contrib import amp
@@ -386,6 +391,6 @@ def run(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
-    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
+    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
     distributed.finish(kv, net, args.dump_rank_params)
     return history
