@@ -1,11 +1,9 @@
 """``multitask-mx doctor``: versions, devices, threads and a short synthetic training speed test."""
 import os
 import platform
-import time
 
 from .. import _runtime
 import mxnet as mx
-from mxnet import autograd, gluon
 
 from ..logs import setup_logging
 
@@ -41,36 +39,23 @@ def build_features():
     return {name: feats.is_enabled(name) for name in wanted if name in feats}
 
 
-def _training_step(network, image_shape, batch, ctx):
-    """A function running one training step of ``network`` on a random batch (built once)."""
+def _network(network, image_shape, ctx):
+    """A hybridized MultiTaskNet of ``network`` with one 4-class head on ``ctx``."""
     from ..model import TrunkSpec, build_net
     from ..tasks import build_tasks
     net = build_net(TrunkSpec(network=network), build_tasks([4]), [ctx], image_shape)
     net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "momentum": 0.9})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    x = mx.nd.random.uniform(shape=(batch,) + tuple(image_shape), ctx=ctx)
-    y = mx.nd.zeros((batch,), ctx=ctx)
-
-    def step():
-        with autograd.record():
-            outs = net(x)
-            total = mx.nd.add_n(*[loss(o, y) for o in outs])
-        total.backward()
-        trainer.step(batch)
-        total.wait_to_read()
-    return step
+    return net
 
 
 def synthetic_throughput(network, image_shape, batch, seconds, ctx):
-    """Training img/s of ``network`` on random in-memory batches for about ``seconds``."""
-    step = _training_step(network, image_shape, batch, ctx)
-    step()  # warm-up: memory planning and kernel selection (cuDNN autotune on GPUs)
-    done, tic = 0, time.time()
-    while time.time() - tic < seconds:
-        step()
-        done += batch
-    return done / (time.time() - tic)
+    """Training img/s of ``network`` on random in-memory batches for about ``seconds``.
+
+    One untimed step first: memory planning and kernel selection (cuDNN autotune on GPUs).
+    """
+    from ..precision import synthetic_train_speed
+    return synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
+                                 warmup=1)
 
 
 def batch_filling_memory(free_bytes, bytes_per_image, cap=256, floor=8):
@@ -84,9 +69,9 @@ def batch_filling_memory(free_bytes, bytes_per_image, cap=256, floor=8):
 
 def gpu_batch(network, image_shape, ctx, probe=16):
     """A batch that fills ``ctx``'s GPU: memory used by a ``probe``-image training step, scaled to the free memory."""
+    from ..precision import synthetic_train_speed
     free_before, _ = mx.context.gpu_memory_info(ctx.device_id)
-    _training_step(network, image_shape, probe, ctx)()
-    mx.nd.waitall()
+    synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
     free_after, _ = mx.context.gpu_memory_info(ctx.device_id)
     return batch_filling_memory(free_before, max(1, free_before - free_after) / probe)
 
