@@ -267,3 +267,13 @@ def test_doctor_batch_fills_the_free_memory():
     assert batch_filling_memory(80 * 2 ** 30, 90 * 2 ** 20) == 256
     assert batch_filling_memory(16 * 2 ** 30, 90 * 2 ** 20) == 128
     assert batch_filling_memory(2 ** 30, 90 * 2 ** 20) == 8
+
+
+def test_ssh_plan_numbers_the_gpus_per_host():
+    from multitask_mx.launch import Host, plan_ssh
+    argv = [sys.executable, "-m", "multitask_mx", "train", "--kv-store", "dist_device_sync", "--gpus", "0"]
+    nodes = plan_ssh(4, 1, [Host("a"), Host("b")], argv, "10.0.0.1", port=9000, gpus_per_worker=2)
+    workers = [(n.host.name, " ".join(n.argv)) for n in nodes if n.role == "worker"]
+    # round-robin after the server (on a): workers 0, 2 on b, workers 1, 3 on a
+    assert [(host, cmd.split("--gpus ")[-1].split()[0].strip("'")) for host, cmd in workers] == \
+        [("b", "0,1"), ("a", "0,1"), ("b", "2,3"), ("a", "2,3")]
