@@ -83,7 +83,7 @@ def device_normalize(x, normalization):
 
 
 class LstDataset(gluon.data.Dataset):
-    """Items are (CHW float32 image, int32 task labels, int32 position in the list)."""
+    """Items are (CHW float32 image, or uint8 with Uint8Output, int32 task labels, int32 position in the list)."""
 
     def __init__(self, image_list: ImageList, tasks: Sequence[Task], transform, skip_bad=False):
         self.image_list = image_list

@@ -277,3 +277,16 @@ def test_ssh_plan_numbers_the_gpus_per_host():
     # round-robin after the server (on a): workers 0, 2 on b, workers 1, 3 on a
     assert [(host, cmd.split("--gpus ")[-1].split()[0].strip("'")) for host, cmd in workers] == \
         [("b", "0,1"), ("a", "0,1"), ("b", "2,3"), ("a", "2,3")]
+
+
+def test_a_device_error_mid_run_is_reported_without_traceback(monkeypatch, capsys):
+    if mx.runtime.Features().is_enabled("CUDA"):
+        pytest.skip("a GPU build of MXNet")
+    from multitask_mx.commands import doctor
+
+    def fails_on_the_device(args):
+        mx.nd.zeros((1,)).copyto(mx.gpu(0)).wait_to_read()  # a real MXNet device error
+    monkeypatch.setattr(doctor, "run", fails_on_the_device)
+    assert cli.main(["doctor"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: doctor failed: a CPU build of MXNet") and "Traceback" not in err

@@ -21,6 +21,7 @@ from ..augment import AugmentConfig, TrainTransform, preview_samples
 from ..images import EvalTransform, parse_image_shape
 from ..lists import check_label_range, infer_num_classes, read_list
 from ..logs import setup_logging
+from ..mxerrors import clean_mxnet_error
 from ..metrics import TaskMetrics, summarise
 from ..schedules import ScheduleConfig, make_scheduler
 
@@ -117,7 +118,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
                                 params, kvstore=store, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
-        raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
+        raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
 
 
 def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names):
