@@ -2,7 +2,7 @@
 MXNet error cleaning on real MXNet errors, optimizer states moved between devices, AMP casts in a
 classic-checkpoint trunk, the refusals, and uint8 batches normalised on the device.
 
-What needs a GPU (real kernels, pinned memory, fusion, speed) is in benchmarks/gpu_check.sh.
+What needs a GPU (real kernels, pinned memory, fusion, speed) is in benchmarks/gpu_check.py.
 """
 import argparse
 import json
@@ -132,7 +132,7 @@ def test_a_real_shape_problem_is_still_a_shape_error():
 
 # CUDA's error strings (cudaGetErrorString) as MXNet 1.9.1 wraps them (include/mxnet/base.h CHECK_EQ,
 # storage/pooled_storage_manager.h, operator/fusion/fused_op.cu): these cannot be raised without a GPU;
-# benchmarks/gpu_check.sh records the real ones.
+# benchmarks/gpu_check.py records the real ones.
 CUDA_TEXTS = {
     "no kernel for this GPU": 'Traceback (most recent call last):\n  File "../src/operator/tensor/./elemwise_binary_op'
                               '.h", line 89\nMXNetError: Check failed: err == cudaSuccess (209 vs. 0) : Name: '
