@@ -6,6 +6,13 @@ from setuptools import find_packages, setup
 with open("multitask_mx/__init__.py") as f:
     VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
+# The CUDA 11 libraries libmxnet.so of mxnet-cu112 links against (`readelf -d`, docs/gpu.md), from
+# NVIDIA's pip packages; multitask_mx preloads them before `import mxnet` (cuda_libs.py). Versions in
+# constraints.txt. Only the driver (libcuda.so.1) must come from the system.
+CUDA11_LIBS = [name + "; platform_system == 'Linux'" for name in (
+    "nvidia-cuda-runtime-cu11", "nvidia-cuda-nvrtc-cu11", "nvidia-nvtx-cu11", "nvidia-cublas-cu11",
+    "nvidia-cufft-cu11", "nvidia-curand-cu11", "nvidia-cusolver-cu11", "nvidia-cudnn-cu11", "nvidia-nccl-cu11")]
+
 setup(
     name="multitask_mx",
     version=VERSION,
@@ -30,7 +37,8 @@ setup(
     ],
     extras_require={
         "cpu": ["mxnet==1.9.1"],
-        "cu112": ["mxnet-cu112==1.9.1"],
+        "cu112": ["mxnet-cu112==1.9.1"] + CUDA11_LIBS,
+        # CUDA 11.0 names NVRTC libnvrtc.so.11.0, which no pip package has: cu110 needs a system CUDA 11.0
         "cu110": ["mxnet-cu110==1.9.1"],
         "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
         "serve": ["flask", "waitress", "pillow"],  # `multitask-mx serve`; versions pinned in constraints.txt

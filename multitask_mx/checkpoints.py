@@ -362,6 +362,7 @@ def load_trainer_states(trainer, path):
     if states is None:
         from .errors import UserInputError
         raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
+    from .devices import states_on_cpu
     updaters = trainer._updaters
     if len(states) != len(updaters):
         # Data-parallel devices apply identical updates, so their states are copies.
@@ -369,7 +370,7 @@ def load_trainer_states(trainer, path):
                      len(updaters), len(states))
         states = [states[0]] * len(updaters)
     for updater, state in zip(updaters, states):
-        updater.set_states(state)
+        updater.set_states(states_on_cpu(state))  # the saved device ids may not exist here
         updater.optimizer = updaters[0].optimizer
     trainer._optimizer = updaters[0].optimizer
     trainer._optimizer.param_dict = {i: p for i, p in enumerate(trainer._params)}

@@ -6,6 +6,7 @@ import sys
 
 from . import __version__, _runtime
 from .errors import UserInputError
+from .mxerrors import device_error_message, is_device_error
 
 # subcommand -> module under multitask_mx.commands
 COMMANDS = {
@@ -64,6 +65,14 @@ def main(argv=None):
     except FloatingPointError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 3
+    except Exception as exc:  # noqa: BLE001  (only MXNet's device errors are handled; the rest re-raised)
+        # A GPU running out of memory (or similar) mid-run: say what and what to do, not a traceback.
+        # mxnet is not imported here: it must load after configure_threads.
+        if type(exc).__name__ != "MXNetError" or not is_device_error(exc):
+            raise
+        print("error: %s\nThe checkpoints of finished epochs are kept." % device_error_message(exc, args.command),
+              file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print("interrupted: the checkpoints of finished epochs are kept.", file=sys.stderr)
         return 130

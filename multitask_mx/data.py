@@ -5,6 +5,7 @@ A bad image found mid-epoch either raises a UserInputError naming it, or, with
 ``skip_bad``, comes back as a blank sample whose labels are all BAD_SAMPLE, which
 the training loop masks out, counts and logs by name.
 """
+import copy
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +14,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+import mxnet as mx
 from mxnet import gluon
 
 from .errors import UserInputError
-from .images import decode_image, image_file_problem, read_checked_image
+from .images import NORMALIZATIONS, decode_image, image_file_problem, read_checked_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap
 from .tasks import Task, class_histograms, task_labels
 
@@ -25,8 +27,63 @@ _logger = logging.getLogger(__name__)
 BAD_SAMPLE = -2  # label value that marks a sample whose image failed to decode
 
 
+class Uint8Output:
+    """A transform whose samples leave the worker as CHW uint8; ``device_normalize`` applies the mean/std.
+
+    A quarter of float32's bytes through the workers' shared memory and to the GPU, and
+    the normalisation runs there instead of in the workers. Only for transforms whose
+    output is whole pixel values (``uint8_capable``): PCA lighting adds fractions.
+    """
+
+    dtype = np.uint8
+
+    def __init__(self, transform):
+        self.inner = copy.copy(transform)
+        self.inner.normalization = "raw"  # to_chw_float then only converts and transposes
+        self.normalization = transform.normalization
+        self.out_hw = transform.out_hw
+
+    @property
+    def decode_size(self):
+        """The wrapped transform's."""
+        return getattr(self.inner, "decode_size", None)
+
+    def reseed(self, seed):
+        """The wrapped transform's."""
+        if hasattr(self.inner, "reseed"):
+            self.inner.reseed(seed)
+
+    def __call__(self, img):
+        return self.inner(img).astype(np.uint8)
+
+
+def uint8_capable(transform):
+    """Whether ``transform``'s output before normalisation is whole 0-255 pixel values."""
+    augment = getattr(transform, "augment", None)
+    return augment is None or not getattr(augment, "pca_lighting", 0)
+
+
+_DEVICE_NORM = {}  # (normalization, context) -> (mean, 1/std) arrays, uploaded once
+
+
+def device_normalize(x, normalization):
+    """A uint8 NCHW batch on its device -> float32 normalised as the workers would have; float input unchanged."""
+    if x.dtype != np.uint8:
+        return x
+    x = x.astype("float32")
+    if normalization == "raw":
+        return x
+    key = (normalization, x.context)
+    if key not in _DEVICE_NORM:
+        mean, std = NORMALIZATIONS[normalization]
+        _DEVICE_NORM[key] = (mx.nd.array(mean, ctx=x.context).reshape((1, 3, 1, 1)),
+                             mx.nd.array([1.0 / v for v in std], ctx=x.context).reshape((1, 3, 1, 1)))
+    mean, inv_std = _DEVICE_NORM[key]
+    return mx.nd.broadcast_mul(mx.nd.broadcast_sub(x, mean), inv_std)
+
+
 class LstDataset(gluon.data.Dataset):
-    """Items are (CHW float32 image, int32 task labels, int32 position in the list)."""
+    """Items are (CHW float32 image, or uint8 with Uint8Output, int32 task labels, int32 position in the list)."""
 
     def __init__(self, image_list: ImageList, tasks: Sequence[Task], transform, skip_bad=False):
         self.image_list = image_list
@@ -82,13 +139,17 @@ class LstDataset(gluon.data.Dataset):
             if not self.skip_bad:
                 raise UserInputError("%s (%s)" % (exc, self.image_list.where(entry)))
             shape = (3,) + tuple(self.transform.out_hw)
-            return (np.zeros(shape, np.float32),
+            return (np.zeros(shape, getattr(self.transform, "dtype", np.float32)),
                     np.full(len(self.tasks), BAD_SAMPLE, np.int32), np.int32(idx))
         return data, self._labels[idx], np.int32(idx)
 
 
-def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep", batchify_fn=None):
-    """A Gluon DataLoader over ``dataset`` with ``num_workers`` worker processes."""
+def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep", batchify_fn=None, pin_memory=False):
+    """A Gluon DataLoader over ``dataset`` with ``num_workers`` worker processes.
+
+    ``pin_memory`` (for GPUs; a CPU build has no pinned memory) puts batches in page-locked
+    memory, from which the copy to the GPU is faster and asynchronous.
+    """
     # The DataLoader forks its workers here. A child forked while OpenCV's thread pool
     # runs (after any cv2 call in this process, e.g. --check-images full) hangs in the
     # worker's cv2.setNumThreads(1): it joins a stale thread id that MXNet's re-created
@@ -99,7 +160,7 @@ def make_loader(dataset, batch_size, shuffle, num_workers, last_batch="keep", ba
     try:
         return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                                      last_batch=last_batch, num_workers=num_workers, batchify_fn=batchify_fn,
-                                     prefetch=2 * num_workers if num_workers else None)
+                                     prefetch=2 * num_workers if num_workers else None, pin_memory=pin_memory)
     finally:
         cv2.setNumThreads(threads)
 

@@ -29,6 +29,7 @@ from .data import make_loader as make_data_loader
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError
 from .images import EvalTransform, read_checked_image
+from .mxerrors import describe_mxnet_error
 from .tasks import Task
 
 _logger = logging.getLogger(__name__)
@@ -192,8 +193,8 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
         try:
             net = gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctxs)
         except mx.base.MXNetError as exc:
-            raise UserInputError("cannot load %s with %s: %s" % (params_file, symbol_file,
-                                                                 str(exc).strip().splitlines()[0]))
+            raise UserInputError(describe_mxnet_error(exc, "loading %s on %s" % (params_file, ctxs[0]),
+                                                      "cannot load %s with %s: %%s" % (params_file, symbol_file)))
     net.hybridize(static_alloc=True, **inference_backend(ctxs))
     tasks = [Task.from_dict(d) for d in config["tasks"]]
     classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]

@@ -138,7 +138,24 @@ def run_node():
     raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
 
 
-def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=None):
+def with_worker_gpus(argv, local_index, per_worker):
+    """``argv`` with ``--gpus`` set to this worker's own GPUs: worker k of a host gets k*N .. k*N+N-1."""
+    if not per_worker:
+        return list(argv)
+    ids = ",".join(str(local_index * per_worker + i) for i in range(per_worker))
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--gpus="):
+            skip = False
+            continue
+        if arg == "--gpus":
+            skip = True
+            continue
+        out.append(arg)
+    return out + ["--gpus", ids]
+
+
+def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=None, gpus_per_worker=0):
     """Nodes for a job on this machine, all bound to loopback.
 
     Ports: the scheduler's is ``port`` and servers and workers take the next ones,
@@ -159,12 +176,13 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
             env["OMP_NUM_THREADS"] = "1"  # servers only add arrays; leave the cores to the workers
         elif worker_threads:
             env["OMP_NUM_THREADS"] = str(worker_threads)
-        nodes.append(Node(role, slot, env, list(worker_argv) if role == "worker" else node_command()))
+        argv = with_worker_gpus(worker_argv, slot, gpus_per_worker) if role == "worker" else node_command()
+        nodes.append(Node(role, slot, env, argv))
     return nodes
 
 
 def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=None, interface=None,
-             workdir=None, python=None, extra_env=None):
+             workdir=None, python=None, extra_env=None, gpus_per_worker=0):
     """Nodes for a job over ssh: the scheduler here, servers then workers round-robin over ``hosts``.
 
     Every host must reach this machine at ``scheduler_host`` and each other; the
@@ -182,6 +200,7 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
     nodes = [Node("scheduler", 0, scheduler_env, node_command(python))]
     roles = [("server", i) for i in range(num_servers)] + [("worker", i) for i in range(num_workers)]
     remote_python = python or sys.executable
+    workers_on = collections.Counter()  # host -> workers placed there so far (their GPUs do not overlap)
     for i, (role, slot) in enumerate(roles):
         host = hosts[i % len(hosts)]
         env = dict(common, **dmlc_env(role, scheduler_host, root_port, num_workers, num_servers))
@@ -189,7 +208,11 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
             env["DMLC_NODE_HOST"] = host.address  # ps-lite binds to it, which it cannot do to a host name
         if port:
             env["DMLC_PORT"] = str(port + 1 + i)
-        argv = [remote_python] + list(worker_argv[1:]) if role == "worker" else node_command(remote_python)
+        if role == "worker":
+            argv = with_worker_gpus([remote_python] + list(worker_argv[1:]), workers_on[host], gpus_per_worker)
+            workers_on[host] += 1
+        else:
+            argv = node_command(remote_python)
         nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir), host=host))
     return nodes
 

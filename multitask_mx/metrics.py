@@ -61,11 +61,14 @@ class TaskMetrics:
         topk = set(self.topk_tasks)
         rows = []
         for k, (out, label, mask, loss) in enumerate(zip(outputs, labels, masks, losses)):
-            label = label.astype(out.dtype)
+            # Class ids are compared in float32, never in the logits' type: float16 holds
+            # integers exactly only up to 2048, so under AMP class 2049 would read as 2048.
+            out = out.astype("float32", copy=False)
+            label = label.astype("float32", copy=False)
             correct = (mx.nd.argmax(out, axis=1) == label) * mask
             in_topk = zero
             if k in topk:
-                best = mx.nd.topk(out, axis=1, k=self.top_k, ret_typ="indices").astype(out.dtype)
+                best = mx.nd.topk(out, axis=1, k=self.top_k, ret_typ="indices", dtype="float32")
                 hit = mx.nd.sum(mx.nd.broadcast_equal(best, label.reshape((-1, 1))), axis=1)
                 in_topk = mx.nd.sum(hit * mask)
             rows.append([mx.nd.sum(loss), mx.nd.sum(correct), mx.nd.sum(mask), in_topk, zero])

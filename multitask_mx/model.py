@@ -15,6 +15,8 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from .errors import UserInputError
+from .mxerrors import describe_mxnet_error
+from .precision import amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 
 _logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _zoo_trunk(network):
 
 
 def _symbol_trunk(spec: TrunkSpec):
-    symbol = mx.sym.load_json(spec.symbol_json)
+    symbol = amp_symbol(mx.sym.load_json(spec.symbol_json), spec.input_name)  # AMP's patching misses JSON
     with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32, set at first call
         warnings.simplefilter("ignore", UserWarning)
         block = gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))
@@ -192,9 +194,12 @@ def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dro
                        head_hidden=head_hidden, dropout=dropout)
     try:
         initialize_net(net, ctx, image_shape)
-    except mx.base.MXNetError as exc:
-        raise UserInputError("the network %s does not accept images of shape %s: %s"
-                             % (trunk_spec.network, image_shape, str(exc).splitlines()[0]))
+    except (mx.base.MXNetError, ValueError) as exc:  # ValueError: Gluon's "Deferred initialization failed"
+        if isinstance(exc, ValueError) and "MXNetError" not in str(exc):
+            raise
+        raise UserInputError(describe_mxnet_error(
+            exc, "building the network %s on %s" % (trunk_spec.network, ctx[0]),
+            "the network %s does not accept images of shape %s: %%s" % (trunk_spec.network, image_shape)))
     return net
 
 

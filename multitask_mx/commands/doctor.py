@@ -1,10 +1,9 @@
 """``multitask-mx doctor``: versions, devices, threads and a short synthetic training speed test."""
+import os
 import platform
-import time
 
 from .. import _runtime
 import mxnet as mx
-from mxnet import autograd, gluon
 
 from ..logs import setup_logging
 
@@ -15,7 +14,9 @@ def add_arguments(parser):
     """Doctor flags."""
     parser.add_argument("--network", default="resnet50_v1", help="network for the throughput test")
     parser.add_argument("--image-shape", default="3,224,224", help="input C,H,W for the throughput test")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch for the throughput test")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="batch for the throughput test; 0: 8 on CPU, on a GPU the largest power of two "
+                             "(up to 256) that fits its free memory, as training would use it")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput test")
     parser.add_argument("--gpus", default="", help="GPU ids for the test ('' for CPU)")
 
@@ -38,32 +39,64 @@ def build_features():
     return {name: feats.is_enabled(name) for name in wanted if name in feats}
 
 
-def synthetic_throughput(network, image_shape, batch, seconds, ctx):
-    """Training img/s of ``network`` on random in-memory batches for about ``seconds``."""
+def _network(network, image_shape, ctx):
+    """A hybridized MultiTaskNet of ``network`` with one 4-class head on ``ctx``."""
     from ..model import TrunkSpec, build_net
     from ..tasks import build_tasks
-    tasks = build_tasks([4])
-    net = build_net(TrunkSpec(network=network), tasks, [ctx], image_shape)
+    net = build_net(TrunkSpec(network=network), build_tasks([4]), [ctx], image_shape)
     net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "momentum": 0.9})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    x = mx.nd.random.uniform(shape=(batch,) + tuple(image_shape), ctx=ctx)
-    y = mx.nd.zeros((batch,), ctx=ctx)
+    return net
 
-    def step():
-        with autograd.record():
-            outs = net(x)
-            total = mx.nd.add_n(*[loss(o, y) for o in outs])
-        total.backward()
-        trainer.step(batch)
-        total.wait_to_read()
 
-    step()  # warm-up: memory planning and kernel selection
-    done, tic = 0, time.time()
-    while time.time() - tic < seconds:
-        step()
-        done += batch
-    return done / (time.time() - tic)
+def synthetic_throughput(network, image_shape, batch, seconds, ctx):
+    """Training img/s of ``network`` on random in-memory batches for about ``seconds``.
+
+    One untimed step first: memory planning and kernel selection (cuDNN autotune on GPUs).
+    """
+    from ..precision import synthetic_train_speed
+    return synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
+                                 warmup=1)
+
+
+def batch_filling_memory(free_bytes, bytes_per_image, cap=256, floor=8):
+    """The largest power of two <= ``cap`` whose batch takes at most 80% of ``free_bytes``."""
+    fits = int(0.8 * free_bytes // max(1, bytes_per_image))
+    batch = floor
+    while batch * 2 <= min(cap, fits):
+        batch *= 2
+    return batch
+
+
+def gpu_batch(network, image_shape, ctx, probe=16):
+    """A batch that fills ``ctx``'s GPU: memory used by a ``probe``-image training step, scaled to the free memory."""
+    from ..precision import synthetic_train_speed
+    free_before, _ = mx.context.gpu_memory_info(ctx.device_id)
+    synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
+    free_after, _ = mx.context.gpu_memory_info(ctx.device_id)
+    return batch_filling_memory(free_before, max(1, free_before - free_after) / probe)
+
+
+def print_cuda_stack():
+    """The driver, its GPUs and whether this MXNet has kernels for them, and the CUDA libraries."""
+    from .. import cuda_libs, devices
+    dist = cuda_libs.mxnet_distribution()
+    found = devices.GPU_QUERY()
+    archs = devices.kernel_archs(dist)
+    print("CUDA: mxnet distribution %s, driver CUDA %s%s" % (
+        "%s %s" % dist if dist else "unknown", found.driver_cuda_text, " (%s)" % found.error if found.error else ""))
+    for gpu in found.gpus:
+        print("  GPU %d: %s, sm_%d, %.1f GiB; kernels in this MXNet: %s" % (
+            gpu.index, gpu.name, gpu.sm, gpu.memory_bytes / 2 ** 30, devices.gpu_support(gpu, archs)))
+    if cuda_libs.is_gpu_distribution(dist):
+        missing = cuda_libs.missing_libraries()
+        for soname, package, reason in missing:
+            print("  MISSING %s: pip install -c constraints.txt %s (%s)" % (soname, package, reason))
+        loaded = [p for p in cuda_libs.PRELOADED.values() if not p.startswith("not loaded")]
+        print("  CUDA libraries: %s; %d preloaded from pip packages" % (
+            "all found" if not missing else "%d missing" % len(missing), len(loaded)))
+        print("  NVRTC %s, fused kernels for: %s; MXNET_USE_FUSION=%s" % (
+            "%d.%d" % cuda_libs.nvrtc_version() if cuda_libs.nvrtc_version() else "not loadable",
+            ",".join(map(str, cuda_libs.nvrtc_archs() or [])) or "?", os.environ.get("MXNET_USE_FUSION", "1 (default)")))
 
 
 def run(args):
@@ -77,14 +110,17 @@ def run(args):
     print("MXNet build features:")
     for key, value in build_features().items():
         print("  %-12s %s" % (key, "yes" if value else "no"))
-    print("devices: %d GPU(s) visible, %d usable CPU core(s)" % (mx.context.num_gpus(), _runtime.usable_cores()))
+    print("devices: %d GPU(s) visible to MXNet, %d usable CPU core(s)" % (mx.context.num_gpus(),
+                                                                           _runtime.usable_cores()))
+    print_cuda_stack()
     print("threads:")
     for key, value in sorted(_runtime.THREAD_SETTINGS.items()):
         print("  %s=%s" % (key, value))
-    ctx = parse_contexts(args.gpus)[0]
+    ctx = parse_contexts(args.gpus)[0]  # a GPU without kernels, or a driver too old, stops here
     shape = parse_image_shape(args.image_shape)
+    batch = args.batch_size or (gpu_batch(args.network, shape, ctx) if ctx.device_type == "gpu" else 8)
     print("training throughput, %s at %s, batch %d on %s, %.0f s ..." % (
-        args.network, "x".join(map(str, shape[1:])), args.batch_size, ctx, args.seconds), flush=True)
-    speed = synthetic_throughput(args.network, shape, args.batch_size, args.seconds, ctx)
+        args.network, "x".join(map(str, shape[1:])), batch, ctx, args.seconds), flush=True)
+    speed = synthetic_throughput(args.network, shape, batch, args.seconds, ctx)
     print("  %.2f img/s (synthetic data; compare with `train` speed to spot a slow loader)" % speed)
     return 0

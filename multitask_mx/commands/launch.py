@@ -42,6 +42,9 @@ def add_arguments(parser):
     group.add_argument("--remote-dir", default=None, help="folder to run in on the hosts. None: this folder's path")
     group.add_argument("--remote-python", default=None,
                        help="Python on the hosts, with multitask_mx installed. None: this Python's path")
+    parser.add_argument("--gpus-per-worker", type=int, default=0, metavar="N",
+                        help="give each worker on a host its own N GPUs (worker k: GPUs k*N..k*N+N-1), replacing "
+                             "the train command's --gpus; 0: every worker gets the command's --gpus")
     parser.add_argument("--dry-run", action="store_true", help="print each process's command line and exit")
     parser.add_argument("train_command", nargs=argparse.REMAINDER, metavar="-- train ARGS",
                         help="the train command and its flags, with --kv-store dist_sync|dist_device_sync|dist_async")
@@ -82,6 +85,9 @@ def check_counts(args):
         raise UserInputError("launch --launcher ssh needs -H HOSTFILE (one host a line).")
     if args.launcher == "local" and args.hostfile:
         raise UserInputError("launch: -H is for --launcher ssh; local runs every process on this machine.")
+    if args.gpus_per_worker < 0:
+        raise UserInputError("launch --gpus-per-worker %d: give 1 or more GPUs, or 0 to keep the train command's "
+                             "--gpus." % args.gpus_per_worker)
     if args.timeout < 0:
         raise UserInputError("launch --timeout %g: give seconds, or 0 for no limit." % args.timeout)
 
@@ -93,12 +99,14 @@ def make_plan(args, command):
     user_threads = "set by user" in _runtime.THREAD_SETTINGS.get("OMP_NUM_THREADS", "")
     if args.launcher == "local":
         threads = None if user_threads else max(1, _runtime.usable_cores() // args.num_workers)
-        return plan_local(args.num_workers, args.num_servers, worker_argv, args.port, threads)
+        return plan_local(args.num_workers, args.num_servers, worker_argv, args.port, threads,
+                          gpus_per_worker=args.gpus_per_worker)
     hosts = parse_hostfile(args.hostfile)
     return plan_ssh(args.num_workers, args.num_servers, hosts, worker_argv, args.scheduler_host or
                     this_host_address(), port=args.port, interface=args.interface, workdir=args.remote_dir,
                     python=args.remote_python,
-                    extra_env={"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if user_threads else None)
+                    extra_env={"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if user_threads else None,
+                    gpus_per_worker=args.gpus_per_worker)
 
 
 def run(args):

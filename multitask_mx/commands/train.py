@@ -11,7 +11,7 @@ import numpy as np
 from mxnet import gluon
 
 from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
-    schedules, tasks as tasks_mod, training, weighting
+    precision, schedules, tasks as tasks_mod, training, weighting
 from .. import early_stopping, ema as ema_mod
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
@@ -22,6 +22,7 @@ from ..augment import AugmentConfig, TrainTransform, preview_samples
 from ..images import EvalTransform, parse_image_shape
 from ..lists import check_label_range, infer_num_classes, read_list
 from ..logs import setup_logging
+from ..mxerrors import clean_mxnet_error
 from ..metrics import TaskMetrics, summarise
 from ..schedules import ScheduleConfig, make_scheduler
 
@@ -85,12 +86,16 @@ def build_loss(args, tasks, train, ctxs):
                                   weighting=weights, class_weights=class_weights)
 
 
-def build_datasets(args, train, val, tasks, image_shape, normalization):
-    """Training and validation datasets with their transform presets."""
+def build_datasets(args, train, val, tasks, image_shape, normalization, uint8=False):
+    """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
     augment = AugmentConfig.from_args(args)
     out_hw = image_shape[1:]
-    train_set = LstDataset(train, tasks, TrainTransform(out_hw, normalization, augment), args.skip_bad_images)
-    val_set = LstDataset(val, tasks, EvalTransform(out_hw, normalization), args.skip_bad_images) if val else None
+    train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
+    if uint8 and data.uint8_capable(train_tf):
+        train_tf, val_tf = data.Uint8Output(train_tf), data.Uint8Output(val_tf)
+        _logger.info("loader: uint8 batches, %s normalisation on the device", normalization)
+    train_set = LstDataset(train, tasks, train_tf, args.skip_bad_images)
+    val_set = LstDataset(val, tasks, val_tf, args.skip_bad_images) if val else None
     return train_set, val_set
 
 
@@ -116,7 +121,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
                                 params, kvstore=store, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
-        raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
+        raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
 
 
 def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names):
@@ -146,7 +151,7 @@ def seed_everything(seed):
         mx.random.seed(seed)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet"):
     """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
@@ -156,7 +161,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     loss_fn.weighting.restore(saver.history)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
-                              amp=args.dtype == "float16", seed=args.seed)
+                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization)
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
     ema = ema_mod.start(args.ema, net, saver, start)
@@ -179,7 +184,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
         if val_loader is not None:
-            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics)
+            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
@@ -218,10 +223,24 @@ def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):
 
 
 def check_devices_and_dtype(args, ctxs):
-    """Refuse float16 on CPU before any work."""
-    if args.dtype == "float16" and all(c.device_type == "cpu" for c in ctxs):
-        raise UserInputError("--dtype float16 (mixed precision) needs GPUs; on CPU it would be slower and less "
-                             "accurate. Drop --dtype or pass --gpus.")
+    """Refuse a --dtype the devices or kvstore cannot run (float16 on CPU or with dist_async, ...) before any work."""
+    precision.check_dtype(args.dtype, ctxs)
+    if args.dtype == "float16" and "async" in args.kv_store:
+        raise UserInputError("--dtype float16 with --kv-store %s: float16 needs dynamic loss scaling, which "
+                             "needs the updates on the workers, but dist_async updates on the servers. Use "
+                             "--kv-store dist_device_sync (or dist_sync) with float16, or float32 with dist_async."
+                             % args.kv_store)
+
+
+def resolve_train_dtype(args, ctxs, tasks, image_shape):
+    """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
+    if args.dtype != "auto":
+        return args.dtype
+    classic = args.model and not args.model.endswith(".params")
+    spec = model.resolve_trunk(args.network, args.model, args.epoch, args.normalization)[0] if classic else \
+        model.TrunkSpec(network=args.network or "resnet50_v1")
+    return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
+                                   args.batch_size)
 
 
 def prepare_net(args, tasks, ctxs, image_shape, saver):
@@ -303,7 +322,7 @@ def draw_and_exit(args, train, image_shape, epoch_size):
     return 0
 
 
-def prepare_lists(args, kv):
+def prepare_lists(args, kv, gpus=0):
     """Read, check and shard the lists; returns (train, val, tasks, loader workers).
 
     Tasks are resolved on the whole lists, so that every distributed worker infers
@@ -315,7 +334,7 @@ def prepare_lists(args, kv):
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
+    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
     if args.check_images != "none":
         full = args.check_images == "full"
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
@@ -325,15 +344,15 @@ def prepare_lists(args, kv):
     return train, val, tasks, threads
 
 
-def make_loaders(args, train_set, val_set, threads):
+def make_loaders(args, train_set, val_set, threads, pin_memory=False):
     """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
     if args.cache_images:
         for dataset in filter(None, (train_set, val_set)):
             dataset.cache_images(threads)
     batch = args.batch_size
-    train_loader = make_loader(train_set, batch, True, threads,
+    train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
                                last_batch="rollover" if len(train_set) >= batch else "keep")
-    val_loader = make_loader(val_set, batch, False, threads) if val_set else None
+    val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None
     return train_loader, val_loader
 
 
@@ -353,7 +372,8 @@ def run(args):
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
-    train, val, tasks, threads = prepare_lists(args, kv)
+    gpus = sum(c.device_type == "gpu" for c in ctxs)
+    train, val, tasks, threads = prepare_lists(args, kv, gpus)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
     loss_fn = build_loss(args, tasks, train, ctxs)
 
@@ -363,17 +383,16 @@ def run(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
-    if args.dtype == "float16":
-        from mxnet.contrib import amp
-        amp.init()  # before the network exists: AMP patches the operators it is built from
+    precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
     net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
-    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
-    loaders = make_loaders(args, train_set, val_set, threads)
+    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, uint8=gpus > 0)
+    loaders = make_loaders(args, train_set, val_set, threads, pin_memory=gpus > 0)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
+        from mxnet.contrib import amp
         amp.init_trainer(trainer)
     start = (point[0], point[3]) if point else (0, 0)
     distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
@@ -388,6 +407,6 @@ def run(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
-    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
+    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
     distributed.finish(kv, net, args.dump_rank_params)
     return history

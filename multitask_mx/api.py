@@ -1,0 +1,108 @@
+"""The Python API: ``train`` and ``load``, with the same names as the command-line flags.
+
+::
+
+    import multitask_mx as mtx
+    history = mtx.train(data_train="train.lst", image_train="images/", num_classes=4,
+                        network="resnet18_v1", image_shape=(3, 64, 64), num_epoch=5, save_result="runs/x")
+    model = mtx.load("runs/x", epoch="best")
+    model.predict(["a.jpg", "b.jpg"])
+
+Keyword arguments are turned into the command line's flags and parsed by the very
+parser ``multitask-mx train`` uses, so a notebook run and a CLI run with the same
+settings are the same run (config.json records the same flags), and every check the
+CLI makes applies here too. Errors a user can fix raise ``UserInputError``.
+"""
+import argparse
+import difflib
+
+from . import _runtime
+from .errors import UserInputError
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise UserInputError instead of exiting the interpreter."""
+
+    def error(self, message):
+        raise UserInputError(message.replace("the following arguments are required: --",
+                                             "missing keyword argument(s): ").replace("--", "").replace("-", "_"))
+
+
+def _command_parser(command):
+    import importlib
+    module = importlib.import_module("multitask_mx.commands." + command)
+    parser = _RaisingParser(prog="multitask_mx.%s" % command, add_help=False)
+    module.add_arguments(parser)
+    return parser, module
+
+
+def _flag_argv(parser, flags):
+    """Keyword arguments -> argv for ``parser``; unknown names raise TypeError with suggestions."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings}  # argparse has no public listing
+    argv = []
+    for name, value in flags.items():
+        action = actions.get(name)
+        if action is None:
+            near = difflib.get_close_matches(name, actions, n=3)
+            raise TypeError("unknown argument %r%s" % (name, "; did you mean %s?" % ", ".join(near) if near else ""))
+        if value is None:
+            continue
+        option = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(option)
+        elif isinstance(value, (list, tuple)):
+            argv += [option, ",".join(str(v) for v in value)]
+        else:
+            argv += [option, str(value)]
+    return argv
+
+
+def parse_flags(command, **flags):
+    """The ``argparse.Namespace`` that ``multitask-mx COMMAND`` would build from these flags."""
+    parser, _ = _command_parser(command)
+    return parser.parse_args(_flag_argv(parser, flags))
+
+
+def train(**flags):
+    """Train a multi-task network; returns the history (one dict per epoch, as history.json).
+
+    Keyword arguments are ``multitask-mx train``'s flags with ``_`` for ``-``
+    (``data_train``, ``image_shape=(3, 64, 64)``, ``num_classes=4`` or ``"4,2"``,
+    ``gpus="0,1"``, ``resume=True``, ...); see ``multitask-mx train --help``.
+    """
+    _runtime.configure_threads(int(flags.get("cpus") or 1))
+    parser, module = _command_parser("train")
+    args = parser.parse_args(_flag_argv(parser, flags))
+    return module.run(args)
+
+
+def load(save_result, epoch="best", save_name=None, gpus=None):
+    """Load a trained model from a run directory (``epoch``: a number, 'best' or 'latest').
+
+    Returns a ``Model`` whose ``predict(paths)`` gives the top classes of every task.
+    """
+    from . import inference
+    from .devices import parse_contexts
+    ctxs = parse_contexts(gpus, 1) if gpus else None
+    return Model(inference.load_model(save_result, save_name, inference.parse_epoch(epoch), ctxs))
+
+
+class Model:
+    """A trained network with its tasks and class names (wraps ``inference.SavedModel``)."""
+
+    def __init__(self, saved):
+        self.saved = saved
+
+    @property
+    def task_names(self):
+        """Task names in output order."""
+        return self.saved.task_names
+
+    def predict(self, paths, top_k=1, batch_size=32, tta="none"):
+        """Per image: ``{"path", "tasks": {task: [{"index", "class", "prob"}, ...]}}`` or ``{"path", "error"}``."""
+        from . import inference
+        paths = [str(p) for p in paths]
+        cfg = inference.PredictConfig(batch_size=batch_size, workers=0, tta=tta, progress=False)
+        predictions = inference.predict_paths(self.saved, paths, cfg)
+        return inference.prediction_rows(self.saved, paths, predictions, top_k)
