@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 _logger = logging.getLogger(__name__)
-STARTUP = "start-up (interpreter, imports)"
+STARTUP = "start-up (interpreter and imports)"
 
 
 def process_age():

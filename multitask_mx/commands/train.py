@@ -178,7 +178,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
-        phases.switch("checkpoint, history, curves")
+        phases.switch("checkpoint and curves")
         saver.save_epoch(net, trainer, epoch, record, best)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
@@ -364,7 +364,7 @@ def run(args):
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
-    phases.switch("loaders, trainer, config")
+    phases.switch("loaders and trainer")
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
     loaders = make_loaders(args, train_set, val_set, threads)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
