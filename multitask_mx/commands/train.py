@@ -227,14 +227,15 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
         trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
                                      symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
-        net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
+        net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout, defer=True)
         model.load_checkpoint_params(net, point[1])
         _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
                      " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
         return net, trunk_spec, saved["normalization"], point
     trunk_spec, normalization, classic_params = model.resolve_trunk(
         args.network, args.model, args.epoch, args.normalization)
-    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
+    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
+                          defer=bool(args.model))  # the weights come next: not drawn at random first
     if args.model:
         model.load_pretrained_trunk(net, args.model, trunk_spec, classic_params)
     else:
