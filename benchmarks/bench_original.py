@@ -59,6 +59,8 @@ def parse_args(argv=None):
                         help="leave out the original with MXNet's default threads")
     parser.add_argument("--repeats", type=int, default=1, help="runs per side, alternating; medians")
     parser.add_argument("--train-flags", default="", help="extra flags for our train (e.g. '--check-images none')")
+    parser.add_argument("--ours-code", default=REPO,
+                        help="folder holding the multitask_mx package our side runs (default: this checkout)")
     parser.add_argument("--smoke", action="store_true",
                         help="16 + 16 images of 64x48 at 32 px, one run per side, no as-shipped run")
     args = parser.parse_args(argv)
@@ -85,7 +87,7 @@ def environment(threads):
     return env
 
 
-def timed(cmd, env, log_path):
+def timed(cmd, env, log_path, cwd=REPO):
     """Run ``cmd`` to the end; (wall seconds, CPU seconds of it and its children); output to ``log_path``.
 
     The CPU seconds tell a busy machine's story: under load the wall time stretches, the CPU
@@ -94,7 +96,7 @@ def timed(cmd, env, log_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as log:
         tic = time.time()
-        proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         seconds = time.time() - tic
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -110,7 +112,9 @@ def ours(args, data, prefix, out, run):
            "--image-val", data["root"], "--num-classes", str(NUM_CLASSES), "--batch-size", str(args.batch_size),
            "--image-shape", "3,%d,%d" % (args.size, args.size), "--num-epoch", str(args.epochs),
            "--save-result", save, "--quiet"] + args.train_flags.split()
-    seconds = timed(cmd, environment(args.threads), save + ".out")
+    env = environment(args.threads)
+    env.pop("PYTHONPATH", None)  # `python -m` finds multitask_mx in its working folder: --ours-code
+    seconds = timed(cmd, env, save + ".out", cwd=os.path.abspath(args.ours_code))
     return seconds, read_phases(os.path.join(save, "train.log"))
 
 
@@ -188,7 +192,8 @@ def figures(args, runs, phase_runs):
             "job": {"network": "classic resnet-50 symbol, generated weights, 2 heads", "size": args.size,
                     "train_images": args.images, "val_images": args.val_images, "photo": args.photo,
                     "batch_size": args.batch_size, "epochs": args.epochs, "repeats": max(1, args.repeats),
-                    "threads": args.threads, "train_flags": args.train_flags}}
+                    "threads": args.threads, "train_flags": args.train_flags,
+                    "ours_code": os.path.relpath(os.path.abspath(args.ours_code), REPO)}}
 
 
 def print_table(result):
