@@ -70,3 +70,26 @@ def test_report_check_flags_a_stale_file(tmp_path):
 
 def test_report_leaves_files_without_markers_alone():
     assert report.update_text("no markers at all\n", {}) == "no markers at all\n"
+
+
+def test_phases_add_up_repeated_phases_and_bench_original_reads_the_summary(tmp_path, caplog):
+    import logging
+    import bench_original
+    from multitask_mx import phases
+
+    timer = phases.Phases()
+    with caplog.at_level(logging.DEBUG, logger="multitask_mx.phases"):
+        timer.start()
+        for _ in range(2):
+            timer.switch("training loop")
+            timer.switch("validation")
+        totals = timer.finish()
+    assert list(totals)[0] == phases.STARTUP and totals[phases.STARTUP] > 0  # this test process's own age
+    assert timer.counts == {phases.STARTUP: 1, "training loop": 2, "validation": 2}
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("phases: ")]
+    assert len(summary) == 1 and "training loop" in summary[0] and "(x2)" in summary[0]
+    log = tmp_path / "train.log"
+    log.write_text("2026-01-01 00:00:00 I %s\n" % summary[0])
+    parsed = bench_original.read_phases(str(log))
+    assert list(parsed) == list(totals)
+    assert all(abs(parsed[k] - totals[k]) <= 0.05 for k in totals)
