@@ -4,7 +4,9 @@ The trunk is either the ``features`` of a GluonCV model-zoo network, or the
 symbol of an MXNet checkpoint cut before its classifier (see pretrained.py).
 Heads output logits; softmax is applied by the loss and by predict/evaluate.
 """
+import contextlib
 import difflib
+import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -121,7 +123,8 @@ def initialize_net(net: MultiTaskNet, ctx, image_shape, defer=False):
     the shapes: a throw-away pass through the trunk (MKL-DNN kernels made for batch 1).
     """
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
-    net.infer_shape(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
+    with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints its arguments when inference fails
+        net.infer_shape(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
     if not defer:
         materialize(net)
 
