@@ -97,10 +97,11 @@ def render_one(name, record):
     v = record.get("versions", {})
     lines = ["#### %s" % title, "",
              "`%s` (from `%s`, %s UTC); %s; python %s, mxnet %s, numpy %s, opencv %s; threads %s." % (
-                 record["_file"], record.get("command", "?"), record.get("utc", "?"), machine_line(record),
+                 record["_file"], record.get("command", "?"), record.get("utc", "?").replace("T", " ").rstrip("Z"),
+                 machine_line(record),
                  v.get("python"), v.get("mxnet"), v.get("numpy"), v.get("opencv"),
                  ", ".join("%s=%s" % kv for kv in sorted(record.get("threads", {}).get("environment", {}).items()))
-                 or "program defaults"), ""]
+                 or "the program's own choice (see the table)"), ""]
     if not record.get("quiet"):
         busy = record.get("others_busy_cores", {})
         lines += ["**Under load, not published**: other processes kept %s cores busy during the run (limit %s; "
