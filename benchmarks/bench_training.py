@@ -61,6 +61,7 @@ from multitask_mx.lists import read_list  # noqa: E402
 from multitask_mx.metrics import TaskMetrics  # noqa: E402
 from multitask_mx.tasks import build_tasks  # noqa: E402
 from photos import Lists, make_photos  # noqa: E402  (benchmarks/, the script's folder)
+from training_table import Row, pair, proc_field, row_figures, table_lines  # noqa: E402
 
 CLASSIC_SYMBOL = os.path.join(REPO, "tests", "fixtures", "resnet-50-symbol.json")
 NUM_CLASSES = 4
@@ -125,30 +126,6 @@ def parse_settings(argv=None):
                     workers=args.workers, repeats=1 if args.smoke else max(1, args.repeats), skip=skip,
                     classic_symbol=args.classic_symbol, as_shipped=args.as_shipped and not args.smoke,
                     smoke=args.smoke, **chosen)
-
-
-@dataclass
-class Row:
-    """One line of the table: a figure's runs; a pair's ratio and target sit on its first row."""
-
-    name: str
-    runs: list
-    ratio: float = None
-    target: float = None
-    note: str = ""
-    cores: int = None  # (c): cores the loader can keep busy (its processes, at most the usable cores)
-
-    @property
-    def speed(self):
-        """The median of the runs (img/s)."""
-        return statistics.median(self.runs)
-
-
-def pair(first, second, target=None):
-    """Two rows ((name, runs) each), the ratio of their medians on the first."""
-    rows = [Row(*first), Row(*second)]
-    rows[0].ratio, rows[0].target = rows[0].speed / rows[1].speed, target
-    return rows
 
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -369,15 +346,6 @@ def bench_original(lists, tasks, s: Settings, root):
 
 # --- report ---------------------------------------------------------------------------------------
 
-def proc_field(path, key):
-    """The value after ``key:`` in a /proc file such as /proc/cpuinfo, or '?'."""
-    try:
-        with open(path) as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "?")
-    except OSError:
-        return "?"
-
-
 def machine_lines(s: Settings):
     """Machine, versions, threads and settings, for the top of the report."""
     v = versions()
@@ -397,27 +365,6 @@ def machine_lines(s: Settings):
         % (os.environ.get("OMP_NUM_THREADS"), "" if s.as_shipped else " (not measured this time)"),
         "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; %d repeat(s), medians"
         % (s.network, s.size, s.size, s.batch_size, s.images, s.photo[0], s.photo[1], timed, s.warmup, s.repeats)]
-
-
-def table_lines(rows):
-    """The figures: measurement, img/s (median), ratio, target, pass/fail, and the runs' range."""
-    out = ["%-78s %9s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "img/s/core", "ratio", "target", "result",
-                                               "runs (img/s)")]
-    for row in rows:
-        ratio = "%.3f" % row.ratio if row.ratio is not None else ""
-        target = ">= %.1f" % row.target if row.target is not None else ("-" if row.ratio is not None else "")
-        result = ("pass" if row.ratio >= row.target else "FAIL") if row.target is not None else target
-        spread = "%.2f-%.2f" % (min(row.runs), max(row.runs)) if len(row.runs) > 1 else ""
-        per_core = "%.1f" % (row.speed / row.cores) if row.cores else ""
-        out.append("%-78s %9.2f %9s %6s %8s %6s  %s" % (row.name, row.speed, per_core, ratio, target, result, spread))
-    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original, the training loop's speed-up; on an "
-               "'as shipped' row: ours/that row. img/s/core: (c) img/s / min(loader processes, usable cores)")
-    notes = {}
-    for row in rows:
-        if row.note:
-            notes.setdefault(row.note, []).append(row.name.split()[0])
-    out += ["note %s: %s" % (", ".join(names), note) for note, names in notes.items()]
-    return out
 
 
 def main(argv=None):
@@ -441,12 +388,6 @@ def main(argv=None):
     print("took %.0f s; load average %.2f %.2f %.2f at the end" % ((time.time() - started,) + os.getloadavg()))
     common.write_result("bench_training", [row_figures(r) for r in rows], notes=machine_lines(s)[3:])
 
-
-def row_figures(row):
-    """One table row as JSON: name, median img/s, runs, ratio, target, img/s per core, note."""
-    return {"name": row.name, "img_s": round(row.speed, 2), "runs": [round(x, 2) for x in row.runs],
-            "ratio": None if row.ratio is None else round(row.ratio, 3), "target": row.target,
-            "img_s_per_core": round(row.speed / row.cores, 2) if row.cores else None, "note": row.note}
 
 
 if __name__ == "__main__":
