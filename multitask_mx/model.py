@@ -4,7 +4,9 @@ The trunk is either the ``features`` of a GluonCV model-zoo network, or the
 symbol of an MXNet checkpoint cut before its classifier (see pretrained.py).
 Heads output logits; softmax is applied by the loss and by predict/evaluate.
 """
+import contextlib
 import difflib
+import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -118,13 +120,27 @@ class MultiTaskNet(gluon.HybridBlock):
         return self.heads.collect_params()
 
 
-def initialize_net(net: MultiTaskNet, ctx, image_shape):
-    """Initialise every parameter and run one tiny forward so that all shapes are known."""
+def initialize_net(net: MultiTaskNet, ctx, image_shape, defer=False):
+    """Give every parameter its initializer and its shape, inferred from the graph (nothing computed).
+
+    With ``defer`` the arrays are made later, by ``materialize``: weights loaded before then
+    (``set_params``) are taken as they are, so a pretrained trunk's weights (ResNet-50: 25 M)
+    are not first drawn at random only to be overwritten. A batch-1 forward used to resolve
+    the shapes: a throw-away pass through the trunk (MKL-DNN kernels made for batch 1).
+    """
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
-    net(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
-    # Let that forward finish before anyone reads or sets a weight: reading one while
-    # MKL-DNN may still convert its layout gave stale values here (1 run in 3).
-    mx.nd.waitall()
+    with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints its arguments when inference fails
+        net.infer_shape(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
+    if not defer:
+        materialize(net)
+
+
+def materialize(net):
+    """Make the arrays of parameters still waiting for them: loaded weights, else their initializer."""
+    for param in net.collect_params().values():
+        if param._deferred_init:  # otherwise Gluon would make them at the first forward, not before a read
+            param._finish_deferred_init()
+    mx.nd.waitall()  # initializers and copies have run before anyone reads or sets a weight
 
 
 def set_params(pairs):
@@ -142,6 +158,7 @@ def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, 
         prefixes = ("features.", NET_PREFIX + "trunk.", "trunk.")
         pairs = match_params(net.trunk, saved, strip_prefixes=prefixes)
     set_params(pairs)
+    materialize(net)  # the heads (and, from build_net(defer=True), nothing else) from their initializer
     _logger.info("loaded %d pretrained trunk arrays from %s; heads are freshly initialised",
                  len(pairs), model_path)
 
@@ -188,12 +205,16 @@ def _normalization(flag, detected):
     return detected
 
 
-def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dropout=0.0):
-    """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``."""
+def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dropout=0.0, defer=False):
+    """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``.
+
+    ``defer``: weights will be loaded next (load_pretrained_trunk, load_checkpoint_params,
+    which then make the arrays); the parameters' arrays do not exist before that.
+    """
     net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
                        head_hidden=head_hidden, dropout=dropout)
     try:
-        initialize_net(net, ctx, image_shape)
+        initialize_net(net, ctx, image_shape, defer)
     except (mx.base.MXNetError, ValueError) as exc:  # ValueError: Gluon's "Deferred initialization failed"
         if isinstance(exc, ValueError) and "MXNetError" not in str(exc):
             raise
@@ -207,6 +228,7 @@ def load_checkpoint_params(net: MultiTaskNet, params_file):
     """Load one of our own saved ``.params`` (MXNet checkpoint format) into ``net``."""
     saved = load_params_file(params_file)
     set_params(match_params(net, saved))
+    materialize(net)
 
 
 def add_arguments(parser):
