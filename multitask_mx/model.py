@@ -112,13 +112,26 @@ class MultiTaskNet(gluon.HybridBlock):
         return self.heads.collect_params()
 
 
-def initialize_net(net: MultiTaskNet, ctx, image_shape):
-    """Initialise every parameter and run one tiny forward so that all shapes are known."""
+def initialize_net(net: MultiTaskNet, ctx, image_shape, defer=False):
+    """Give every parameter its initializer and its shape, inferred from the graph (nothing computed).
+
+    With ``defer`` the arrays are made later, by ``materialize``: weights loaded before then
+    (``set_params``) are taken as they are, so a pretrained trunk's weights (ResNet-50: 25 M)
+    are not first drawn at random only to be overwritten. A batch-1 forward used to resolve
+    the shapes: a throw-away pass through the trunk (MKL-DNN kernels made for batch 1).
+    """
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
-    net(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
-    # Let that forward finish before anyone reads or sets a weight: reading one while
-    # MKL-DNN may still convert its layout gave stale values here (1 run in 3).
-    mx.nd.waitall()
+    net.infer_shape(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctx[0]))
+    if not defer:
+        materialize(net)
+
+
+def materialize(net):
+    """Make the arrays of parameters still waiting for them: loaded weights, else their initializer."""
+    for param in net.collect_params().values():
+        if param._deferred_init:  # otherwise Gluon would make them at the first forward, not before a read
+            param._finish_deferred_init()
+    mx.nd.waitall()  # initializers and copies have run before anyone reads or sets a weight
 
 
 def set_params(pairs):
@@ -136,6 +149,7 @@ def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, 
         prefixes = ("features.", NET_PREFIX + "trunk.", "trunk.")
         pairs = match_params(net.trunk, saved, strip_prefixes=prefixes)
     set_params(pairs)
+    materialize(net)  # the heads (and, from build_net(defer=True), nothing else) from their initializer
     _logger.info("loaded %d pretrained trunk arrays from %s; heads are freshly initialised",
                  len(pairs), model_path)
 
@@ -166,12 +180,16 @@ def _normalization(flag, detected):
     return detected
 
 
-def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dropout=0.0):
-    """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``."""
+def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dropout=0.0, defer=False):
+    """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``.
+
+    ``defer``: weights will be loaded next (load_pretrained_trunk, load_checkpoint_params,
+    which then make the arrays); the parameters' arrays do not exist before that.
+    """
     net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
                        head_hidden=head_hidden, dropout=dropout)
     try:
-        initialize_net(net, ctx, image_shape)
+        initialize_net(net, ctx, image_shape, defer)
     except mx.base.MXNetError as exc:
         raise UserInputError("the network %s does not accept images of shape %s: %s"
                              % (trunk_spec.network, image_shape, str(exc).splitlines()[0]))
@@ -182,6 +200,7 @@ def load_checkpoint_params(net: MultiTaskNet, params_file):
     """Load one of our own saved ``.params`` (MXNet checkpoint format) into ``net``."""
     saved = load_params_file(params_file)
     set_params(match_params(net, saved))
+    materialize(net)
 
 
 def add_arguments(parser):
