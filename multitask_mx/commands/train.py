@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
+from .. import augment, augment_presets, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
     schedules, tasks as tasks_mod, training, weighting
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
@@ -82,9 +82,21 @@ def build_loss(args, tasks, train, ctxs):
                                   weighting=weights, class_weights=class_weights)
 
 
-def build_datasets(args, train, val, tasks, image_shape, normalization):
+def choose_augmentation(args, train, tasks, image_shape):
+    """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
+    situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
+                                          num_epoch=args.num_epoch,
+                                          images_per_class=len(train) / float(tasks[0].num_classes))
+    return augment_presets.resolve_augmentation(args, situation)
+
+
+def is_finetuning(args):
+    """True when the trunk starts from pretrained weights (--model) rather than from scratch."""
+    return bool(args.model)
+
+
+def build_datasets(args, train, val, tasks, image_shape, normalization, augment: AugmentConfig):
     """Training and validation datasets with their transform presets."""
-    augment = AugmentConfig.from_args(args)
     out_hw = image_shape[1:]
     train_set = LstDataset(train, tasks, TrainTransform(out_hw, normalization, augment), args.skip_bad_images)
     val_set = LstDataset(val, tasks, EvalTransform(out_hw, normalization), args.skip_bad_images) if val else None
@@ -116,7 +128,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
 
 
-def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names):
+def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None):
     """What later commands need to rebuild and use the model (config.json)."""
     return {
         "format": 1,
@@ -132,6 +144,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "head_hidden": args.head_hidden,
         "head_dropout": args.head_dropout,
         "args": plain_args(args),
+        "augmentation": augmentation,
     }
 
 
@@ -273,7 +286,7 @@ def check_resume_compatible(saved, args, tasks, image_shape):
                              "use a new --save-result." % (args.save_result, "; ".join(problems)))
 
 
-def draw_and_exit(args, train, image_shape, epoch_size):
+def draw_and_exit(args, train, image_shape, epoch_size, recipe):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
     if args.plot_lr:
         cfg = ScheduleConfig.from_args(args)
@@ -282,10 +295,10 @@ def draw_and_exit(args, train, image_shape, epoch_size):
     preview = augment.preview_settings(args)
     if preview:
         count, path = preview
-        transform = TrainTransform(image_shape[1:], "imagenet", AugmentConfig.from_args(args))
+        transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
         paths = [e.path for e in train.entries[:count]]
         plots.plot_augmentation_grid(preview_samples(paths, transform, count, args.seed or 0), path)
-        _logger.info("wrote %d augmented training samples to %s", count, path)
+        _logger.info("wrote %d augmented training samples (preset %s) to %s", count, recipe.preset, path)
     return 0
 
 
@@ -344,8 +357,9 @@ def run(args):
 
     num_examples = args.num_examples or len(train) * kv.num_workers
     epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
+    recipe = choose_augmentation(args, train, tasks, image_shape)
     if args.plot_lr or augment.preview_settings(args):
-        return draw_and_exit(args, train, image_shape, epoch_size)
+        return draw_and_exit(args, train, image_shape, epoch_size, recipe)
 
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
     if args.dtype == "float16":
@@ -355,7 +369,7 @@ def run(args):
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
-    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
+    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, recipe.config)
     loaders = make_loaders(args, train_set, val_set, threads)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
     if args.dtype == "float16":
@@ -368,7 +382,8 @@ def run(args):
         trainer._optimizer.lr_scheduler = schedule
 
     if point is None:
-        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
+        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
+                                       recipe.to_dict()))
         if trunk_spec.from_symbol:
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
