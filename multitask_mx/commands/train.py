@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import augment, augment_presets, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
-    schedules, tasks as tasks_mod, training, weighting
+from .. import augment, augment_presets, checkpoints, data, devices, distributed, finetune, lr_finder, \
+    metrics as metrics_mod, model, plots, schedules, tasks as tasks_mod, training, weighting
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
@@ -41,6 +41,7 @@ def add_arguments(parser):
     weighting.add_arguments(parser)
     metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
+    lr_finder.add_arguments(parser)
     checkpoints.add_arguments(parser)
     devices.add_arguments(parser)
     distributed.add_arguments(parser)
@@ -90,6 +91,33 @@ def choose_augmentation(args, train, tasks, image_shape):
     return augment_presets.resolve_augmentation(args, situation)
 
 
+def resolve_lr(args, run_finder=None):
+    """--lr as a number: the one given, the finder's suggestion (--lr auto), or the default policy; logged."""
+    if isinstance(args.lr, float):
+        return args.lr
+    if args.lr == "auto" and run_finder is not None:
+        lr = run_finder()
+        _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
+        return lr
+    lr, why = schedules.default_lr(args.batch_size, is_finetuning(args))
+    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if args.lr == "auto"
+                 else "--lr not given, the default policy", why)
+    return lr
+
+
+def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
+    """--lr auto: the range test on this network and data (weights restored after); returns the suggestion."""
+    if kv.type.startswith("dist"):
+        raise UserInputError("--lr auto runs the lr finder on one machine: run `multitask-mx find-lr` with the "
+                             "same flags first, then pass its suggestion as --lr.")
+    result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(args),
+                               loop=training.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
+                               **lr_finder.optimizer_settings(args))
+    if png_path:
+        _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
+    return result.suggestion
+
+
 def is_finetuning(args):
     """True when the trunk starts from pretrained weights (--model) rather than from scratch."""
     return bool(args.model)
@@ -103,7 +131,7 @@ def build_datasets(args, train, val, tasks, image_shape, normalization, augment:
     return train_set, val_set
 
 
-def make_trainer(args, net, kv, epoch_size, extra_params=()):
+def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
     """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
 
     ``extra_params`` (the loss's learned weights) are updated with the network's.
@@ -111,7 +139,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
     """
-    schedule = make_scheduler(ScheduleConfig.from_args(args), epoch_size)
+    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr), epoch_size)
     params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
@@ -289,7 +317,7 @@ def check_resume_compatible(saved, args, tasks, image_shape):
 def draw_and_exit(args, train, image_shape, epoch_size, recipe):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
     if args.plot_lr:
-        cfg = ScheduleConfig.from_args(args)
+        cfg = ScheduleConfig.from_args(args, resolve_lr(args))
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
     preview = augment.preview_settings(args)
@@ -371,7 +399,9 @@ def run(args):
 
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, recipe.config)
     loaders = make_loaders(args, train_set, val_set, threads)
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
+    base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
+        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None))
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
     if args.dtype == "float16":
         amp.init_trainer(trainer)
     start = (point[0], point[3]) if point else (0, 0)
