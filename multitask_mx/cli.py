@@ -10,6 +10,7 @@ from .errors import UserInputError
 # subcommand -> module under multitask_mx.commands
 COMMANDS = {
     "train": "train",
+    "find-lr": "find_lr",
     "doctor": "doctor",
     "make-list": "make_list",
     "evaluate": "evaluate",
