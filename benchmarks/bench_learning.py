@@ -209,13 +209,14 @@ def table_rows(results, recipes):
             others = [v for r, v in means.items() if r != "default"]
             if "default" in means and others:
                 out["best_other"] = max(others)
-                out["default_within_0.02"] = means["default"] >= max(others) - 0.02
+                out["default_within_0.02"] = "yes" if means["default"] >= max(others) - 0.02 else "no"
             quality.append(out)
         ft = res.get("finetune") or {}
         for recipe, row in ft.get("recipes", {}).items():
             scratch, tuned = statistics.mean(row["scratch"]), statistics.mean(row["finetune"])
             tuning.append({"dataset": name, "budget": ft["budget"], "recipe": recipe, "scratch": round(scratch, 4),
-                           "finetune": round(tuned, 4), "finetune_beats_scratch": tuned > scratch})
+                           "finetune": round(tuned, 4),
+                           "finetune_beats_scratch": "yes" if tuned > scratch else "no"})
     return quality, tuning
 
 
@@ -228,14 +229,14 @@ def print_tables(results, args):
         cells = results[row["dataset"]]["quality"][row["budget"]]
         print("| %s | %s | %s | %s |" % (row["dataset"], row["budget"],
                                          " | ".join(fmt(cells[r]) for r in args.recipe_list),
-                                         {True: "yes", False: "no"}.get(row.get("default_within_0.02"), "-")))
+                                         row.get("default_within_0.02", "-")))
     print("\n| dataset | classes 5-9, images x epochs | recipe | scratch | fine-tune from classes 0-4 | beats scratch |")
     print("|---|---|---|---|---|---|")
     for row in tuning:
         cells = results[row["dataset"]]["finetune"]["recipes"][row["recipe"]]
         print("| %s | %s | %s | %s | %s | %s |" % (row["dataset"], row["budget"], row["recipe"], fmt(cells["scratch"]),
                                                    fmt(cells["finetune"]),
-                                                   "yes" if row["finetune_beats_scratch"] else "no"))
+                                                   row["finetune_beats_scratch"]))
     return quality, tuning
 
 

