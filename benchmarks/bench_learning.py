@@ -60,10 +60,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: %s" % ", ".join(DATASETS))
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: %s" % ", ".join(RECIPES))
-    p.add_argument("--budgets", default="50x3,100x5",
+    p.add_argument("--budgets", default="50x3,100x3",
                    help="training images per class x epochs, comma-separated (10 classes)")
     p.add_argument("--finetune", default="50x3", help="fine-tune/scratch budget on classes 5-9 ('' to skip)")
-    p.add_argument("--pretrain", default="200x3", help="trunk's budget on classes 0-4")
+    p.add_argument("--pretrain", default="150x3", help="trunk's budget on classes 0-4")
     p.add_argument("--finetune-recipes", default="default,tuned")
     p.add_argument("--val-per-class", type=int, default=50, help="held-out images per class")
     p.add_argument("--seeds", default="1", help="training seeds, comma-separated; figures are their mean")
