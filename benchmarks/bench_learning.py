@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -273,6 +274,8 @@ def main(argv=None):
                "base_flags": BASE, "seeds": args.seed_list, "val_per_class": args.val_per_class,
                "metric": "last epoch's val accuracy of task 'label' (mean over seeds)", "runs": runner.runs}
     common.write_result("bench_learning", figures)
+    if not args.keep_runs:
+        shutil.rmtree(runner.work, ignore_errors=True)  # checkpoints of every run: tens of MB
 
 
 if __name__ == "__main__":
