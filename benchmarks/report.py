@@ -50,7 +50,14 @@ LAYOUTS = {
                      ("errors", "errors")]),
     "bench_distributed": ("Distributed training on one machine", "jobs",
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
+    "bench_learning": ("Learning quality: held-out `label` accuracy, train's defaults against other recipes", "rows",
+                       [("dataset", "dataset"), ("budget", "train images x epochs"), ("default", "default flags"),
+                        ("none", "--augment none"), ("original", "original's recipe"), ("tuned", "tuned"),
+                        ("default_within_0.02", "default within 0.02 of best")]),
 }
+# Accuracy does not depend on how busy the cores were (only the run time does): published under load too,
+# with a note. These results have their own block (<!-- bench:start bench_learning -->), not the speed one.
+LOAD_INDEPENDENT = ("bench_learning",)
 
 
 def load_results(folder=RESULTS):
@@ -102,7 +109,10 @@ def render_one(name, record):
                  v.get("python"), v.get("mxnet"), v.get("numpy"), v.get("opencv"),
                  ", ".join("%s=%s" % kv for kv in sorted(record.get("threads", {}).get("environment", {}).items()))
                  or "the program's own choice (see the table)"), ""]
-    if not record.get("quiet"):
+    if not record.get("quiet") and name in LOAD_INDEPENDENT:
+        lines += ["Run under load (load average %s at the start): these figures are accuracies, which do not "
+                  "depend on it." % " ".join("%.2f" % x for x in record.get("load_average", {}).get("start", [])), ""]
+    elif not record.get("quiet"):
         busy = record.get("others_busy_cores", {})
         lines += ["**Under load, not published**: other processes kept %s cores busy during the run (limit %s; "
                   "load average %s at the start). Rerun it on a quiet machine." % (
@@ -128,6 +138,17 @@ def extra_lines(name, record):
     if name == "bench_distributed":
         out += ["%s: %.1f ms per pushpull of %d arrays" % (p["name"], p["ms_median"], p["arrays"])
                 for p in figures.get("pushpull", [])]
+    if name == "bench_learning":
+        out += ["Fine-tuning a trunk pretrained on classes 0-4 (GluonCV-style `.params`, `--model FILE.params`) "
+                "against scratch on classes 5-9, same budget and flags:", "",
+                "| dataset | images x epochs | recipe | scratch | fine-tune | fine-tune beats scratch |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        out += ["| %s | %s | %s | %s | %s | %s |" % (r["dataset"], r["budget"], r["recipe"], _cell(r["scratch"]),
+                                                    _cell(r["finetune"]), r["finetune_beats_scratch"])
+                for r in figures.get("finetune_rows", [])]
+        out += ["", "Recipes' flags: " + "; ".join("%s: `%s`" % (k, " ".join(v) or "(none)")
+                                                  for k, v in figures.get("recipes", {}).items()) + ".",
+                "Data: " + "; ".join("%s: %s" % kv for kv in figures.get("datasets", {}).items()) + "."]
     notes = record.get("notes")
     if notes:
         out.append("Notes: " + ("; ".join(notes) if isinstance(notes, list) else str(notes)) + ".")
@@ -136,7 +157,8 @@ def extra_lines(name, record):
 
 def render(results, names=None):
     """The block's text for ``names`` (default: every result, known ones first)."""
-    chosen = names or [n for n in RESULT_ORDER if n in results] + sorted(set(results) - set(RESULT_ORDER))
+    chosen = names or [n for n in RESULT_ORDER if n in results] + sorted(set(results) - set(RESULT_ORDER)
+                                                                      - set(LOAD_INDEPENDENT))
     lines = []
     for name in chosen:
         if name in results:

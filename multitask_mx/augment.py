@@ -5,6 +5,7 @@ images with OpenCV and normalises once at the end (``images.to_chw_float``).
 Also the "augmentation" flags and the preview of what the network sees.
 """
 import logging
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class AugmentConfig:
     shift of up to ``hue`` of the colour circle). ``rotate`` is the largest angle in
     degrees, ``aspect_stretch`` s stretches one axis by up to 1+s, ``pca_lighting``
     is the standard deviation of AlexNet's PCA colour noise (0.1 in the paper).
+    ``pad_crop`` p > 0 replaces the random resized crop by CIFAR's crop: the image
+    resized to the output, padded by p of each side (reflected) and cropped back at a
+    random offset, so the whole object stays in view at its own scale.
     """
 
     scale: Tuple[float, float] = (0.08, 1.0)
@@ -59,6 +63,7 @@ class AugmentConfig:
     contrast: float = 0.4
     saturation: float = 0.4
     random_crop: bool = True
+    pad_crop: float = 0.0
     hue: float = 0.0
     rotate: float = 0.0
     aspect_stretch: float = 0.0
@@ -71,21 +76,24 @@ class AugmentConfig:
                    saturation=0.0, hue=0.0, rotate=0.0, aspect_stretch=0.0, pca_lighting=0.0)
 
     @classmethod
-    def from_args(cls, args):
-        """The config from the "augmentation" flags, checked (UserInputError naming the flag)."""
+    def from_args(cls, args, base=None):
+        """``base`` (default: this class's defaults) with every augmentation flag the user gave applied, checked.
+
+        A flag left out (None, or False for the switches) keeps ``base``'s value, so
+        a preset (augment_presets.py) supplies the defaults and explicit flags win.
+        Raises UserInputError naming the flag for a value the transform cannot use.
+        """
         if args.no_augment:
-            given = [flag for flag, value in (("--vflip", args.vflip), ("--hue", args.hue), ("--rotate", args.rotate),
-                     ("--aspect-stretch", args.aspect_stretch), ("--pca-lighting", args.pca_lighting)) if value]
+            given = explicit_flags(args)
             if given:
                 raise UserInputError("--no-augment turns every augmentation off, but %s asks for one; "
-                                     "drop one or the other." % ", ".join(given))
+                                     "drop one or the other (or use --augment none %s)."
+                                     % (", ".join(given), " ".join(given)))
             return cls.off()
-        cfg = cls(scale=_parse_range("--rand-crop-scale", args.rand_crop_scale),
-                  ratio=_parse_range("--rand-crop-ratio", args.rand_crop_ratio),
-                  hflip=not args.no_hflip, vflip=args.vflip, brightness=args.brightness,
-                  contrast=args.contrast, saturation=args.saturation, random_crop=not args.no_rand_crop,
-                  hue=args.hue, rotate=args.rotate, aspect_stretch=args.aspect_stretch,
-                  pca_lighting=args.pca_lighting)
+        changes = {name: value for name, value in _flag_values(args).items() if value is not None}
+        if "scale" in changes or "ratio" in changes:
+            changes.setdefault("pad_crop", 0.0)  # asking for the resized crop's ranges means that crop
+        cfg = dataclasses.replace(base if base is not None else cls(), **changes)
         cfg.check()
         return cfg
 
@@ -95,6 +103,8 @@ class AugmentConfig:
         _require(0 < low <= high <= 1, "--rand-crop-scale %g,%g: give MIN,MAX with 0 < MIN <= MAX <= 1 "
                  "(fractions of the image area), such as 0.08,1." % (low, high))
         low, high = self.ratio
+        _require(0 <= self.pad_crop <= 0.5, "--crop-pad %g: give a fraction of the side from 0 (off) to 0.5, "
+                 "such as 0.125 (4 pixels at 32)." % self.pad_crop)
         _require(0 < low <= high, "--rand-crop-ratio %g,%g: give MIN,MAX with 0 < MIN <= MAX (width/height), "
                  "such as 3/4,4/3." % (low, high))
         for flag, value, top in (("--brightness", self.brightness, 1), ("--contrast", self.contrast, 1),
@@ -104,6 +114,36 @@ class AugmentConfig:
             _require(0 <= value <= top and not (flag == "--aspect-stretch" and value == top),
                      "%s %g: give a value from 0 (off) to %s%g." % (
                          flag, value, "below " if flag == "--aspect-stretch" else "", top))
+
+
+# flag -> (AugmentConfig field, how the flag's value becomes the field's); None = not given
+_FLAGS = {
+    "rand_crop_scale": ("scale", lambda v: _parse_range("--rand-crop-scale", v)),
+    "rand_crop_ratio": ("ratio", lambda v: _parse_range("--rand-crop-ratio", v)),
+    "crop_pad": ("pad_crop", float),
+    "no_rand_crop": ("random_crop", lambda v: not v),
+    "no_hflip": ("hflip", lambda v: not v),
+    "vflip": ("vflip", bool),
+    "brightness": ("brightness", float), "contrast": ("contrast", float), "saturation": ("saturation", float),
+    "hue": ("hue", float), "rotate": ("rotate", float), "aspect_stretch": ("aspect_stretch", float),
+    "pca_lighting": ("pca_lighting", float),
+}
+
+
+def _given(args, dest):
+    value = getattr(args, dest)
+    return value is not None and value is not False  # switches are store_true: False = not given
+
+
+def explicit_flags(args):
+    """The augmentation flags given on the command line, as the user typed them (e.g. ['--rotate'])."""
+    return ["--" + dest.replace("_", "-") for dest in _FLAGS if _given(args, dest)]
+
+
+def _flag_values(args):
+    """{AugmentConfig field: value} for each flag given; None for the others."""
+    return {field: convert(getattr(args, dest)) if _given(args, dest) else None
+            for dest, (field, convert) in _FLAGS.items()}
 
 
 def _require(condition, message):
@@ -194,6 +234,17 @@ def pca_lighting_offset(alphastd, rng):
     return IMAGENET_EIGVEC @ (alpha * IMAGENET_EIGVAL)
 
 
+def pad_and_crop(img, fraction, rng):
+    """CIFAR's crop: pad ``fraction`` of each side (reflected), crop the original size at a random offset."""
+    h, w = img.shape[:2]
+    py, px = int(round(fraction * h)), int(round(fraction * w))
+    if not (py or px):
+        return img
+    padded = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_REFLECT_101)
+    top, left = rng.randint(0, 2 * py), rng.randint(0, 2 * px)
+    return np.ascontiguousarray(padded[top:top + h, left:left + w])
+
+
 class TrainTransform:
     """Random resized crop, flips, rotation/stretch, colour jitter and PCA lighting, then CHW float32.
 
@@ -210,6 +261,8 @@ class TrainTransform:
     @property
     def decode_size(self):
         """Short side worth decoding at: enough pixels for the smallest crop at full detail."""
+        if not self.augment.random_crop or self.augment.pad_crop > 0:
+            return max(self.out_hw)  # both only resize the whole image to the output size
         return int(max(self.out_hw) / math.sqrt(max(self.augment.scale[0], 0.25)))
 
     def reseed(self, seed):
@@ -220,6 +273,9 @@ class TrainTransform:
         cfg = self.augment
         if not cfg.random_crop:
             return center_crop(resize_short(img, max(self.out_hw)), self.out_hw)
+        if cfg.pad_crop > 0:
+            return pad_and_crop(center_crop(resize_short(img, max(self.out_hw)), self.out_hw), cfg.pad_crop,
+                                self._rng)
         h, w = img.shape[:2]
         top, left, ch, cw = random_resized_crop_box(h, w, cfg.scale, cfg.ratio, self._rng)
         interp = cv2.INTER_AREA if ch > 2 * self.out_hw[0] else cv2.INTER_LINEAR
@@ -262,27 +318,37 @@ def preview_samples(images, transform: TrainTransform, count, seed=0):
 
 
 def augment_arguments(parser):
-    """The "augmentation" flags (defaults: crop, horizontal flip and colour jitter on)."""
+    """The "augmentation" flags: a preset (--augment) and the flags that override its parts.
+
+    Every override defaults to None ("the preset's"), so the preset can tell what the
+    user asked for from what they left out.
+    """
     group = parser.add_argument_group("augmentation")
-    group.add_argument("--rand-crop-scale", default="0.08,1", metavar="MIN,MAX",
-                       help="random resized crop: range of the crop's fraction of the image area")
-    group.add_argument("--rand-crop-ratio", default="3/4,4/3", metavar="MIN,MAX",
-                       help="random resized crop: range of the crop's width/height (0.75,1.333 = 3/4,4/3)")
-    group.add_argument("--no-rand-crop", action="store_true", help="centre crop instead of the random resized crop")
+    group.add_argument("--augment", default="auto", choices=["auto", "none", "light", "standard", "imagenet"],
+                       help="augmentation preset (README 'Augmentation presets'); auto picks one from the image "
+                       "size, fine-tuning or scratch, --num-epoch and images per class, and logs why")
+    group.add_argument("--rand-crop-scale", default=None, metavar="MIN,MAX",
+                       help="random resized crop: range of the crop's fraction of the image area (e.g. 0.08,1)")
+    group.add_argument("--rand-crop-ratio", default=None, metavar="MIN,MAX",
+                       help="random resized crop: range of the crop's width/height (e.g. 3/4,4/3)")
+    group.add_argument("--crop-pad", type=float, default=None, metavar="FRACTION",
+                       help="CIFAR-style crop instead: pad this fraction of the side, crop at a random offset "
+                       "(0.125 = 4 px at 32)")
+    group.add_argument("--no-rand-crop", action="store_true", help="centre crop instead of the random crop")
     group.add_argument("--no-hflip", action="store_true", help="no random left-right flip")
     group.add_argument("--vflip", action="store_true", help="random up-down flip too")
-    for name, default in (("brightness", 0.4), ("contrast", 0.4), ("saturation", 0.4)):
-        group.add_argument("--" + name, type=float, default=default,
-                           help="random %s factor in [1-x, 1+x] (0: off; default %g)" % (name, default))
-    group.add_argument("--hue", type=float, default=0.0, help="random hue shift up to x of the colour circle "
-                       "(0..0.5; default 0: off)")
-    group.add_argument("--rotate", type=float, default=0.0, metavar="DEGREES",
-                       help="random rotation in +-DEGREES, borders reflected (default 0: off)")
-    group.add_argument("--aspect-stretch", type=float, default=0.0,
-                       help="stretch width or height by a random factor up to 1+x (0..<1; default 0: off)")
-    group.add_argument("--pca-lighting", type=float, default=0.0, metavar="STD",
-                       help="AlexNet PCA lighting noise with this std (0.1 is usual; default 0: off)")
-    group.add_argument("--no-augment", action="store_true", help="no augmentation at all (centre crop)")
+    for name in ("brightness", "contrast", "saturation"):
+        group.add_argument("--" + name, type=float, default=None,
+                           help="random %s factor in [1-x, 1+x] (0: off)" % name)
+    group.add_argument("--hue", type=float, default=None, help="random hue shift up to x of the colour circle "
+                       "(0..0.5; 0: off)")
+    group.add_argument("--rotate", type=float, default=None, metavar="DEGREES",
+                       help="random rotation in +-DEGREES, borders reflected (0: off)")
+    group.add_argument("--aspect-stretch", type=float, default=None,
+                       help="stretch width or height by a random factor up to 1+x (0..<1; 0: off)")
+    group.add_argument("--pca-lighting", type=float, default=None, metavar="STD",
+                       help="AlexNet PCA lighting noise with this std (0.1 is usual; 0: off)")
+    group.add_argument("--no-augment", action="store_true", help="no augmentation at all (= --augment none)")
     group.add_argument("--preview-augmentation", type=int, default=0, metavar="N",
                        help="write a grid of N augmented training samples to --preview-out and exit")
     group.add_argument("--preview-out", default="augmentation-preview.png", metavar="FILE.png",

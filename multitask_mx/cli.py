@@ -11,6 +11,7 @@ from .mxerrors import device_error_message, is_device_error
 # subcommand -> module under multitask_mx.commands
 COMMANDS = {
     "train": "train",
+    "find-lr": "find_lr",
     "doctor": "doctor",
     "make-list": "make_list",
     "evaluate": "evaluate",

@@ -131,3 +131,25 @@ def plot_augmentation_grid(images_uint8_list, path, cols=8):
     imsave(buf, augmentation_grid(images_uint8_list, cols), format="png")
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def plot_lr_finder(lrs, losses, smoothed, suggestion, path):
+    """The lr range test: raw and smoothed loss against lr (log axis), the suggested lr marked, into a PNG."""
+    fig = _figure(LR_PLOT_SIZE)
+    ax = fig.subplots()
+    finite = [(lr, v) for lr, v in zip(lrs, losses) if math.isfinite(v)]
+    if finite:
+        ax.plot(*zip(*finite), ".", color="0.7", markersize=3, label="loss per batch")
+    ax.plot(lrs, smoothed, "-", color="C0", label="smoothed loss")
+    ax.axvline(suggestion, color="C3", linestyle="--", label="suggested lr %.3g" % suggestion)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    top = [v for v in smoothed if math.isfinite(v)]
+    if top:  # the divergence at the end would squash the part that matters
+        ax.set_ylim(min(top) - 0.05 * abs(min(top)), 1.3 * max(top[:max(1, len(top) * 9 // 10)]))
+    ax.set_title("lr finder: suggested lr %.3g" % suggestion)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)

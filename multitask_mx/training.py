@@ -4,6 +4,7 @@ For each batch: split across devices, forward under ``autograd.record()``, sum t
 task losses, backward, ``trainer.step``, add to the on-device metrics. Logging and
 checkpointing happen at the log interval and at epoch end, in ``fit``.
 """
+import argparse
 import logging
 import math
 import sys
@@ -223,12 +224,23 @@ def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):
     return record
 
 
+def lr_value(text):
+    """--lr's type: a positive number or 'auto' (argparse reports anything else)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give a number such as 0.01, or auto (run the lr finder first)")
+
+
 def add_arguments(parser):
     """Optimisation flags (the original's names and defaults)."""
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch-size", type=int, default=32, help="total batch size over all devices")
     group.add_argument("--num-epoch", type=int, default=10, help="train up to this epoch")
-    group.add_argument("--lr", type=float, default=0.001, help="learning rate")
+    group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
+                       "not given: 0.1 x batch/256 from scratch, 0.02 x batch/256 fine-tuning (README)")
     group.add_argument("--mom", type=float, default=0.9, help="SGD momentum")
     group.add_argument("--wd", type=float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")

@@ -1,13 +1,17 @@
 """Training augmentation: each one changes the image when on and nothing when off; flags checked."""
 import argparse
 import dataclasses
+import json
+import os
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from multitask_mx import augment as images
 from multitask_mx.augment import AugmentConfig, TrainTransform, preview_samples
+from multitask_mx.augment_presets import PRESETS, Situation, choose_preset, resolve_augmentation
 from multitask_mx.errors import UserInputError
 from multitask_mx.images import NORMALIZATIONS, to_chw_float
 
@@ -23,7 +27,7 @@ def picture():
     return img
 
 
-ONE_AT_A_TIME = [("random_crop", True), ("hflip", True), ("vflip", True), ("brightness", 0.4), ("contrast", 0.4),
+ONE_AT_A_TIME = [("random_crop", True), ("pad_crop", 0.125), ("hflip", True), ("vflip", True), ("brightness", 0.4), ("contrast", 0.4),
                  ("saturation", 0.4), ("hue", 0.2), ("rotate", 30.0), ("aspect_stretch", 0.3),
                  ("pca_lighting", 0.1)]
 
@@ -41,7 +45,8 @@ def _samples(cfg, img, seeds=range(8), normalization="imagenet"):
 def test_each_augmentation_changes_the_image_only_when_on(picture, field, value):
     plain = _samples(AugmentConfig.off(), picture)[0]
     assert all(np.array_equal(plain, s) for s in _samples(AugmentConfig.off(), picture))
-    on = _samples(dataclasses.replace(AugmentConfig.off(), **{field: value}), picture)
+    changes = {field: value, "random_crop": field in ("random_crop", "pad_crop")}
+    on = _samples(dataclasses.replace(AugmentConfig.off(), **changes), picture)
     assert any(not np.allclose(plain, s, atol=1e-3) for s in on)
     for s in on:
         assert s.shape == (3,) + OUT_HW and s.dtype == np.float32
@@ -138,6 +143,7 @@ def test_from_args_values():
     (["--aspect-stretch", "1"], "--aspect-stretch"),
     (["--pca-lighting", "-1"], "--pca-lighting"),
     (["--no-augment", "--rotate", "10"], "--rotate"),
+    (["--crop-pad", "0.7"], "--crop-pad"),
 ])
 def test_from_args_rejects_bad_values(argv, flag):
     with pytest.raises(UserInputError, match=flag):
@@ -151,3 +157,76 @@ def test_preview_settings():
         images.preview_settings(_parse("--preview-augmentation", "4", "--preview-out", "grid.jpg"))
     with pytest.raises(UserInputError, match="--preview-augmentation"):
         images.preview_settings(_parse("--preview-augmentation", "-2"))
+
+
+def test_pad_crop_shifts_the_whole_image_by_at_most_the_padding(picture):
+    rng = __import__("random").Random(0)
+    small = cv2.resize(picture, (32, 32))
+    shifted = [images.pad_and_crop(small, 0.125, rng) for _ in range(20)]
+    assert all(s.shape == small.shape and s.dtype == np.uint8 for s in shifted)
+    assert any(not np.array_equal(s, small) for s in shifted)
+    # a shift of (dy, dx) within 4 px leaves the inner 24x24 of the image in view
+    assert all(any(np.array_equal(s[4 + dy:28 + dy, 4 + dx:28 + dx], small[4:28, 4:28])
+                   for dy in range(-4, 5) for dx in range(-4, 5)) for s in shifted)
+
+
+SITUATIONS = [  # (situation, preset auto picks, a word of the reason)
+    (Situation(image_side=224, finetune=True, num_epoch=90, images_per_class=1000), "light", "fine-tuning"),
+    (Situation(image_side=224, finetune=False, num_epoch=10, images_per_class=1000), "light", "short run"),
+    (Situation(image_side=32, finetune=False, num_epoch=100, images_per_class=5000), "light", "small images"),
+    (Situation(image_side=128, finetune=False, num_epoch=100, images_per_class=50), "light", "few images"),
+    (Situation(image_side=64, finetune=False, num_epoch=30, images_per_class=200), "standard", "long run"),
+    (Situation(image_side=224, finetune=False, num_epoch=90, images_per_class=1300), "standard", "long run"),
+]
+
+
+@pytest.mark.parametrize("situation, preset, reason", SITUATIONS)
+def test_auto_picks_the_documented_preset(situation, preset, reason):
+    chosen, why = choose_preset(situation)
+    assert (chosen, reason in why) == (preset, True)
+
+
+def test_presets_are_what_the_readme_says():
+    assert PRESETS["none"] == AugmentConfig.off()
+    assert PRESETS["imagenet"] == AugmentConfig()
+    light, standard = PRESETS["light"], PRESETS["standard"]
+    assert light.pad_crop == 0.125 and light.hflip and light.brightness == 0 and not light.vflip
+    assert standard.pad_crop == 0 and standard.scale == (0.35, 1.0) and standard.brightness == 0.2
+
+
+SHORT_RUN = Situation(image_side=32, finetune=False, num_epoch=5, images_per_class=100)
+
+
+@pytest.mark.parametrize("argv, preset, expected", [
+    ([], "light", PRESETS["light"]),
+    (["--brightness", "0.3"], "light", dataclasses.replace(PRESETS["light"], brightness=0.3)),
+    (["--rand-crop-scale", "0.5,1"], "light", dataclasses.replace(PRESETS["light"], pad_crop=0.0, scale=(0.5, 1.0))),
+    (["--augment", "standard", "--no-hflip"], "standard", dataclasses.replace(PRESETS["standard"], hflip=False)),
+    (["--augment", "none", "--rotate", "10"], "none", dataclasses.replace(AugmentConfig.off(), rotate=10.0)),
+    (["--augment", "imagenet", "--crop-pad", "0.1"], "imagenet", dataclasses.replace(AugmentConfig(), pad_crop=0.1)),
+    (["--no-augment"], "none", AugmentConfig.off()),
+])
+def test_explicit_flags_override_the_preset(argv, preset, expected):
+    recipe = resolve_augmentation(_parse(*argv), SHORT_RUN)
+    assert (recipe.preset, recipe.config) == (preset, expected)
+    assert recipe.to_dict()["params"]["pad_crop"] == expected.pad_crop
+
+
+def test_no_augment_contradicting_a_preset_is_refused():
+    with pytest.raises(UserInputError, match="--no-augment"):
+        resolve_augmentation(_parse("--no-augment", "--augment", "light"), SHORT_RUN)
+
+
+@pytest.mark.slow
+def test_auto_through_the_cli_logs_its_choice_and_records_the_recipe(tiny_data, tmp_path):
+    save = str(tmp_path / "save")
+    proc = run_cli("train", "--network", "resnet18_v1", "--image-shape", "3,32,32", "--batch-size", "8",
+                   "--num-epoch", "1", "--data-train", tiny_data["train"], "--image-train", tiny_data["root"],
+                   "--save-result", save, "--seed", "1", "--quiet", "--data-nthreads", "1", "--saturation", "0.2")
+    log = open(os.path.join(save, "train.log")).read()
+    assert "augmentation: light (short run (1 epochs < 30)" in log and "overridden by --saturation" in log
+    recipe = json.load(open(os.path.join(save, "config.json")))["augmentation"]
+    assert (recipe["preset"], recipe["overrides"]) == ("light", ["--saturation"])
+    assert recipe["params"]["pad_crop"] == 0.125 and recipe["params"]["saturation"] == 0.2
+    # the default lr policy is logged with its reason: 0.1 x 8 / 256 from scratch
+    assert "lr 0.003125: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]

@@ -153,7 +153,19 @@ def test_from_args_defaults_and_values():
                                         "--warmup-epochs", "0.5", "--lr-min", "0.001"))
     assert (c.name, c.cycle_epochs, c.cycle_decay, c.warmup_epochs, c.lr_min) == ("cyclic", 4, 0.8, 0.5, 0.001)
     d = ScheduleConfig.from_args(_parse())
-    assert (d.name, d.step_epochs, d.factor, d.num_epoch) == ("step", (5, 10), 0.1, 10)
+    assert (d.name, d.step_epochs, d.factor, d.num_epoch) == ("cosine", (5, 7), 0.1, 10)
+    assert ScheduleConfig.from_args(_parse("--lr-step-epochs", "5,10")).step_epochs == (5, 10)
+
+
+def test_default_step_epochs_scale_with_the_run():
+    assert [schedules.default_step_epochs(n) for n in (1, 2, 3, 10, 50)] == [(), (1,), (1, 2), (5, 7), (25, 37)]
+
+
+def test_default_lr_scales_with_the_batch_and_is_lower_for_fine_tuning():
+    scratch, why = schedules.default_lr(32, finetune=False)
+    assert scratch == pytest.approx(0.0125) and "scratch" in why
+    assert schedules.default_lr(64, finetune=False)[0] == pytest.approx(2 * scratch)
+    assert schedules.default_lr(32, finetune=True)[0] < scratch
     assert _parse("--plot-lr", "lr.png").plot_lr == "lr.png"
 
 

@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
-    precision, schedules, tasks as tasks_mod, training, weighting
+from .. import augment, augment_presets, checkpoints, data, devices, distributed, finetune, lr_finder, \
+    metrics as metrics_mod, model, plots, precision, schedules, tasks as tasks_mod, training, weighting
 from .. import early_stopping, ema as ema_mod
 from .. import phases
 from . import plain_args
@@ -44,6 +44,7 @@ def add_arguments(parser):
     weighting.add_arguments(parser)
     metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
+    lr_finder.add_arguments(parser)
     checkpoints.add_arguments(parser)
     early_stopping.add_arguments(parser)
     ema_mod.add_arguments(parser)
@@ -87,9 +88,48 @@ def build_loss(args, tasks, train, ctxs):
                                   weighting=weights, class_weights=class_weights)
 
 
-def build_datasets(args, train, val, tasks, image_shape, normalization, uint8=False):
+def choose_augmentation(args, train, tasks, image_shape):
+    """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
+    situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
+                                          num_epoch=args.num_epoch,
+                                          images_per_class=len(train) / float(tasks[0].num_classes))
+    return augment_presets.resolve_augmentation(args, situation)
+
+
+def resolve_lr(args, run_finder=None):
+    """--lr as a number: the one given, the finder's suggestion (--lr auto), or the default policy; logged."""
+    if isinstance(args.lr, float):
+        return args.lr
+    if args.lr == "auto" and run_finder is not None:
+        lr = run_finder()
+        _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
+        return lr
+    lr, why = schedules.default_lr(args.batch_size, is_finetuning(args))
+    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if args.lr == "auto"
+                 else "--lr not given, the default policy", why)
+    return lr
+
+
+def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
+    """--lr auto: the range test on this network and data (weights restored after); returns the suggestion."""
+    if kv.type.startswith("dist"):
+        raise UserInputError("--lr auto runs the lr finder on one machine: run `multitask-mx find-lr` with the "
+                             "same flags first, then pass its suggestion as --lr.")
+    result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(args),
+                               loop=training.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
+                               **lr_finder.optimizer_settings(args))
+    if png_path:
+        _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
+    return result.suggestion
+
+
+def is_finetuning(args):
+    """True when the trunk starts from pretrained weights (--model, --pretrained) rather than from scratch."""
+    return bool(args.model or args.pretrained)
+
+
+def build_datasets(args, train, val, tasks, image_shape, normalization, augment: AugmentConfig, uint8=False):
     """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
-    augment = AugmentConfig.from_args(args)
     out_hw = image_shape[1:]
     train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
     if uint8 and data.uint8_capable(train_tf):
@@ -100,7 +140,7 @@ def build_datasets(args, train, val, tasks, image_shape, normalization, uint8=Fa
     return train_set, val_set
 
 
-def make_trainer(args, net, kv, epoch_size, extra_params=()):
+def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
     """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
 
     ``extra_params`` (the loss's learned weights) are updated with the network's.
@@ -108,7 +148,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
     """
-    schedule = make_scheduler(ScheduleConfig.from_args(args), epoch_size)
+    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr), epoch_size)
     params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
@@ -125,7 +165,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
 
 
-def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names):
+def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None):
     """What later commands need to rebuild and use the model (config.json)."""
     return {
         "format": 1,
@@ -141,6 +181,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "head_hidden": args.head_hidden,
         "head_dropout": args.head_dropout,
         "args": plain_args(args),
+        "augmentation": augmentation,
     }
 
 
@@ -311,19 +352,19 @@ def check_resume_compatible(saved, args, tasks, image_shape):
                              "use a new --save-result." % (args.save_result, "; ".join(problems)))
 
 
-def draw_and_exit(args, train, image_shape, epoch_size):
+def draw_and_exit(args, train, image_shape, epoch_size, recipe):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
     if args.plot_lr:
-        cfg = ScheduleConfig.from_args(args)
+        cfg = ScheduleConfig.from_args(args, resolve_lr(args))
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
     preview = augment.preview_settings(args)
     if preview:
         count, path = preview
-        transform = TrainTransform(image_shape[1:], "imagenet", AugmentConfig.from_args(args))
+        transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
         paths = [e.path for e in train.entries[:count]]
         plots.plot_augmentation_grid(preview_samples(paths, transform, count, args.seed or 0), path)
-        _logger.info("wrote %d augmented training samples to %s", count, path)
+        _logger.info("wrote %d augmented training samples (preset %s) to %s", count, recipe.preset, path)
     return 0
 
 
@@ -388,8 +429,9 @@ def run(args):
 
     num_examples = args.num_examples or len(train) * kv.num_workers
     epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
+    recipe = choose_augmentation(args, train, tasks, image_shape)
     if args.plot_lr or augment.preview_settings(args):
-        return draw_and_exit(args, train, image_shape, epoch_size)
+        return draw_and_exit(args, train, image_shape, epoch_size, recipe)
 
     phases.switch("network build")
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
@@ -399,9 +441,12 @@ def run(args):
     net.hybridize(static_alloc=True, static_shape=True)
 
     phases.switch("loaders and trainer")
-    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, uint8=gpus > 0)
+    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, recipe.config,
+                                        uint8=gpus > 0)
     loaders = make_loaders(args, train_set, val_set, threads, pin_memory=gpus > 0)
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
+    base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
+        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None))
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
     if args.dtype == "float16":
         from mxnet.contrib import amp
         amp.init_trainer(trainer)
@@ -413,7 +458,8 @@ def run(args):
         trainer._optimizer.lr_scheduler = schedule
 
     if point is None:
-        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names))
+        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
+                                       recipe.to_dict()))
         if trunk_spec.from_symbol:
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",

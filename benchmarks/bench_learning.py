@@ -1,0 +1,282 @@
+"""Learning quality (issue 10): held-out accuracy of train's defaults against other recipes, on real images.
+
+Each run is the real CLI (`python -m multitask_mx train ...` in a subprocess, cifar_resnet20_v1 at
+32 px); the figure is the last epoch's validation accuracy of the `label` task read from the run's
+history.json (label_gt0, the derived task, is stored too). Two datasets that packages ship
+(benchmarks/learning_data.py), each at two budgets (images x epochs), four recipes side by side:
+
+  default   no augmentation or lr flags: what a user gets
+  none      --augment none (before that flag existed: --no-augment)
+  original  multi-task-MXNet's recipe: resize + random crop + mirror (no colour), SGD lr 0.001,
+            momentum 0.9, wd 0.0001, lr x0.1 at epochs 5 and 10
+  tuned     the best flags found by hand for these short runs: mirror only, lr 0.01 cosine, batch 16
+
+and fine-tune against scratch: a trunk trained on classes 0-4 (tuned recipe), saved as a
+GluonCV-style .params (`features.*` names, no output layer), then `--model FILE.params` on
+classes 5-9 against the same run from scratch, same budget and flags.
+
+    python benchmarks/bench_learning.py                  # full run (1 seed; --seeds 1,2 for two)
+    python benchmarks/bench_learning.py --smoke          # each kind of run once, tiny, first dataset: CI
+    python benchmarks/bench_learning.py --recipes default,tuned --datasets mnist5k
+
+The result goes to benchmarks/results/bench_learning.json (smoke: results/smoke/).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402  (starts the run's load accounting)
+from learning_data import DATASETS, DatasetMissing, Prepared  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(REPO, "benchmarks", ".data")
+BASE = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--quiet"]
+NO_COLOUR = ["--brightness", "0", "--contrast", "0", "--saturation", "0", "--hue", "0", "--rotate", "0",
+             "--aspect-stretch", "0", "--pca-lighting", "0"]
+ORIGINAL_OPT = ["--lr", "0.001", "--mom", "0.9", "--wd", "0.0001", "--lr-scheduler", "step",
+                "--lr-step-epochs", "5,10", "--lr-factor", "0.1"]
+# Found by hand on mnist5k, 500 images x 3 epochs (val acc): lr 0.001 batch 32 no augmentation 0.25;
+# lr 0.01 cosine 0.47; lr 0.01 cosine batch 16 with mirror only 0.58 (twice the steps: short runs are step-bound).
+TUNED_OPT = ["--lr", "0.01", "--lr-scheduler", "cosine", "--batch-size", "16"]
+# name -> (flags when train has --augment, flags before it had). The original's random crop of a
+# 32 px crop from the image resized to 32 px is the whole image: the centre crop, --no-rand-crop.
+RECIPES = {
+    "default": ([], []),
+    "none": (["--augment", "none"], ["--no-augment"]),
+    "original": (["--no-rand-crop"] + NO_COLOUR + ORIGINAL_OPT, ["--no-rand-crop"] + NO_COLOUR + ORIGINAL_OPT),
+    "tuned": (["--no-rand-crop"] + NO_COLOUR + TUNED_OPT, ["--no-rand-crop"] + NO_COLOUR + TUNED_OPT),
+}
+
+
+def parse_args(argv=None):
+    """Benchmark settings."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: %s" % ", ".join(DATASETS))
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: %s" % ", ".join(RECIPES))
+    p.add_argument("--budgets", default="50x3,100x3",
+                   help="training images per class x epochs, comma-separated (10 classes)")
+    p.add_argument("--finetune", default="50x3", help="fine-tune/scratch budget on classes 5-9 ('' to skip)")
+    p.add_argument("--pretrain", default="150x3", help="trunk's budget on classes 0-4")
+    p.add_argument("--finetune-recipes", default="default,tuned")
+    p.add_argument("--val-per-class", type=int, default=50, help="held-out images per class")
+    p.add_argument("--seeds", default="1", help="training seeds, comma-separated; figures are their mean")
+    p.add_argument("--cache", default=CACHE, help="where the PNG files and lists are written once")
+    p.add_argument("--keep-runs", metavar="DIR", help="keep every run's folder under DIR")
+    p.add_argument("--smoke", action="store_true", help="10 images per class, 1 epoch, one seed: CI")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.budgets, args.finetune, args.pretrain, args.val_per_class, args.seeds = "5x1", "5x1", "5x1", 5, "1"
+    args.dataset_list, args.recipe_list = args.datasets.split(","), args.recipes.split(",")
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.budget_list = [budget(b) for b in args.budgets.split(",")]
+    for name in args.recipe_list + args.finetune_recipes.split(","):
+        if name not in RECIPES:
+            p.error("unknown recipe %r: choose from %s" % (name, ", ".join(RECIPES)))
+    return args
+
+
+def budget(text):
+    """'50x3' -> (50 images per class, 3 epochs)."""
+    per_class, epochs = text.split("x")
+    return int(per_class), int(epochs)
+
+
+def has_augment_flag():
+    """Whether this train has --augment (issue 10's presets); recipes fall back to older flags if not."""
+    out = subprocess.run([sys.executable, "-m", "multitask_mx", "train", "--help"], cwd=REPO,
+                         capture_output=True, text=True).stdout
+    return "--augment " in out or "--augment\n" in out
+
+
+class Runner:
+    """Runs `multitask_mx train` subprocesses and reads their history.json."""
+
+    def __init__(self, args, modern):
+        self.args, self.modern, self.runs = args, modern, []
+        self.work = args.keep_runs or tempfile.mkdtemp(prefix="bench_learning_")
+
+    def flags(self, recipe):
+        """The recipe's flags for this version of train."""
+        return list(RECIPES[recipe][0 if self.modern else 1])
+
+    def train(self, tag, train_lst, val_lst, epochs, recipe, seed, extra=()):
+        """One run; returns its record (val accuracies, seconds, the command)."""
+        out = os.path.join(self.work, tag)
+        cmd = ([sys.executable, "-m", "multitask_mx", "train", "--data-train", train_lst, "--data-val", val_lst,
+                "--num-epoch", str(epochs), "--seed", str(seed), "--save-result", out] + BASE
+               + self.flags(recipe) + list(extra))
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        seconds = time.time() - t0
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            raise SystemExit("bench_learning: run %s failed (exit %d): %s" % (tag, proc.returncode, " ".join(cmd)))
+        with open(os.path.join(out, "history.json")) as f:
+            last = json.load(f)[-1]
+        record = {"tag": tag, "recipe": recipe, "seed": seed, "epochs": epochs, "seconds": round(seconds, 1),
+                  "val_acc": round(last["val"]["label"]["acc"], 4),
+                  "val_acc_label_gt0": round(last["val"].get("label_gt0", {}).get("acc", float("nan")), 4),
+                  "command": " ".join(["python"] + cmd[1:]).replace(REPO + "/", "")}
+        print("  %-44s val acc %.3f  (%.0f s)" % (tag, record["val_acc"], seconds), file=sys.stderr, flush=True)
+        self.runs.append(record)
+        return record, out
+
+
+def mean_spread(values):
+    """(mean, half the range) of the seeds' figures."""
+    return statistics.mean(values), (max(values) - min(values)) / 2.0
+
+
+def quality(runner, data, name, args):
+    """The recipes x budgets table of one dataset: {budget: {recipe: [acc per seed]}}."""
+    val = data.lst("val", range(10), args.val_per_class)
+    table = {}
+    for per_class, epochs in args.budget_list:
+        key = "%dx%d" % (per_class * 10, epochs)
+        train = data.lst("train", range(10), per_class)
+        table[key] = {r: [runner.train("%s-%s-%s-s%d" % (name, key, r, s), train, val, epochs, r, s)[0]["val_acc"]
+                          for s in args.seed_list] for r in args.recipe_list}
+    return table
+
+
+def gluoncv_params(checkpoint, path, network="cifar_resnet20_v1"):
+    """Save a run's trunk as GluonCV's own ``net.save_parameters`` names it (features.*, no output layer),
+    the file a user brings to ``--model FILE.params``."""
+    import mxnet as mx  # only here: the benchmark itself trains nothing
+    from gluoncv import model_zoo
+    zoo = model_zoo.get_model(network, classes=10)
+    stem = re.sub(r"\d+_$", "", zoo.prefix)  # cifarresnetv1: the counter after it differs between processes
+    saved = {}
+    for key, array in mx.nd.load(checkpoint).items():
+        found = re.search(re.escape(stem) + r"\d+_(.*)", key.split(":", 1)[-1])
+        if found:
+            saved[found.group(1)] = array
+    trunk = {k: saved[p.name[len(zoo.prefix):]] for k, p in zoo._collect_params_with_prefix().items()
+             if k.startswith("features.") and p.name[len(zoo.prefix):] in saved}
+    if len(trunk) != sum(k.startswith("features.") for k in zoo._collect_params_with_prefix()):
+        raise SystemExit("bench_learning: %s does not hold a whole %s trunk" % (checkpoint, network))
+    mx.nd.save(path, trunk)
+    return path
+
+
+def finetune(runner, data, name, args):
+    """Fine-tune a trunk pretrained on classes 0-4 against scratch on classes 5-9, same budget and flags."""
+    first, second = range(5), range(5, 10)
+    per_class, epochs = budget(args.pretrain)
+    _, out = runner.train("%s-pretrain-0to4" % name, data.lst("train", first, per_class),
+                          data.lst("val", first, args.val_per_class), epochs, "tuned", args.seed_list[0])
+    trunk = gluoncv_params(os.path.join(out, "multitask-best.params"),
+                           os.path.join(runner.work, "%s-trunk-0to4.params" % name))
+    per_class, epochs = budget(args.finetune)
+    train, val = data.lst("train", second, per_class), data.lst("val", second, args.val_per_class)
+    table = {}
+    for recipe in args.finetune_recipes.split(","):
+        row = {"scratch": [], "finetune": []}
+        for s in args.seed_list:
+            tag = "%s-5to9-%dx%d-%s-s%d" % (name, per_class * 5, epochs, recipe, s)
+            row["scratch"].append(runner.train(tag + "-scratch", train, val, epochs, recipe, s)[0]["val_acc"])
+            row["finetune"].append(runner.train(tag + "-finetune", train, val, epochs, recipe, s,
+                                                ["--model", trunk])[0]["val_acc"])
+        table[recipe] = row
+    return {"budget": "%dx%d" % (per_class * 5, epochs), "pretrain": args.pretrain, "recipes": table}
+
+
+def fmt(values):
+    """'0.812 +-0.004' for a list of per-seed figures."""
+    mean, spread = mean_spread(values)
+    return "%.3f" % mean if len(values) == 1 else "%.3f +-%.3f" % (mean, spread)
+
+
+def table_rows(results, recipes):
+    """Flat rows of the two tables (means over seeds) and issue 10's checks on each row.
+
+    Quality rows: dataset, budget, one column per recipe, the best other recipe and whether the
+    default is within 0.02 of it. Fine-tune rows: dataset, budget, recipe, scratch, fine-tune, and
+    whether fine-tuning beats scratch.
+    """
+    quality, tuning = [], []
+    for name, res in results.items():
+        for key, row in res["quality"].items():
+            means = {r: round(statistics.mean(row[r]), 4) for r in recipes if r in row}
+            out = dict({"dataset": name, "budget": key}, **means)
+            others = [v for r, v in means.items() if r != "default"]
+            if "default" in means and others:
+                out["best_other"] = max(others)
+                out["default_within_0.02"] = "yes" if means["default"] >= max(others) - 0.02 else "no"
+            quality.append(out)
+        ft = res.get("finetune") or {}
+        for recipe, row in ft.get("recipes", {}).items():
+            scratch, tuned = statistics.mean(row["scratch"]), statistics.mean(row["finetune"])
+            tuning.append({"dataset": name, "budget": ft["budget"], "recipe": recipe, "scratch": round(scratch, 4),
+                           "finetune": round(tuned, 4),
+                           "finetune_beats_scratch": "yes" if tuned > scratch else "no"})
+    return quality, tuning
+
+
+def print_tables(results, args):
+    """The side-by-side tables on stdout (markdown); each cell is the mean over seeds (+- half the range)."""
+    quality, tuning = table_rows(results, args.recipe_list)
+    print("\n| dataset | train images x epochs | " + " | ".join(args.recipe_list) + " | default within 0.02 of best |")
+    print("|---|---|" + "---|" * (len(args.recipe_list) + 1))
+    for row in quality:
+        cells = results[row["dataset"]]["quality"][row["budget"]]
+        print("| %s | %s | %s | %s |" % (row["dataset"], row["budget"],
+                                         " | ".join(fmt(cells[r]) for r in args.recipe_list),
+                                         row.get("default_within_0.02", "-")))
+    print("\n| dataset | classes 5-9, images x epochs | recipe | scratch | fine-tune from classes 0-4 | beats scratch |")
+    print("|---|---|---|---|---|---|")
+    for row in tuning:
+        cells = results[row["dataset"]]["finetune"]["recipes"][row["recipe"]]
+        print("| %s | %s | %s | %s | %s | %s |" % (row["dataset"], row["budget"], row["recipe"], fmt(cells["scratch"]),
+                                                   fmt(cells["finetune"]),
+                                                   row["finetune_beats_scratch"]))
+    return quality, tuning
+
+
+def main(argv=None):
+    """Prepare the data, run every job, print the tables, store the result."""
+    args = parse_args(argv)
+    common.start_run()
+    modern = has_augment_flag()
+    runner = Runner(args, modern)
+    print("\n".join(common.machine_header()), file=sys.stderr)
+    print("train has --augment: %s; runs under %s" % (modern, runner.work), file=sys.stderr)
+    results, sources, missing = {}, {}, []
+    for name in args.dataset_list:
+        try:
+            data = Prepared(name, args.cache)
+        except DatasetMissing as exc:
+            missing.append(str(exc))
+            print("skipped %s: %s" % (name, exc), file=sys.stderr)
+            continue
+        sources[name] = data.meta["source"]
+        results[name] = {"quality": quality(runner, data, name, args)}
+        if args.finetune:
+            results[name]["finetune"] = finetune(runner, data, name, args)
+        if args.smoke:
+            break  # one dataset shows that every kind of run works
+    if not results:
+        if args.smoke:  # CI without the data packages: say so loudly, but the code has nothing to run on
+            print("bench_learning --smoke SKIPPED, no dataset installed:\n  " + "\n  ".join(missing))
+            return
+        raise SystemExit("bench_learning: no dataset installed:\n  " + "\n  ".join(missing))
+    rows, finetune_rows = print_tables(results, args)
+    figures = {"rows": rows, "finetune_rows": finetune_rows, "results": results, "datasets": sources,
+               "missing": missing, "recipes": {r: runner.flags(r) for r in RECIPES}, "train_has_augment": modern,
+               "base_flags": BASE, "seeds": args.seed_list, "val_per_class": args.val_per_class,
+               "metric": "last epoch's val accuracy of task 'label' (mean over seeds)", "runs": runner.runs}
+    common.write_result("bench_learning", figures)
+    if not args.keep_runs:
+        shutil.rmtree(runner.work, ignore_errors=True)  # checkpoints of every run: tens of MB
+
+
+if __name__ == "__main__":
+    main()

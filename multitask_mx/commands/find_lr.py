@@ -1,0 +1,58 @@
+"""``multitask-mx find-lr``: the lr range test with the training flags; writes a PNG and prints the lr to use.
+
+It reads the lists and builds the network exactly as ``train`` would, runs
+``lr_finder.find_lr`` and writes the curve; it writes no checkpoint and changes no
+saved run (with --resume it starts from that run's weights, read only).
+"""
+import logging
+import os
+
+from .. import devices, distributed, lr_finder, training
+from ..checkpoints import CheckpointSaver
+from ..errors import UserInputError
+from ..finetune import FinetuneConfig, apply_rate_multipliers
+from ..images import parse_image_shape
+from ..logs import setup_logging
+from . import train
+
+_logger = logging.getLogger(__name__)
+
+DESCRIPTION = "find a learning rate: the lr range test on your data and network (writes a PNG, prints the lr)"
+
+
+def add_arguments(parser):
+    """The training flags (the test uses them all) and where the curve goes."""
+    train.add_arguments(parser)
+    parser.add_argument("--find-lr-out", default="lr_finder.png", metavar="FILE.png",
+                        help="the PNG of loss against lr; the curve's numbers go to FILE.json beside it")
+
+
+def run(args):
+    """Entry point of ``multitask-mx find-lr``."""
+    setup_logging(quiet=args.quiet)
+    if not args.find_lr_out.lower().endswith(".png"):
+        raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png."
+                             % args.find_lr_out)
+    cfg = lr_finder.FinderConfig.from_args(args)
+    FinetuneConfig.from_args(args)
+    kv = distributed.create_kvstore("local")
+    train.seed_everything(args.seed)
+    image_shape = parse_image_shape(args.image_shape)
+    ctxs = devices.parse_contexts(args.gpus, args.cpus)
+    train.check_devices_and_dtype(args, ctxs)
+    train_list, val, tasks, threads = train.prepare_lists(args, kv)
+    loss_fn = train.build_loss(args, tasks, train_list, ctxs)
+    recipe = train.choose_augmentation(args, train_list, tasks, image_shape)
+    saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
+    net, _, normalization, _ = train.prepare_net(args, tasks, ctxs, image_shape, saver)
+    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
+    net.hybridize(static_alloc=True, static_shape=True)
+    train_set, _ = train.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
+    loader, _ = train.make_loaders(args, train_set, None, threads)
+    result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=training.LoopConfig(
+        progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
+    os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)
+    png, json_path = lr_finder.write_result(result, args.find_lr_out)
+    print("suggested lr: %.4g (%s)\ncurve: %s, %s\ntrain with: --lr %.4g"
+          % (result.suggestion, result.rule, png, json_path, result.suggestion))
+    return 0
