@@ -18,6 +18,11 @@ import pickle
 import re
 import shutil
 
+from .atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,  # noqa: F401
+                     remove_stale_temps, temp_path, written_as_temp)
+from .errors import UserInputError, clean_error_text
+from .flagtypes import non_negative_int
+
 _logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -26,21 +31,6 @@ HISTORY_CSV = "history.csv"
 BEST_FILE = "best.json"
 PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
 STATES_FORMAT = "multitask_mx-states-1"
-
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def read_json(path):
@@ -85,6 +75,7 @@ class CheckpointSaver:
         self.history = []
         if writer:
             os.makedirs(save_dir, exist_ok=True)
+            remove_stale_temps(save_dir)  # left by runs killed during a save
 
     def path(self, filename):
         """Path of a file in the save directory."""
@@ -136,10 +127,16 @@ class CheckpointSaver:
         if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
             self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
             return
-        self._export(net, self.params_file(epoch))
-        if trainer is not None:
-            save_trainer_states(trainer, self.states_file(epoch))
-        self.append_history(record)
+        try:
+            self._export(net, self.params_file(epoch))
+            if trainer is not None:
+                save_trainer_states(trainer, self.states_file(epoch))
+            self.append_history(record)
+        except DiskFullError:
+            for path in (self.params_file(epoch), self.states_file(epoch)):
+                if os.path.exists(path):  # half an epoch's files: resuming would skip to the older epoch anyway
+                    os.remove(path)
+            raise self._disk_full(net, "epoch %d was not saved" % epoch) from None
         if best is not None and best.update(record):
             self._link_atomic(self.params_file(epoch), self.best_params_file())
             atomic_write_json(self.path(BEST_FILE), best.to_dict())
@@ -153,9 +150,21 @@ class CheckpointSaver:
         """Mid-epoch checkpoint (``--checkpoint-every``): weights, states and the position."""
         if not self.writer:
             return
-        self._export(net, "%s-last.params" % self.prefix)
-        save_trainer_states(trainer, "%s-last.states" % self.prefix)
-        atomic_write_json(self.path(PROGRESS_FILE), {"epoch": epoch, "batches_done": batches_done})
+        try:
+            self._export(net, "%s-last.params" % self.prefix)
+            save_trainer_states(trainer, "%s-last.states" % self.prefix)
+            atomic_write_json(self.path(PROGRESS_FILE), {"epoch": epoch, "batches_done": batches_done})
+        except DiskFullError:
+            self._clear_progress()  # a mid-epoch checkpoint with mismatched parts must not be resumed
+            raise self._disk_full(net, "the mid-epoch checkpoint of epoch %d was not saved" % epoch) from None
+
+    def _disk_full(self, net, what):
+        # Checkpoint size: the weights once in .params and about once more in .states (momentum).
+        nbytes = sum(4 * p.data().size for p in net.collect_params().values() if p._data is not None)
+        saved = self.saved_epochs()
+        return DiskFullError(self.save_dir, " (needs about %.0f MB per checkpoint): %s; %s"
+                             % (max(1, 2 * nbytes / 1e6), what,
+                                "epoch %d is the last one saved" % saved[-1] if saved else "no epoch is saved"))
 
     def _clear_progress(self):
         for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix):
@@ -167,24 +176,21 @@ class CheckpointSaver:
         return "%s-best.params" % self.prefix
 
     def _export(self, net, params_path):
-        tmp_prefix = self.path(".tmp-%d-%s" % (os.getpid(), self.save_name))
-        net.export(tmp_prefix, epoch=0)
-        os.replace("%s-symbol.json" % tmp_prefix, self.symbol_file())
-        os.replace("%s-0000.params" % tmp_prefix, params_path)
+        with atomic_prefix(self.prefix, {"-symbol.json": self.symbol_file(), "-0000.params": params_path}) as tmp:
+            net.export(tmp, epoch=0)
 
     @staticmethod
     def _link_atomic(source, target):
-        tmp = "%s.tmp-%d" % (target, os.getpid())
-        try:
-            os.link(source, tmp)  # no copy: the epoch file and best share the bytes
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            try:
+                os.link(source, tmp)  # no copy: the epoch file and best share the bytes
+            except OSError:
+                shutil.copyfile(source, tmp)
 
     def prune(self, epoch, keep_last=None):
         """Delete epoch files older than the newest ``keep_last`` (best.params stays)."""
         keep = self.keep_last if keep_last is None else keep_last
-        if not keep:
+        if not keep or keep < 0:  # 0 keeps all; a negative count would delete the newest epochs too
             return
         for old in self.saved_epochs():
             if old <= epoch - keep:
@@ -235,7 +241,6 @@ class BestTracker:
         valid = (["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
                  + ["val-topk:%s" % t for t in task_names])
         if metric not in valid:
-            from .errors import UserInputError
             raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
         self.metric = metric
         self.higher_is_better = "acc" in metric or "topk" in metric
@@ -289,9 +294,8 @@ def save_trainer_states(trainer, path):
         atomic_write_bytes(path, pickle.dumps({"format": STATES_FORMAT, "devices": [], "on_servers": True}))
         return
     if trainer._update_on_kvstore:  # the state lives in the kvstore
-        tmp = "%s.tmp-%d" % (path, os.getpid())
-        trainer.save_states(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            trainer.save_states(tmp)
         return
     payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True) for u in trainer._updaters]}
     atomic_write_bytes(path, pickle.dumps(payload))
@@ -309,7 +313,6 @@ def load_trainer_states(trainer, path):
         return  # dist_async: the new servers start the optimizer afresh (distributed.set_resumed_update_count)
     states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
     if states is None:
-        from .errors import UserInputError
         raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
     updaters = trainer._updaters
     if len(states) != len(updaters):
@@ -334,7 +337,7 @@ def add_arguments(parser):
                             "val-topk:<task> (with --top-k), val-acc-mean")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
-    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                        help="also checkpoint every N batches, so a kill loses at most N batches")
-    group.add_argument("--keep-last", type=int, default=0, metavar="K",
+    group.add_argument("--keep-last", type=non_negative_int, default=0, metavar="K",
                        help="keep only the newest K epoch checkpoints (0: keep all; best is always kept)")

@@ -14,8 +14,9 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from .errors import UserInputError
+from .errors import UserInputError, clean_error_text
 from .pretrained import load_classic_checkpoint, load_params_file, match_params
+from .flagtypes import fraction, non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dro
         initialize_net(net, ctx, image_shape)
     except mx.base.MXNetError as exc:
         raise UserInputError("the network %s does not accept images of shape %s: %s"
-                             % (trunk_spec.network, image_shape, str(exc).splitlines()[0]))
+                             % (trunk_spec.network, image_shape, clean_error_text(exc)))
     return net
 
 
@@ -193,6 +194,6 @@ def add_arguments(parser):
     group.add_argument("--model", default=None,
                        help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
                             "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
-    group.add_argument("--epoch", type=int, default=0, help="epoch of the --model checkpoint (original flag)")
-    group.add_argument("--head-hidden", type=int, default=0, help="hidden Dense+ReLU units per head (0: none)")
-    group.add_argument("--head-dropout", type=float, default=0.0, help="dropout after the hidden layer")
+    group.add_argument("--epoch", type=non_negative_int, default=0, help="epoch of the --model checkpoint (original flag)")
+    group.add_argument("--head-hidden", type=non_negative_int, default=0, help="hidden Dense+ReLU units per head (0: none)")
+    group.add_argument("--head-dropout", type=fraction, default=0.0, help="dropout after the hidden layer")

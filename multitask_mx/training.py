@@ -20,6 +20,7 @@ from .data import BAD_SAMPLE
 from .devices import split_batch
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
+from .flagtypes import fraction, non_negative_float, non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -224,17 +225,17 @@ def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):
 def add_arguments(parser):
     """Optimisation flags (the original's names and defaults)."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=int, default=32, help="total batch size over all devices")
-    group.add_argument("--num-epoch", type=int, default=10, help="train up to this epoch")
-    group.add_argument("--lr", type=float, default=0.001, help="learning rate")
-    group.add_argument("--mom", type=float, default=0.9, help="SGD momentum")
-    group.add_argument("--wd", type=float, default=0.0001, help="weight decay")
+    group.add_argument("--batch-size", type=positive_int, default=32, help="total batch size over all devices")
+    group.add_argument("--num-epoch", type=positive_int, default=10, help="train up to this epoch")
+    group.add_argument("--lr", type=non_negative_float, default=0.001, help="learning rate")
+    group.add_argument("--mom", type=fraction, default=0.9, help="SGD momentum")
+    group.add_argument("--wd", type=non_negative_float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
-    group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon, e.g. 0.1")
-    group.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    group.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon, e.g. 0.1")
+    group.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
                        help="mixup with Beta(ALPHA, ALPHA) weights, applied to every task (0: off)")
     group.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                        help="float16 = mixed precision (AMP) on GPUs")
-    group.add_argument("--seed", type=int, default=None, help="random seed for weights, shuffling, augmentation")
-    group.add_argument("--disp-batches", type=int, default=20, help="batches between speed/metric log lines")
+    group.add_argument("--seed", type=non_negative_int, default=None, help="random seed for weights, shuffling, augmentation")
+    group.add_argument("--disp-batches", type=positive_int, default=20, help="batches between speed/metric log lines")
     group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")

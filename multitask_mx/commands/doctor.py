@@ -7,6 +7,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from ..logs import setup_logging
+from ..flagtypes import positive_float, positive_int
 
 DESCRIPTION = "print versions, devices, thread settings and a 10-second training throughput"
 
@@ -15,8 +16,8 @@ def add_arguments(parser):
     """Doctor flags."""
     parser.add_argument("--network", default="resnet50_v1", help="network for the throughput test")
     parser.add_argument("--image-shape", default="3,224,224", help="input C,H,W for the throughput test")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch for the throughput test")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput test")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="batch for the throughput test")
+    parser.add_argument("--seconds", type=positive_float, default=10.0, help="length of the throughput test")
     parser.add_argument("--gpus", default="", help="GPU ids for the test ('' for CPU)")
 
 

@@ -13,6 +13,7 @@ from ..checkpoints import atomic_write_bytes
 from ..errors import UserInputError
 from ..lists import read_list
 from ..logs import setup_logging
+from ..flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def add_arguments(parser):
     group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
                        help="image extensions looked for in folders, comma-separated")
     group = parser.add_argument_group("output")
-    group.add_argument("--top-k", type=int, default=3, help="classes shown per task, most probable first")
+    group.add_argument("--top-k", type=positive_int, default=3, help="classes shown per task, most probable first")
     group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
     group.add_argument("--csv", default=None, metavar="FILE",
                        help="write one row per image, task and rank as CSV ('-': stdout)")

@@ -16,7 +16,7 @@ from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
-from ..errors import UserInputError
+from ..errors import UserInputError, clean_error_text
 from ..augment import AugmentConfig, TrainTransform, preview_samples
 from ..images import EvalTransform, parse_image_shape
 from ..lists import check_label_range, infer_num_classes, read_list
@@ -113,7 +113,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=()):
                                 params, kvstore=store, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
-        raise UserInputError("--optimizer %s: %s" % (args.optimizer, exc))
+        raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_error_text(exc)))
 
 
 def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names):
