@@ -31,6 +31,7 @@ import os
 
 import mxnet as mx
 
+from .atomic import atomic_path
 from .errors import UserInputError
 from .lists import ImageList
 
@@ -276,9 +277,8 @@ def dump_rank_params(net, pattern, kv):
     """``--dump-rank-params``: write this worker's final weights to PATTERN with {rank} filled in."""
     path = pattern.format(rank=kv.rank)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    net.save_parameters(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        net.save_parameters(tmp)
     _logger.info("wrote this worker's final weights to %s", path)
     return path
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import inference
-from ..checkpoints import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
 from ..lists import read_list
 from ..logs import setup_logging
@@ -137,6 +137,9 @@ def run(args):
     if args.top_k < 1:
         raise UserInputError("--top-k %d: give 1 or more." % args.top_k)
     cfg = inference.predict_config(args)
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        if path and path != "-":
+            check_output_file(path, flag)  # before the predictions, not after
     extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
                        for e in args.exts.split(",") if e.strip())
     items = collect_inputs(args.inputs, args.image_root, extensions)
