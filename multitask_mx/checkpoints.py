@@ -198,11 +198,47 @@ class CheckpointSaver:
                     if os.path.exists(path):
                         os.remove(path)
 
+    def run_files(self, extra_names=()):
+        """Files of a training run already in the save directory (ours only: never a user's other files).
+
+        Checkpoints of this save name and of the one in config.json, states, the
+        mid-epoch checkpoint, config, history, best, temporary files and ``extra_names``.
+        """
+        names = {self.save_name}
+        if os.path.isfile(self.path(CONFIG_FILE)):
+            try:
+                names.add(str(read_json(self.path(CONFIG_FILE)).get("save_name") or self.save_name))
+            except (ValueError, OSError, AttributeError):
+                pass  # a damaged config.json is still ours
+        own = re.compile(r"^(%s)-(symbol\.json|\d{4,}\.(params|states)|best\.params|last\.(params|states))$"
+                         % "|".join(re.escape(n) for n in names))
+        fixed = {CONFIG_FILE, HISTORY_FILE, HISTORY_CSV, BEST_FILE, PROGRESS_FILE} | set(extra_names)
+        found = []
+        for name in sorted(os.listdir(self.save_dir)) if os.path.isdir(self.save_dir) else []:
+            if name in fixed or own.match(name) or re.search(r"^\.tmp-\d+-|\.tmp-\d+$", name):
+                found.append(self.path(name))
+        return [p for p in found if os.path.isfile(p)]
+
     def saved_epochs(self):
         """Epoch numbers that have a params file, ascending."""
         pattern = re.compile(re.escape(self.save_name) + r"-(\d{4,})\.params$")
         found = (pattern.match(os.path.basename(p)) for p in glob.glob("%s-*.params" % glob.escape(self.prefix)))
         return sorted(int(m.group(1)) for m in found if m)
+
+    def loadable_epochs(self):
+        """Saved epochs whose params file MXNet can read (for messages about a damaged one)."""
+        return [e for e in self.saved_epochs() if params_loadable(self.params_file(e))]
+
+    def damaged_params_error(self, params_file, flag):
+        """The UserInputError for a truncated or corrupt params file of this run, with the epochs that load."""
+        good = self.loadable_epochs()
+        hint = ("Epochs of this run that load: %s; pass --epoch N with one of them" % ", ".join(map(str, good))
+                if good else "No epoch of this run loads; train again")
+        if flag == "--resume" and good:
+            hint += (" as --model %s --epoch N (without --resume), or delete the damaged file to resume from "
+                     "epoch %d" % (self.prefix, good[-1]))
+        return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
+                              % (flag, params_file, hint))
 
     def append_history(self, record):
         """Add one epoch's record to ``history.json`` and ``history.csv``."""
@@ -229,6 +265,16 @@ class CheckpointSaver:
         if not epoch:
             return None
         return epoch, self.params_file(epoch), self.states_file(epoch), 0
+
+
+def params_loadable(path):
+    """True if ``path`` is a complete MXNet params file."""
+    import mxnet as mx
+    try:
+        mx.nd.load(path)
+        return True
+    except (mx.base.MXNetError, OSError):
+        return False
 
 
 class BestTracker:
@@ -335,6 +381,9 @@ def add_arguments(parser):
     group.add_argument("--best-metric", default="val-loss",
                        help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, "
                             "val-topk:<task> (with --top-k), val-acc-mean")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start a new run in a --save-result that holds an earlier run: its checkpoints, "
+                            "states, config, history, best and log are deleted first (other files stay)")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
     group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",

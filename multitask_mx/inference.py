@@ -24,7 +24,7 @@ import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
-from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
+from .checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
 from .data import make_loader as make_data_loader
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError, clean_error_text
@@ -164,6 +164,9 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
         try:
             net = gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctxs)
         except mx.base.MXNetError as exc:
+            saver = CheckpointSaver(save_dir, save_name, writer=False)
+            if not params_loadable(params_file):
+                raise saver.damaged_params_error(params_file, "--epoch %s" % epoch) from None
             raise UserInputError("cannot load %s with %s: %s" % (params_file, symbol_file,
                                                                  clean_error_text(exc)))
     net.hybridize(static_alloc=True, **inference_backend(ctxs))

@@ -36,7 +36,7 @@ def _load_nd(path):
     try:
         return mx.nd.load(path)
     except mx.base.MXNetError as exc:
-        raise UserInputError("%s is not an MXNet params file or is damaged: %s"
+        raise UserInputError("%s is truncated or corrupt, or not an MXNet params file: %s"
                              % (path, clean_error_text(exc)))
 
 

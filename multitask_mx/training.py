@@ -128,10 +128,28 @@ def _log_bad_samples(batch, dataset):
 
 def _check_finite(values, epoch, batch_index):
     bad = [name for name, v in values.items() if v["count"] and not math.isfinite(v["loss"])]
-    if bad:
+    if bad:  # the weights are never saved unless finite (check_weights_finite), so the checkpoints are good
         raise FloatingPointError("the loss of task(s) %s became NaN or infinite in epoch %d by batch %d. "
-                                 "Lower --lr, or check the images and labels of that batch; the last "
-                                 "good checkpoint is kept." % (", ".join(bad), epoch, batch_index))
+                                 "Lower --lr, or check the images and labels of that batch; the checkpoints "
+                                 "already written hold finite weights: continue with --resume."
+                                 % (", ".join(bad), epoch, batch_index))
+
+
+def check_weights_finite(params, epoch, batch_index=None):
+    """Raise FloatingPointError if any weight is NaN or infinite; called before every checkpoint write.
+
+    One fused reduction and one read per save: ``sum(x * 0)`` is 0 for finite
+    weights and NaN as soon as one is NaN or infinite (no overflow, unlike a norm).
+    """
+    arrays = [p.list_data()[0] for p in params if p._data is not None]
+    if not arrays:
+        return
+    total = mx.nd.add_n(*[(x.astype("float32", copy=False) * 0).sum().as_in_context(arrays[0].context) for x in arrays])
+    if not math.isfinite(float(total.asscalar())):
+        where = "by batch %d" % batch_index if batch_index else "by its end"
+        raise FloatingPointError("the weights became NaN or infinite in epoch %d %s and were not saved. Lower "
+                                 "--lr (or use --warmup-epochs), or check the images and labels; the checkpoints "
+                                 "already written hold finite weights: continue with --resume." % (epoch, where))
 
 
 def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, epoch, cfg: LoopConfig,
@@ -199,14 +217,22 @@ def _report_interval(bar, epoch, batch_index, speed, values, lr):
 
 def evaluate(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress_bar=False):
     """Mean loss and accuracy per task over ``loader`` (no gradient)."""
+    return evaluate_counting(net, loader, ctxs, loss_fn, metrics, progress_bar)[0]
+
+
+def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress_bar=False):
+    """(evaluate's values, images skipped as unreadable): with --skip-bad-images these are logged by name."""
     metrics.reset()
+    skipped = 0
     for batch in _progress(loader, progress_bar, "validation"):
+        if getattr(loader._dataset, "skip_bad", False):
+            skipped += _log_bad_samples(batch, loader._dataset)
         parts, valids = split_batch(batch[:2], ctxs)
         for d, ((x, y), v) in enumerate(zip(parts, valids)):
             outputs = net(x)
             _, losses, labels, masks = loss_fn(outputs, y, v)
             metrics.update(d, outputs, labels, masks, losses)
-    return metrics.values()
+    return metrics.values(), skipped
 
 
 def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):

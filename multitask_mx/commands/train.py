@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 
 from .. import _runtime
@@ -16,6 +17,7 @@ from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
+from ..atomic import check_output_dir
 from ..errors import UserInputError, clean_error_text
 from ..augment import AugmentConfig, TrainTransform, preview_samples
 from ..images import EvalTransform, parse_image_shape
@@ -169,13 +171,11 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
-        val_values = None
-        if val_loader is not None:
-            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics)
-            _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
+        val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
+                                             (epoch, lr, train_values, speed, skipped, tic))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
-        saver.save_epoch(net, trainer, epoch, record, best)
+        _save_finite_epoch(saver, net, trainer, epoch, record, best)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
@@ -194,12 +194,45 @@ def _weights_and_agreement(epoch, task_weighting, val_metrics):
     return extras
 
 
+def _save_finite_epoch(saver, net, trainer, epoch, record, best):
+    """Save the epoch's checkpoint, never with NaN or infinite weights (FloatingPointError instead)."""
+    if saver.writer:
+        training.check_weights_finite(net.collect_params().values(), epoch)
+    saver.save_epoch(net, trainer, epoch, record, best)
+
+
+def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer, epoch_info):
+    """Validation values (None without --data-val); an unreadable validation image never loses the epoch.
+
+    Without --skip-bad-images a validation image that fails to decode raises; the
+    epoch just trained is saved first (without validation figures), then the error is
+    shown with what to do. With --skip-bad-images such images are counted and logged.
+    """
+    if val_loader is None:
+        return None
+    epoch, lr, train_values, speed, skipped, tic = epoch_info
+    try:
+        values, val_skipped = training.evaluate_counting(net, val_loader, ctxs, loss_fn, val_metrics)
+    except UserInputError as exc:
+        record = training.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
+        _save_finite_epoch(saver, net, trainer, epoch, record, None)
+        raise UserInputError("validation after epoch %d: %s. Epoch %d is saved (without validation figures); fix "
+                             "or remove that image, or pass --skip-bad-images, and continue with --resume."
+                             % (epoch, exc, epoch)) from None
+    if val_skipped:
+        _logger.warning("Epoch[%d] validation skipped %d unreadable image(s)", epoch, val_skipped)
+    _logger.info("Epoch[%d] Validation: %s", epoch, summarise(values))
+    return values
+
+
 def _mid_epoch_saver(saver, net, trainer, every, offset):
     if not every:
         return None
 
     def on_batch(epoch, done):
         if (done + offset) % every == 0:
+            if saver.writer:  # never write NaN weights that every --resume would reload
+                training.check_weights_finite(net.collect_params().values(), epoch, done + offset)
             saver.save_progress(net, trainer, epoch, done + offset)
     return on_batch
 
@@ -224,7 +257,7 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
                                      symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
-        model.load_checkpoint_params(net, point[1])
+        _load_resume_params(net, saver, point[1])
         _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
                      " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
         return net, trunk_spec, saved["normalization"], point
@@ -236,6 +269,15 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
     else:
         _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
     return net, trunk_spec, normalization, None
+
+
+def _load_resume_params(net, saver, params_file):
+    try:
+        model.load_checkpoint_params(net, params_file)
+    except UserInputError:
+        if checkpoints.params_loadable(params_file):
+            raise  # readable but not this network's: the message says what does not fit
+        raise saver.damaged_params_error(params_file, "--resume") from None
 
 
 def find_resume_point(args, saver):
@@ -307,7 +349,7 @@ def prepare_lists(args, kv):
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
     train = distributed.equalize_shards(train, kv)
-    preflight_report(tasks, train, val)
+    preflight_report(tasks, distributed.without_padding(train), val)  # padding repeats are not duplicates
     return train, val, tasks, threads
 
 
@@ -323,9 +365,39 @@ def make_loaders(args, train_set, val_set, threads):
     return train_loader, val_loader
 
 
+def check_new_run(args):
+    """Refuse to mix two runs in one --save-result: --resume continues, --overwrite starts afresh.
+
+    Called before the log file opens; ``--overwrite`` deletes only the earlier run's own files.
+    """
+    own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(os.path.join(args.save_result,
+                                                                                          args.save_name))
+    if args.resume or own_prefix:
+        return
+    saver = CheckpointSaver(args.save_result, args.save_name, writer=False)
+    earlier = saver.run_files(extra_names=("train.log", CURVES_FILE, model.TRUNK_SYMBOL_FILE))
+    if not any(os.path.basename(p) not in ("train.log", CURVES_FILE) for p in earlier):
+        return  # nothing trained there yet (at most the log of a run that stopped at its checks)
+    if not args.overwrite:
+        raise UserInputError("--save-result %s already holds a training run (%s). Pass --resume to continue it, "
+                             "another --save-result for a new run, or --overwrite to delete that run's files and "
+                             "start again." % (args.save_result, _some(sorted(os.path.basename(p) for p in earlier))))
+    for path in earlier:
+        os.remove(path)
+    print("--overwrite: deleted %d file(s) of the earlier run in %s" % (len(earlier), args.save_result),
+          file=sys.stderr)
+
+
+def _some(names, count=4):
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 def run(args):
     """Entry point of ``multitask-mx train``."""
+    check_output_dir(args.save_result, "--save-result")
     kv = distributed.create_kvstore(args.kv_store)
+    if kv.rank == 0 and not (args.plot_lr or augment.preview_settings(args)):
+        check_new_run(args)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
