@@ -166,6 +166,10 @@ class CheckpointSaver:
                              % (max(1, 2 * nbytes / 1e6), what,
                                 "epoch %d is the last one saved" % saved[-1] if saved else "no epoch is saved"))
 
+    def discard_progress(self):
+        """Delete the mid-epoch checkpoint, so that --resume restarts from the last finished epoch."""
+        self._clear_progress()
+
     def _clear_progress(self):
         for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix):
             if os.path.exists(path):

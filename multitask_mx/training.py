@@ -128,10 +128,9 @@ def _log_bad_samples(batch, dataset):
 
 def _check_finite(values, epoch, batch_index):
     bad = [name for name, v in values.items() if v["count"] and not math.isfinite(v["loss"])]
-    if bad:  # the weights are never saved unless finite (check_weights_finite), so the checkpoints are good
+    if bad:
         raise FloatingPointError("the loss of task(s) %s became NaN or infinite in epoch %d by batch %d. "
-                                 "Lower --lr, or check the images and labels of that batch; the checkpoints "
-                                 "already written hold finite weights: continue with --resume."
+                                 "Lower --lr, or check the images and labels of that batch."
                                  % (", ".join(bad), epoch, batch_index))
 
 
@@ -148,8 +147,7 @@ def check_weights_finite(params, epoch, batch_index=None):
     if not math.isfinite(float(total.asscalar())):
         where = "by batch %d" % batch_index if batch_index else "by its end"
         raise FloatingPointError("the weights became NaN or infinite in epoch %d %s and were not saved. Lower "
-                                 "--lr (or use --warmup-epochs), or check the images and labels; the checkpoints "
-                                 "already written hold finite weights: continue with --resume." % (epoch, where))
+                                 "--lr (or use --warmup-epochs), or check the images and labels." % (epoch, where))
 
 
 def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, epoch, cfg: LoopConfig,

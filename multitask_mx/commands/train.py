@@ -388,6 +388,20 @@ def check_new_run(args):
           file=sys.stderr)
 
 
+def diverged_message(exc, saver):
+    """Divergence: drop the diverging epoch's mid-epoch checkpoint and say where --resume restarts.
+
+    Weights are never saved unless finite, but a checkpoint written in the last
+    batches before the loss check saw NaN can hold finite, exploded weights; the
+    finished epochs passed the epoch-end loss check, so --resume restarts from them.
+    """
+    if saver.writer:
+        saver.discard_progress()
+    point = saver.resume_point()
+    where = ("from epoch %d, the last finished one" % point[0]) if point else "from the beginning (no epoch finished)"
+    return "%s The finished epochs' checkpoints are kept: --resume with a lower --lr restarts %s." % (exc, where)
+
+
 def _some(names, count=4):
     return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
 
@@ -445,6 +459,9 @@ def run(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
-    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
+    try:
+        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
+    except FloatingPointError as exc:
+        raise FloatingPointError(diverged_message(exc, saver)) from None
     distributed.finish(kv, net, args.dump_rank_params)
     return history
