@@ -40,13 +40,16 @@ def is_disk_full(exc):
 
 
 def _write_failed(exc, path):
-    # MXNet's C++ writers report a full disk only as a failed stream write; asking
-    # the file system tells a full disk from other failures.
-    folder = os.path.dirname(os.path.abspath(path))
+    # MXNet's C++ writers report a full disk only as "FileStream.Write incomplete";
+    # asking the file system (before the partial file is removed) tells a full disk
+    # from other failures.
     if is_disk_full(exc):
         return True
+    if isinstance(exc, OSError) or ("Write" not in str(exc) and "fwrite" not in str(exc)):
+        return False
     try:
-        return "Write" in str(exc) and os.statvfs(folder).f_bavail == 0
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        return fs.f_bavail * fs.f_frsize < 1 << 20
     except OSError:
         return False
 
@@ -67,11 +70,12 @@ def written_as_temp(*temps):
     try:
         yield
     except BaseException as exc:
+        full = isinstance(exc, Exception) and _write_failed(exc, temps[0])
         for tmp in temps:
             for path in glob.glob(glob.escape(tmp) + "*") if tmp.endswith("-") else [tmp]:
                 if os.path.exists(path):
                     os.remove(path)
-        if isinstance(exc, Exception) and _write_failed(exc, temps[0]):
+        if full:
             raise DiskFullError(os.path.dirname(os.path.abspath(temps[0]))) from None
         raise
 

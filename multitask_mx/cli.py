@@ -77,6 +77,7 @@ def main(argv=None):
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
     args = build_parser().parse_args(argv)
     _stop_on_sigterm()
+    logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     try:
         result = args.run(args)
     except UserInputError as exc:

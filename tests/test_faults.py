@@ -267,8 +267,9 @@ def test_sigkill_during_saves_at_several_moments_loses_nothing(data, tmp_path):
         point = saver.resume_point()
         assert point is not None
         position = point[0] * batches + point[3]
-        finished = [r["epoch"] for r in json.load(open(os.path.join(save, "history.json")))]
-        assert point[0] == max(finished) and position >= 1  # no finished epoch lost
+        history = os.path.join(save, "history.json")
+        finished = [r["epoch"] for r in strict_json(history)] if os.path.exists(history) else []
+        assert point[0] == max(finished, default=0) and position >= 1  # no finished epoch lost
         if before is not None:
             assert position >= before[0] * batches + before[3]  # never behind where it resumed from
         assert finite_params(point[1])
