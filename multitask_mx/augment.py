@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import UserInputError
 from .images import center_crop, decode_image, resize_short, to_chw_float
-from .flagtypes import fraction, non_negative_float, non_negative_int
+from .flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 
@@ -273,18 +273,18 @@ def augment_arguments(parser):
     group.add_argument("--no-hflip", action="store_true", help="no random left-right flip")
     group.add_argument("--vflip", action="store_true", help="random up-down flip too")
     for name, default in (("brightness", 0.4), ("contrast", 0.4), ("saturation", 0.4)):
-        group.add_argument("--" + name, type=non_negative_float, default=default,
+        group.add_argument("--" + name, type=finite_float, default=default,
                            help="random %s factor in [1-x, 1+x] (0: off; default %g)" % (name, default))
-    group.add_argument("--hue", type=non_negative_float, default=0.0, help="random hue shift up to x of the colour circle "
+    group.add_argument("--hue", type=finite_float, default=0.0, help="random hue shift up to x of the colour circle "
                        "(0..0.5; default 0: off)")
-    group.add_argument("--rotate", type=non_negative_float, default=0.0, metavar="DEGREES",
+    group.add_argument("--rotate", type=finite_float, default=0.0, metavar="DEGREES",
                        help="random rotation in +-DEGREES, borders reflected (default 0: off)")
-    group.add_argument("--aspect-stretch", type=fraction, default=0.0,
+    group.add_argument("--aspect-stretch", type=finite_float, default=0.0,
                        help="stretch width or height by a random factor up to 1+x (0..<1; default 0: off)")
-    group.add_argument("--pca-lighting", type=non_negative_float, default=0.0, metavar="STD",
+    group.add_argument("--pca-lighting", type=finite_float, default=0.0, metavar="STD",
                        help="AlexNet PCA lighting noise with this std (0.1 is usual; default 0: off)")
     group.add_argument("--no-augment", action="store_true", help="no augmentation at all (centre crop)")
-    group.add_argument("--preview-augmentation", type=non_negative_int, default=0, metavar="N",
+    group.add_argument("--preview-augmentation", type=int, default=0, metavar="N",
                        help="write a grid of N augmented training samples to --preview-out and exit")
     group.add_argument("--preview-out", default="augmentation-preview.png", metavar="FILE.png",
                        help="where --preview-augmentation writes its grid (default: %(default)s)")

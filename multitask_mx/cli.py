@@ -75,7 +75,10 @@ def main(argv=None):
     """Run a subcommand; user errors print one message and exit 2, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage error (2) or --help (0), as a status like the others
+        return exc.code
     _stop_on_sigterm()
     logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     try:

@@ -24,7 +24,7 @@ from typing import Tuple
 import mxnet as mx
 
 from .errors import UserInputError
-from .flagtypes import non_negative_float, positive_float
+from .flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 
@@ -230,15 +230,15 @@ def add_arguments(parser):
     group.add_argument("--lr-scheduler", default="step", help="schedule of the lr (counted in batches): "
                        + ", ".join(sorted(SCHEDULES)) + " (default: step)")
     group.add_argument("--lr-step-epochs", default="5,10", help="step: epochs after which the lr drops")
-    group.add_argument("--lr-factor", type=positive_float, default=0.1, help="step: lr multiplier at each step")
-    group.add_argument("--warmup-epochs", type=non_negative_float, default=0.0,
+    group.add_argument("--lr-factor", type=finite_float, default=0.1, help="step: lr multiplier at each step")
+    group.add_argument("--warmup-epochs", type=finite_float, default=0.0,
                        help="linear warmup over this many epochs (fractions allowed; default 0: none)")
-    group.add_argument("--warmup-begin-lr", type=non_negative_float, default=0.0, help="lr at the start of the warmup")
-    group.add_argument("--lr-min", type=non_negative_float, default=0.0,
+    group.add_argument("--warmup-begin-lr", type=finite_float, default=0.0, help="lr at the start of the warmup")
+    group.add_argument("--lr-min", type=finite_float, default=0.0,
                        help="cosine/poly: final lr; cyclic: lr at the start and end of each cycle")
-    group.add_argument("--lr-power", type=positive_float, default=2.0, help="poly: power of the decay")
-    group.add_argument("--cycle-epochs", type=positive_float, default=10.0, help="cyclic: length of one cycle in epochs")
-    group.add_argument("--cycle-decay", type=positive_float, default=1.0,
+    group.add_argument("--lr-power", type=finite_float, default=2.0, help="poly: power of the decay")
+    group.add_argument("--cycle-epochs", type=finite_float, default=10.0, help="cyclic: length of one cycle in epochs")
+    group.add_argument("--cycle-decay", type=finite_float, default=1.0,
                        help="cyclic: each cycle's peak is this times the last one's (1: plain triangular)")
     group.add_argument("--plot-lr", metavar="FILE.png", default=None,
                        help="draw the schedule for --num-epoch epochs into FILE.png and exit without training")
