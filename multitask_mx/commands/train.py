@@ -3,7 +3,6 @@ import json
 import logging
 import os
 import random
-import sys
 import time
 
 from .. import _runtime
@@ -14,10 +13,10 @@ from mxnet import gluon
 from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
     schedules, tasks as tasks_mod, training, weighting
 from . import plain_args
+from .. import rundir
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
-from ..atomic import check_output_dir
 from ..errors import UserInputError, clean_error_text
 from ..augment import AugmentConfig, TrainTransform, preview_samples
 from ..images import EvalTransform, parse_image_shape
@@ -28,7 +27,7 @@ from ..schedules import ScheduleConfig, make_scheduler
 
 _logger = logging.getLogger(__name__)
 
-CURVES_FILE = "curves.png"
+CURVES_FILE = rundir.CURVES_FILE
 DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 
 
@@ -257,7 +256,7 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
                                      symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout)
-        _load_resume_params(net, saver, point[1])
+        rundir.load_resume_params(net, saver, point[1])
         _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
                      " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
         return net, trunk_spec, saved["normalization"], point
@@ -271,13 +270,10 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
     return net, trunk_spec, normalization, None
 
 
-def _load_resume_params(net, saver, params_file):
-    try:
-        model.load_checkpoint_params(net, params_file)
-    except UserInputError:
-        if checkpoints.params_loadable(params_file):
-            raise  # readable but not this network's: the message says what does not fit
-        raise saver.damaged_params_error(params_file, "--resume") from None
+def continues_run(args):
+    """--resume, or --model SAVE_RESULT/SAVE_NAME --epoch N (the original's way to continue a run)."""
+    own_prefix = os.path.join(args.save_result, args.save_name)
+    return bool(args.resume or (args.model and os.path.abspath(args.model) == os.path.abspath(own_prefix)))
 
 
 def find_resume_point(args, saver):
@@ -365,53 +361,12 @@ def make_loaders(args, train_set, val_set, threads):
     return train_loader, val_loader
 
 
-def check_new_run(args):
-    """Refuse to mix two runs in one --save-result: --resume continues, --overwrite starts afresh.
-
-    Called before the log file opens; ``--overwrite`` deletes only the earlier run's own files.
-    """
-    own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(os.path.join(args.save_result,
-                                                                                          args.save_name))
-    if args.resume or own_prefix:
-        return
-    saver = CheckpointSaver(args.save_result, args.save_name, writer=False)
-    earlier = saver.run_files(extra_names=("train.log", CURVES_FILE, model.TRUNK_SYMBOL_FILE))
-    if not any(os.path.basename(p) not in ("train.log", CURVES_FILE) for p in earlier):
-        return  # nothing trained there yet (at most the log of a run that stopped at its checks)
-    if not args.overwrite:
-        raise UserInputError("--save-result %s already holds a training run (%s). Pass --resume to continue it, "
-                             "another --save-result for a new run, or --overwrite to delete that run's files and "
-                             "start again." % (args.save_result, _some(sorted(os.path.basename(p) for p in earlier))))
-    for path in earlier:
-        os.remove(path)
-    print("--overwrite: deleted %d file(s) of the earlier run in %s" % (len(earlier), args.save_result),
-          file=sys.stderr)
-
-
-def diverged_message(exc, saver):
-    """Divergence: drop the diverging epoch's mid-epoch checkpoint and say where --resume restarts.
-
-    Weights are never saved unless finite, but a checkpoint written in the last
-    batches before the loss check saw NaN can hold finite, exploded weights; the
-    finished epochs passed the epoch-end loss check, so --resume restarts from them.
-    """
-    if saver.writer:
-        saver.discard_progress()
-    point = saver.resume_point()
-    where = ("from epoch %d, the last finished one" % point[0]) if point else "from the beginning (no epoch finished)"
-    return "%s The finished epochs' checkpoints are kept: --resume with a lower --lr restarts %s." % (exc, where)
-
-
-def _some(names, count=4):
-    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
-
-
 def run(args):
     """Entry point of ``multitask-mx train``."""
-    check_output_dir(args.save_result, "--save-result")
     kv = distributed.create_kvstore(args.kv_store)
-    if kv.rank == 0 and not (args.plot_lr or augment.preview_settings(args)):
-        check_new_run(args)
+    if not (args.plot_lr or augment.preview_settings(args)):
+        rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0, continues_run(args),
+                                 args.overwrite)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
@@ -462,6 +417,6 @@ def run(args):
     try:
         history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
     except FloatingPointError as exc:
-        raise FloatingPointError(diverged_message(exc, saver)) from None
+        raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
     distributed.finish(kv, net, args.dump_rank_params)
     return history
