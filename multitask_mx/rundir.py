@@ -25,7 +25,8 @@ def check_save_result(save_result, save_name, writer, continuing, overwrite):
     """Refuse an unwritable --save-result, or one holding a run that this one would mix with.
 
     ``continuing``: --resume (or --model SAVE_PREFIX --epoch N) continues the run there.
-    ``writer``: only distributed rank 0 deletes files for --overwrite.
+    ``writer``: False on distributed ranks other than 0 (rank 0 alone deletes files for --overwrite) and
+    for --plot-lr/--preview-augmentation, which write no checkpoint.
     """
     check_output_dir(save_result, "--save-result")
     if continuing or not writer:

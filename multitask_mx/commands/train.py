@@ -364,9 +364,9 @@ def make_loaders(args, train_set, val_set, threads):
 def run(args):
     """Entry point of ``multitask-mx train``."""
     kv = distributed.create_kvstore(args.kv_store)
-    if not (args.plot_lr or augment.preview_settings(args)):
-        rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0, continues_run(args),
-                                 args.overwrite)
+    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
+    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
+                             args.overwrite)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
