@@ -15,7 +15,7 @@ import logging
 import os
 import re
 
-from .errors import UserInputError, clean_error_text
+from .errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def remove_stale_temps(folder):
     except OSError:
         return removed
     for name in names:
-        match = _TEMP_NAME.search(name)
-        if not match or _alive(int(match.group(1) or match.group(2))):
+        pid = is_temp_name(name)
+        if not pid or _alive(pid):
             continue
         try:
             os.remove(os.path.join(folder, name))
@@ -157,6 +157,12 @@ def remove_stale_temps(folder):
     if removed:
         _logger.info("removed %d temporary file(s) that a killed run left in %s", len(removed), folder)
     return removed
+
+
+def is_temp_name(name):
+    """The process id in a temporary file's name (``.tmp-PID-NAME``, ``NAME.tmp-PID``), else None."""
+    match = _TEMP_NAME.search(name)
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 def _alive(pid):

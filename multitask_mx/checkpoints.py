@@ -18,9 +18,9 @@ import pickle
 import re
 import shutil
 
-from .atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,  # noqa: F401
-                     remove_stale_temps, temp_path, written_as_temp)
-from .errors import UserInputError, clean_error_text
+from .atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes,  # noqa: F401 (re-exported)
+                     atomic_write_json, is_temp_name, remove_stale_temps)
+from .errors import UserInputError
 from .flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class CheckpointSaver:
 
     def _disk_full(self, net, what):
         # Checkpoint size: the weights once in .params and about once more in .states (momentum).
-        nbytes = sum(4 * p.data().size for p in net.collect_params().values() if p._data is not None)
+        nbytes = sum(4 * p.data().size for p in net.collect_params().values())
         saved = self.saved_epochs()
         return DiskFullError(self.save_dir, " (needs about %.0f MB per checkpoint): %s; %s"
                              % (max(1, 2 * nbytes / 1e6), what,
@@ -219,7 +219,7 @@ class CheckpointSaver:
         fixed = {CONFIG_FILE, HISTORY_FILE, HISTORY_CSV, BEST_FILE, PROGRESS_FILE} | set(extra_names)
         found = []
         for name in sorted(os.listdir(self.save_dir)) if os.path.isdir(self.save_dir) else []:
-            if name in fixed or own.match(name) or re.search(r"^\.tmp-\d+-|\.tmp-\d+$", name):
+            if name in fixed or own.match(name) or is_temp_name(name):
                 found.append(self.path(name))
         return [p for p in found if os.path.isfile(p)]
 

@@ -140,7 +140,7 @@ def check_weights_finite(params, epoch, batch_index=None):
     One fused reduction and one read per save: ``sum(x * 0)`` is 0 for finite
     weights and NaN as soon as one is NaN or infinite (no overflow, unlike a norm).
     """
-    arrays = [p.list_data()[0] for p in params if p._data is not None]
+    arrays = [p.list_data()[0] for p in params]
     if not arrays:
         return
     total = mx.nd.add_n(*[(x.astype("float32", copy=False) * 0).sum().as_in_context(arrays[0].context) for x in arrays])
