@@ -145,21 +145,10 @@ def confusion_paths(path, task_names):
     return {name: "%s_%s%s" % (stem, name, ext or ".png") for name in task_names}
 
 
-def json_safe(value):
-    """NaN (a task with no labelled image) -> None, so the file is strict JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_json(path, report):
     """Write the report atomically, creating the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, json_safe(report))
+    atomic_write_json(path, report)  # NaN (a task with no labelled image) becomes null: strict JSON
     _logger.info("wrote %s", path)
 
 
