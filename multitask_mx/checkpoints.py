@@ -164,7 +164,8 @@ class CheckpointSaver:
         saved = self.saved_epochs()
         return DiskFullError(self.save_dir, " (needs about %.0f MB per checkpoint): %s; %s"
                              % (max(1, 2 * nbytes / 1e6), what,
-                                "epoch %d is the last one saved" % saved[-1] if saved else "no epoch is saved"))
+                                "epoch %d is the last one saved (--resume continues from it)" % saved[-1]
+                                if saved else "no epoch is saved"))
 
     def discard_progress(self):
         """Delete the mid-epoch checkpoint, so that --resume restarts from the last finished epoch."""

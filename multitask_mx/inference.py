@@ -166,7 +166,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None):
         except mx.base.MXNetError as exc:
             saver = CheckpointSaver(save_dir, save_name, writer=False)
             if not params_loadable(params_file):
-                raise saver.damaged_params_error(params_file, "--epoch %s" % epoch) from None
+                raise saver.damaged_params_error(params_file, "epoch %s" % epoch) from None
             raise UserInputError("cannot load %s with %s: %s" % (params_file, symbol_file,
                                                                  clean_error_text(exc)))
     net.hybridize(static_alloc=True, **inference_backend(ctxs))

@@ -2,6 +2,7 @@
 
 Every case ends with exit 2 (or its documented status: 3 for divergence, 143 for
 SIGTERM) and no "Traceback" in the output, or works; no finished epoch is lost.
+Cases that train (a few seconds each on mobilenet0.25 at 32 px) are marked slow.
 """
 import json
 import os
@@ -81,6 +82,7 @@ def test_out_of_range_flags_are_usage_errors(data, tmp_path, flags, says):
     assert not os.path.exists(save)
 
 
+@pytest.mark.slow
 def test_out_of_range_flags_of_other_commands(run2):
     for args in (["predict", "--save-result", run2, "x.jpg", "--top-k", "0"],
                  ["serve", "--save-result", run2, "--port", "70000"],
@@ -89,12 +91,14 @@ def test_out_of_range_flags_of_other_commands(run2):
         assert "usage:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_history_is_strict_json_and_keep_last_zero_keeps_all(run2):
     history = strict_json(os.path.join(run2, "history.json"))
     assert [r["epoch"] for r in history] == [1, 2]
     assert CheckpointSaver(run2, "net").saved_epochs() == [1, 2]
 
 
+@pytest.mark.slow
 def test_training_again_into_a_run_is_refused_then_overwritten(run2, tmp_path, data):
     save = copy_run(run2, tmp_path)
     with open(os.path.join(save, "notes.txt"), "w") as f:
@@ -109,6 +113,7 @@ def test_training_again_into_a_run_is_refused_then_overwritten(run2, tmp_path, d
     assert open(os.path.join(save, "notes.txt")).read() == "mine"
 
 
+@pytest.mark.slow
 def test_outputs_under_a_file_are_refused_before_the_work(run2, tmp_path, data):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -122,6 +127,7 @@ def test_outputs_under_a_file_are_refused_before_the_work(run2, tmp_path, data):
     assert "--out" in proc.stderr and "is a file" in proc.stderr
 
 
+@pytest.mark.slow
 def test_damaged_params_name_the_file_and_the_epochs_that_load(run2, tmp_path, data):
     save = copy_run(run2, tmp_path)
     damaged = os.path.join(save, "net-0002.params")
@@ -140,6 +146,7 @@ def test_damaged_params_name_the_file_and_the_epochs_that_load(run2, tmp_path, d
     assert str(random_file) in proc.stderr and "truncated or corrupt" in proc.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_says_when_the_list_has_columns_the_model_ignores(run2, tmp_path, data):
     lines = open(data["val"]).read().splitlines()
     wide = tmp_path / "wide.lst"
@@ -148,6 +155,7 @@ def test_evaluate_says_when_the_list_has_columns_the_model_ignores(run2, tmp_pat
     assert "column(s) 2-2 are ignored" in proc.stderr
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_on_resume(run2, tmp_path, data):
     save = copy_run(run2, tmp_path)
     stale = [os.path.join(save, ".tmp-999999-net-0003.params"), os.path.join(save, "history.json.tmp-999999")]
@@ -159,6 +167,7 @@ def test_stale_temporary_files_are_removed_on_resume(run2, tmp_path, data):
     assert [r["epoch"] for r in strict_json(os.path.join(save, "history.json"))] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_divergence_never_writes_nan_weights(data, tmp_path):
     save = str(tmp_path / "save")
     proc = no_traceback(run_cli(*train_args(data, save, "--num-epoch", "2", "--lr", "1e12", "--checkpoint-every",
@@ -174,6 +183,7 @@ def test_divergence_never_writes_nan_weights(data, tmp_path):
     assert finite_params(os.path.join(save, "net-0002.params"))
 
 
+@pytest.mark.slow
 def test_bad_validation_image_keeps_the_epoch(data, tmp_path):
     bad = os.path.join(data["root"], "circle", "garbage_val.jpg")
     with open(bad, "wb") as f:
