@@ -270,6 +270,13 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
     return net, trunk_spec, normalization, None
 
 
+def check_save_result(args, kv):
+    """Before the log opens: --save-result writable and holding no run this one would mix with."""
+    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
+    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
+                             args.overwrite)
+
+
 def continues_run(args):
     """--resume, or --model SAVE_RESULT/SAVE_NAME --epoch N (the original's way to continue a run)."""
     own_prefix = os.path.join(args.save_result, args.save_name)
@@ -364,9 +371,7 @@ def make_loaders(args, train_set, val_set, threads):
 def run(args):
     """Entry point of ``multitask-mx train``."""
     kv = distributed.create_kvstore(args.kv_store)
-    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
-    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
-                             args.overwrite)
+    check_save_result(args, kv)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
