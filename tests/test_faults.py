@@ -323,3 +323,31 @@ def test_full_disk_keeps_the_last_good_checkpoint(run2, data, tmp_path):
         assert "no space left" in proc.stderr and not [n for n in os.listdir(save) if ".tmp-" in n]
     finally:
         subprocess.run(["umount", disk], check=False)
+
+
+def test_mxnet_error_text_is_cleaned_of_its_traceback(tmp_path):
+    from multitask_mx.errors import clean_error_text
+    bad = tmp_path / "random.params"
+    bad.write_bytes(os.urandom(512))
+    with pytest.raises(mx.base.MXNetError) as info:
+        mx.nd.load(str(bad))
+    assert "Traceback (most recent call last)" in str(info.value)  # what MXNet 1.9 puts in its message
+    text = clean_error_text(info.value)
+    assert "Traceback" not in text and "Invalid NDArray file format" in text
+
+
+def test_strict_json_and_stale_temporary_files(tmp_path):
+    from multitask_mx import atomic
+    path = str(tmp_path / "h.json")
+    atomic.atomic_write_json(path, [{"loss": float("nan"), "acc": float("inf"), "n": 1}])
+    assert strict_json(path) == [{"loss": None, "acc": None, "n": 1}]
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        live, dead = ".tmp-%d-net-0001.params" % sleeper.pid, "history.json.tmp-999999"
+        for name in (live, dead):
+            (tmp_path / name).write_bytes(b"x")
+        assert atomic.remove_stale_temps(str(tmp_path)) == [dead]  # a running writer's file stays
+        assert (tmp_path / live).exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
