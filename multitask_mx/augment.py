@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import UserInputError
 from .images import center_crop, decode_image, resize_short, to_chw_float
+from .flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 
@@ -338,15 +339,15 @@ def augment_arguments(parser):
     group.add_argument("--no-hflip", action="store_true", help="no random left-right flip")
     group.add_argument("--vflip", action="store_true", help="random up-down flip too")
     for name in ("brightness", "contrast", "saturation"):
-        group.add_argument("--" + name, type=float, default=None,
+        group.add_argument("--" + name, type=finite_float, default=None,
                            help="random %s factor in [1-x, 1+x] (0: off)" % name)
-    group.add_argument("--hue", type=float, default=None, help="random hue shift up to x of the colour circle "
+    group.add_argument("--hue", type=finite_float, default=None, help="random hue shift up to x of the colour circle "
                        "(0..0.5; 0: off)")
-    group.add_argument("--rotate", type=float, default=None, metavar="DEGREES",
+    group.add_argument("--rotate", type=finite_float, default=None, metavar="DEGREES",
                        help="random rotation in +-DEGREES, borders reflected (0: off)")
-    group.add_argument("--aspect-stretch", type=float, default=None,
+    group.add_argument("--aspect-stretch", type=finite_float, default=None,
                        help="stretch width or height by a random factor up to 1+x (0..<1; 0: off)")
-    group.add_argument("--pca-lighting", type=float, default=None, metavar="STD",
+    group.add_argument("--pca-lighting", type=finite_float, default=None, metavar="STD",
                        help="AlexNet PCA lighting noise with this std (0.1 is usual; 0: off)")
     group.add_argument("--no-augment", action="store_true", help="no augmentation at all (= --augment none)")
     group.add_argument("--preview-augmentation", type=int, default=0, metavar="N",

@@ -18,6 +18,11 @@ import pickle
 import re
 import shutil
 
+from .atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes,  # noqa: F401 (re-exported)
+                     atomic_write_json, is_temp_name, remove_stale_temps)
+from .errors import UserInputError
+from .flagtypes import non_negative_int
+
 _logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -26,21 +31,6 @@ HISTORY_CSV = "history.csv"
 BEST_FILE = "best.json"
 PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
 STATES_FORMAT = "multitask_mx-states-1"
-
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def read_json(path):
@@ -85,6 +75,7 @@ class CheckpointSaver:
         self.history = []
         if writer:
             os.makedirs(save_dir, exist_ok=True)
+            remove_stale_temps(save_dir)  # left by runs killed during a save
 
     def path(self, filename):
         """Path of a file in the save directory."""
@@ -136,12 +127,18 @@ class CheckpointSaver:
         if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
             self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
             return
-        self._export(net, self.params_file(epoch))
-        if ema is not None:
-            self._export_ema(net, ema, self.ema_params_file(epoch))
-        if trainer is not None:
-            save_trainer_states(trainer, self.states_file(epoch))
-        self.append_history(record)
+        try:
+            self._export(net, self.params_file(epoch))
+            if ema is not None:
+                self._export_ema(net, ema, self.ema_params_file(epoch))
+            if trainer is not None:
+                save_trainer_states(trainer, self.states_file(epoch))
+            self.append_history(record)
+        except DiskFullError:
+            for path in (self.params_file(epoch), self.ema_params_file(epoch), self.states_file(epoch)):
+                if os.path.exists(path):  # half an epoch's files: resuming would skip to the older epoch anyway
+                    os.remove(path)
+            raise self._disk_full(net, "epoch %d was not saved" % epoch) from None
         if best is not None and best.update(record):
             self._save_best(epoch, best)
         self._clear_progress()
@@ -152,13 +149,30 @@ class CheckpointSaver:
         """Mid-epoch checkpoint (``--checkpoint-every``): weights, states (EMA weights) and the position."""
         if not self.writer:
             return
-        self._export(net, "%s-last.params" % self.prefix)
-        save_trainer_states(trainer, "%s-last.states" % self.prefix)
-        position = {"epoch": epoch, "batches_done": batches_done}
-        if ema is not None:
-            self._export_ema(net, ema, self.ema_params_file(None))
-            position["ema_updates"] = ema.num_updates
-        atomic_write_json(self.path(PROGRESS_FILE), position)
+        try:
+            self._export(net, "%s-last.params" % self.prefix)
+            save_trainer_states(trainer, "%s-last.states" % self.prefix)
+            position = {"epoch": epoch, "batches_done": batches_done}
+            if ema is not None:
+                self._export_ema(net, ema, self.ema_params_file(None))
+                position["ema_updates"] = ema.num_updates
+            atomic_write_json(self.path(PROGRESS_FILE), position)
+        except DiskFullError:
+            self._clear_progress()  # a mid-epoch checkpoint with mismatched parts must not be resumed
+            raise self._disk_full(net, "the mid-epoch checkpoint of epoch %d was not saved" % epoch) from None
+
+    def _disk_full(self, net, what):
+        # Checkpoint size: the weights once in .params and about once more in .states (momentum).
+        nbytes = sum(4 * p.data().size for p in net.collect_params().values())
+        saved = self.saved_epochs()
+        return DiskFullError(self.save_dir, " (needs about %.0f MB per checkpoint): %s; %s"
+                             % (max(1, 2 * nbytes / 1e6), what,
+                                "epoch %d is the last one saved (--resume continues from it)" % saved[-1]
+                                if saved else "no epoch is saved"))
+
+    def discard_progress(self):
+        """Delete the mid-epoch checkpoint, so that --resume restarts from the last finished epoch."""
+        self._clear_progress()
 
     def _clear_progress(self):
         for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix,
@@ -200,24 +214,21 @@ class CheckpointSaver:
         return arrays, updates, path
 
     def _export(self, net, params_path):
-        tmp_prefix = self.path(".tmp-%d-%s" % (os.getpid(), self.save_name))
-        net.export(tmp_prefix, epoch=0)
-        os.replace("%s-symbol.json" % tmp_prefix, self.symbol_file())
-        os.replace("%s-0000.params" % tmp_prefix, params_path)
+        with atomic_prefix(self.prefix, {"-symbol.json": self.symbol_file(), "-0000.params": params_path}) as tmp:
+            net.export(tmp, epoch=0)
 
     @staticmethod
     def _link_atomic(source, target):
-        tmp = "%s.tmp-%d" % (target, os.getpid())
-        try:
-            os.link(source, tmp)  # no copy: the epoch file and best share the bytes
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            try:
+                os.link(source, tmp)  # no copy: the epoch file and best share the bytes
+            except OSError:
+                shutil.copyfile(source, tmp)
 
     def prune(self, epoch, keep_last=None):
         """Delete epoch files older than the newest ``keep_last`` (best.params stays)."""
         keep = self.keep_last if keep_last is None else keep_last
-        if not keep:
+        if not keep or keep < 0:  # 0 keeps all; a negative count would delete the newest epochs too
             return
         for old in self.saved_epochs():
             if old <= epoch - keep:
@@ -225,11 +236,47 @@ class CheckpointSaver:
                     if os.path.exists(path):
                         os.remove(path)
 
+    def run_files(self, extra_names=()):
+        """Files of a training run already in the save directory (ours only: never a user's other files).
+
+        Checkpoints of this save name and of the one in config.json, states, the
+        mid-epoch checkpoint, config, history, best, temporary files and ``extra_names``.
+        """
+        names = {self.save_name}
+        if os.path.isfile(self.path(CONFIG_FILE)):
+            try:
+                names.add(str(read_json(self.path(CONFIG_FILE)).get("save_name") or self.save_name))
+            except (ValueError, OSError, AttributeError):
+                pass  # a damaged config.json is still ours
+        own = re.compile(r"^(%s)-(symbol\.json|\d{4,}\.(params|states)|best\.params|last\.(params|states))$"
+                         % "|".join(re.escape(n) for n in names))
+        fixed = {CONFIG_FILE, HISTORY_FILE, HISTORY_CSV, BEST_FILE, PROGRESS_FILE} | set(extra_names)
+        found = []
+        for name in sorted(os.listdir(self.save_dir)) if os.path.isdir(self.save_dir) else []:
+            if name in fixed or own.match(name) or is_temp_name(name):
+                found.append(self.path(name))
+        return [p for p in found if os.path.isfile(p)]
+
     def saved_epochs(self):
         """Epoch numbers that have a params file, ascending."""
         pattern = re.compile(re.escape(self.save_name) + r"-(\d{4,})\.params$")
         found = (pattern.match(os.path.basename(p)) for p in glob.glob("%s-*.params" % glob.escape(self.prefix)))
         return sorted(int(m.group(1)) for m in found if m)
+
+    def loadable_epochs(self):
+        """Saved epochs whose params file MXNet can read (for messages about a damaged one)."""
+        return [e for e in self.saved_epochs() if params_loadable(self.params_file(e))]
+
+    def damaged_params_error(self, params_file, flag):
+        """The UserInputError for a truncated or corrupt params file of this run, with the epochs that load."""
+        good = self.loadable_epochs()
+        hint = ("Epochs of this run that load: %s; pass --epoch N with one of them" % ", ".join(map(str, good))
+                if good else "No epoch of this run loads; train again")
+        if flag == "--resume" and good:
+            hint += (" as --model %s --epoch N (without --resume), or delete the damaged file to resume from "
+                     "epoch %d" % (self.prefix, good[-1]))
+        return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
+                              % (flag, params_file, hint))
 
     def append_history(self, record):
         """Add one epoch's record to ``history.json`` and ``history.csv``."""
@@ -264,6 +311,16 @@ class CheckpointSaver:
         return epoch, self.params_file(epoch), self.states_file(epoch), 0
 
 
+def params_loadable(path):
+    """True if ``path`` is a complete MXNet params file."""
+    import mxnet as mx
+    try:
+        mx.nd.load(path)
+        return True
+    except (mx.base.MXNetError, OSError):
+        return False
+
+
 class BestTracker:
     """Which epoch is best by ``val-loss``, ``val-acc:<task>``, ``val-acc-mean`` (or train-loss)."""
 
@@ -274,7 +331,6 @@ class BestTracker:
         valid = (["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
                  + ["val-topk:%s" % t for t in task_names])
         if metric not in valid:
-            from .errors import UserInputError
             raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
         self.metric = metric
         self.higher_is_better = "acc" in metric or "topk" in metric
@@ -340,9 +396,8 @@ def save_trainer_states(trainer, path):
         atomic_write_bytes(path, pickle.dumps({"format": STATES_FORMAT, "devices": [], "on_servers": True}))
         return
     if trainer._update_on_kvstore:  # the state lives in the kvstore
-        tmp = "%s.tmp-%d" % (path, os.getpid())
-        trainer.save_states(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            trainer.save_states(tmp)
         return
     payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True) for u in trainer._updaters]}
     atomic_write_bytes(path, pickle.dumps(payload))
@@ -360,7 +415,6 @@ def load_trainer_states(trainer, path):
         return  # dist_async: the new servers start the optimizer afresh (distributed.set_resumed_update_count)
     states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
     if states is None:
-        from .errors import UserInputError
         raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
     from .devices import states_on_cpu
     updaters = trainer._updaters
@@ -384,9 +438,12 @@ def add_arguments(parser):
     group.add_argument("--best-metric", default="val-loss",
                        help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, "
                             "val-topk:<task> (with --top-k), val-acc-mean")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start a new run in a --save-result that holds an earlier run: its checkpoints, "
+                            "states, config, history, best and log are deleted first (other files stay)")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
-    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                        help="also checkpoint every N batches, so a kill loses at most N batches")
-    group.add_argument("--keep-last", type=int, default=0, metavar="K",
+    group.add_argument("--keep-last", type=non_negative_int, default=0, metavar="K",
                        help="keep only the newest K epoch checkpoints (0: keep all; best is always kept)")

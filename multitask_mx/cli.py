@@ -2,6 +2,8 @@
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from . import __version__, _runtime
@@ -36,6 +38,25 @@ def _peek_cpu_contexts(argv):
     return 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, batch schedulers), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _stop_on_sigterm():
+    # Raising in the main process unwinds like Ctrl-C: atomic writes remove their
+    # temporary files and the DataLoader's worker pool is terminated at exit. Forked
+    # children (loader workers) inherit the handler and must simply die, as by default.
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+    signal.signal(signal.SIGTERM, handler)
+
+
 def build_parser():
     """The argument parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="multitask-mx", description="Multi-task image classification "
@@ -56,28 +77,42 @@ def main(argv=None):
     """Run a subcommand; user errors print one message and exit 2, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage error (2) or --help (0), as a status like the others
+        return exc.code
+    _stop_on_sigterm()
+    logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     try:
         result = args.run(args)
     except UserInputError as exc:
-        logging.getLogger("multitask_mx").error("%s", exc)
-        print("error: %s" % exc, file=sys.stderr)
-        return 2
+        return _report(exc, 2)
     except FloatingPointError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 3
+        return _report(exc, 3)
     except Exception as exc:  # noqa: BLE001  (only MXNet's device errors are handled; the rest re-raised)
         # A GPU running out of memory (or similar) mid-run: say what and what to do, not a traceback.
         # mxnet is not imported here: it must load after configure_threads.
         if type(exc).__name__ != "MXNetError" or not is_device_error(exc):
             raise
-        print("error: %s\nThe checkpoints of finished epochs are kept." % device_error_message(exc, args.command),
-              file=sys.stderr)
-        return 4
+        return _report("%s\nThe checkpoints of finished epochs are kept." % device_error_message(exc, args.command), 4)
+    except Terminated:
+        return _report("terminated (SIGTERM): the checkpoints of finished epochs are kept; continue with --resume.",
+                       143, "stopped")
     except KeyboardInterrupt:
-        print("interrupted: the checkpoints of finished epochs are kept.", file=sys.stderr)
-        return 130
+        return _report("interrupted: the checkpoints of finished epochs are kept; continue with --resume.",
+                       130, "stopped")
     return result if isinstance(result, int) else 0
+
+
+def _report(message, status, kind="error"):
+    """Print ``message`` once on stderr (the log file, if any, gets it too); return the exit status."""
+    text = "%s: %s" % (kind, message) if kind == "error" else str(message)
+    logger = logging.getLogger("multitask_mx")
+    for handler in logging.getLogger().handlers:  # the console handler would print it a second time
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None))
+    print(text, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

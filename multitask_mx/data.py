@@ -21,6 +21,7 @@ from .errors import UserInputError
 from .images import NORMALIZATIONS, decode_image, image_file_problem, read_checked_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap
 from .tasks import Task, class_histograms, task_labels
+from .flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -237,9 +238,9 @@ def add_arguments(parser):
     group.add_argument("--data-val", default=None, help="validation .lst file (optional)")
     group.add_argument("--image-val", default=None, help="folder the validation list's paths are relative to")
     group.add_argument("--image-shape", default="3,224,224", help="network input C,H,W")
-    group.add_argument("--num-examples", type=int, default=None,
+    group.add_argument("--num-examples", type=positive_int, default=None,
                        help="images per epoch for the lr schedule (default: counted from --data-train)")
-    group.add_argument("--data-nthreads", type=int, default=None,
+    group.add_argument("--data-nthreads", type=non_negative_int, default=None,
                        help="loader worker processes (default: number of cores, at most 4)")
     group.add_argument("--cache-images", action="store_true",
                        help="keep decoded images in RAM (small datasets: no decoding after the first pass)")

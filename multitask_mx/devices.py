@@ -24,6 +24,7 @@ from mxnet import gluon
 from . import cuda_libs
 from .errors import UserInputError
 from .mxerrors import device_error_message, is_device_error
+from .flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def add_arguments(parser):
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", default="",
                        help="GPU ids, e.g. 0 or 0,1,2,3; '' (default) for CPU; 'auto' for all GPUs")
-    group.add_argument("--cpus", type=int, default=1,
+    group.add_argument("--cpus", type=positive_int, default=1,
                        help="CPU contexts when on CPU (2 -> mx.cpu(0), mx.cpu(1)): the multi-device path "
                             "without GPUs")
     group.add_argument("--kv-store", default="device", help="kvstore for gradient reduction: device, local; dist_sync, dist_device_sync, "

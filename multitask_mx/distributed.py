@@ -31,6 +31,7 @@ import os
 
 import mxnet as mx
 
+from .atomic import atomic_path
 from .errors import UserInputError
 from .lists import ImageList
 
@@ -117,6 +118,18 @@ def shard_list(image_list: ImageList, rank, num_workers):
     length = int(math.ceil(len(entries) / float(num_workers)))
     shard = shard + shard[:length - len(shard)]
     return ImageList(image_list.source, image_list.image_root, shard)
+
+
+def without_padding(image_list: ImageList):
+    """The shard without the entries ``shard_list`` repeated as padding (for the duplicate-path report)."""
+    seen, entries = set(), []
+    for entry in image_list.entries:  # a repeat keeps its line number; a real duplicate has its own
+        if entry.line not in seen:
+            seen.add(entry.line)
+            entries.append(entry)
+    if len(entries) == len(image_list.entries):
+        return image_list
+    return ImageList(image_list.source, image_list.image_root, entries)
 
 
 def init_keys(kv, keys, arrays):
@@ -276,9 +289,8 @@ def dump_rank_params(net, pattern, kv):
     """``--dump-rank-params``: write this worker's final weights to PATTERN with {rank} filled in."""
     path = pattern.format(rank=kv.rank)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    net.save_parameters(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        net.save_parameters(tmp)
     _logger.info("wrote this worker's final weights to %s", path)
     return path
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import UserInputError
+from .flagtypes import non_negative_float, non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def add_arguments(parser):
     group.add_argument("--freeze-trunk", action="store_true", help="train only the heads (feature extraction)")
     group.add_argument("--unfreeze-from", default=None, metavar="STAGE",
                        help="train the heads and the trunk from this stage up (e.g. stage4, or a layer prefix)")
-    group.add_argument("--freeze-epochs", type=int, default=0,
+    group.add_argument("--freeze-epochs", type=non_negative_int, default=0,
                        help="heads only for N epochs, then fine-tune (all, or from --unfreeze-from)")
-    group.add_argument("--trunk-lr-mult", type=float, default=1.0, help="trunk learning rate = this x --lr")
+    group.add_argument("--trunk-lr-mult", type=non_negative_float, default=1.0, help="trunk learning rate = this x --lr")
     group.add_argument("--no-wd-bias-bn", action="store_true", help="no weight decay on biases and BatchNorm")

@@ -24,13 +24,14 @@ import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
-from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
+from .checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
 from .data import make_loader as make_data_loader
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError
 from .images import EvalTransform, read_checked_image
-from .mxerrors import describe_mxnet_error
+from .mxerrors import clean_mxnet_error, describe_mxnet_error
 from .tasks import Task
+from .flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -193,6 +194,9 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
         try:
             net = gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctxs)
         except mx.base.MXNetError as exc:
+            saver = CheckpointSaver(save_dir, save_name, writer=False)
+            if not params_loadable(params_file):
+                raise saver.damaged_params_error(params_file, "epoch %s" % epoch) from None
             raise UserInputError(describe_mxnet_error(exc, "loading %s on %s" % (params_file, ctxs[0]),
                                                       "cannot load %s with %s: %%s" % (params_file, symbol_file)))
     net.hybridize(static_alloc=True, **inference_backend(ctxs))
@@ -375,15 +379,15 @@ def add_arguments(parser, prediction=True):
     if not prediction:
         return
     group = parser.add_argument_group("prediction")
-    group.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    group.add_argument("--data-nthreads", type=int, default=None,
+    group.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    group.add_argument("--data-nthreads", type=non_negative_int, default=None,
                        help="image decoding worker processes (default: number of cores, at most 4)")
     group.add_argument("--tta", choices=["none", "flip"], default="none",
                        help="test-time augmentation: flip averages the probabilities of the image and its mirror")
     group.add_argument("--quiet", action="store_true", help="warnings only on stderr, no progress bar")
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1; '' (default) for CPU")
-    group.add_argument("--cpus", type=int, default=1, help="CPU contexts when on CPU")
+    group.add_argument("--cpus", type=positive_int, default=1, help="CPU contexts when on CPU")
 
 
 def model_contexts(args):

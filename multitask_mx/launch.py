@@ -14,7 +14,6 @@ or ``server``, MXNet's kvstore-server module runs the node until the job ends.
 """
 import collections
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from .atomic import atomic_write_json
 from .errors import UserInputError
 
 _logger = logging.getLogger(__name__)
@@ -418,7 +418,4 @@ def _write_process_table(running, log_dir):
     """processes.json: role, slot, pid (= process group), host and log of each process, for operators."""
     table = [{"role": p.node.role, "slot": p.node.slot, "pid": p.popen.pid,
               "host": p.node.host.name if p.node.host else None, "log": p.log_path} for p in running]
-    tmp = os.path.join(log_dir, ".processes.json.tmp-%d" % os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(table, f, indent=2)
-    os.replace(tmp, os.path.join(log_dir, "processes.json"))
+    atomic_write_json(os.path.join(log_dir, "processes.json"), table)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import UserInputError
 from .tasks import agreement_pairs
+from .flagtypes import positive_int
 
 # rows of the on-device sums, one column per task
 _LOSS, _CORRECT, _COUNT, _TOPK, _AGREE = range(5)
@@ -124,5 +125,5 @@ def total_loss(values):
 def add_arguments(parser):
     """Metric flags."""
     group = parser.add_argument_group("metrics")
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
+    group.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                        help="also report top-K accuracy (as 'topk') for tasks with more than K classes")

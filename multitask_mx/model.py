@@ -20,6 +20,7 @@ from .errors import UserInputError
 from .mxerrors import describe_mxnet_error
 from .precision import amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
+from .flagtypes import fraction, non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -240,12 +241,12 @@ def add_arguments(parser):
     group.add_argument("--model", default=None,
                        help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
                             "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
-    group.add_argument("--epoch", type=int, default=0, help="epoch of the --model checkpoint (original flag)")
+    group.add_argument("--epoch", type=non_negative_int, default=0, help="epoch of the --model checkpoint (original flag)")
     group.add_argument("--pretrained", action="store_true",
                        help="start the trunk from GluonCV's ImageNet weights of --network (from the cache, or "
                             "downloaded through GluonCV's model store when online)")
     group.add_argument("--model-root", default=None, metavar="DIR",
                        help="folder of GluonCV's cached weights for --pretrained (default ~/.mxnet/models; "
                             "$MXNET_HOME/models when MXNET_HOME is set, as in GluonCV)")
-    group.add_argument("--head-hidden", type=int, default=0, help="hidden Dense+ReLU units per head (0: none)")
-    group.add_argument("--head-dropout", type=float, default=0.0, help="dropout after the hidden layer")
+    group.add_argument("--head-hidden", type=non_negative_int, default=0, help="hidden Dense+ReLU units per head (0: none)")
+    group.add_argument("--head-dropout", type=fraction, default=0.0, help="dropout after the hidden layer")

@@ -13,6 +13,7 @@ import os
 import mxnet as mx
 
 from .errors import UserInputError
+from .mxerrors import clean_mxnet_error
 
 _logger = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def _load_nd(path):
     try:
         return mx.nd.load(path)
     except mx.base.MXNetError as exc:
-        raise UserInputError("%s is not an MXNet params file or is damaged: %s"
-                             % (path, str(exc).splitlines()[0]))
+        raise UserInputError("%s is truncated or corrupt, or not an MXNet params file: %s"
+                             % (path, clean_mxnet_error(exc)))
 
 
 def feature_node_name(symbol_json):
@@ -100,7 +101,7 @@ def load_classic_checkpoint(prefix, epoch):
     try:
         symbol = mx.sym.load(sym_file)
     except mx.base.MXNetError as exc:
-        raise UserInputError("%s is not an MXNet symbol file: %s" % (sym_file, str(exc).splitlines()[0]))
+        raise UserInputError("%s is not an MXNet symbol file: %s" % (sym_file, clean_mxnet_error(exc)))
     params = split_arg_aux(_load_nd(params_file))
     symbol_json = symbol.tojson()
     feature_name = feature_node_name(symbol_json)

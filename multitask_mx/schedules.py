@@ -24,6 +24,7 @@ from typing import Tuple
 import mxnet as mx
 
 from .errors import UserInputError
+from .flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 
@@ -261,15 +262,15 @@ def add_arguments(parser):
                        + ", ".join(sorted(SCHEDULES)) + " (default: cosine over --num-epoch)")
     group.add_argument("--lr-step-epochs", default=None, help="step: epochs after which the lr drops "
                        "(default: at 1/2 and 3/4 of --num-epoch)")
-    group.add_argument("--lr-factor", type=float, default=0.1, help="step: lr multiplier at each step")
-    group.add_argument("--warmup-epochs", type=float, default=0.0,
+    group.add_argument("--lr-factor", type=finite_float, default=0.1, help="step: lr multiplier at each step")
+    group.add_argument("--warmup-epochs", type=finite_float, default=0.0,
                        help="linear warmup over this many epochs (fractions allowed; default 0: none)")
-    group.add_argument("--warmup-begin-lr", type=float, default=0.0, help="lr at the start of the warmup")
-    group.add_argument("--lr-min", type=float, default=0.0,
+    group.add_argument("--warmup-begin-lr", type=finite_float, default=0.0, help="lr at the start of the warmup")
+    group.add_argument("--lr-min", type=finite_float, default=0.0,
                        help="cosine/poly: final lr; cyclic: lr at the start and end of each cycle")
-    group.add_argument("--lr-power", type=float, default=2.0, help="poly: power of the decay")
-    group.add_argument("--cycle-epochs", type=float, default=10.0, help="cyclic: length of one cycle in epochs")
-    group.add_argument("--cycle-decay", type=float, default=1.0,
+    group.add_argument("--lr-power", type=finite_float, default=2.0, help="poly: power of the decay")
+    group.add_argument("--cycle-epochs", type=finite_float, default=10.0, help="cyclic: length of one cycle in epochs")
+    group.add_argument("--cycle-decay", type=finite_float, default=1.0,
                        help="cyclic: each cycle's peak is this times the last one's (1: plain triangular)")
     group.add_argument("--plot-lr", metavar="FILE.png", default=None,
                        help="draw the schedule for --num-epoch epochs into FILE.png and exit without training")

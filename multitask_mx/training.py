@@ -21,6 +21,7 @@ from .data import BAD_SAMPLE, device_normalize
 from .devices import split_batch
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
+from .flagtypes import fraction, non_negative_float, non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -131,8 +132,24 @@ def _check_finite(values, epoch, batch_index):
     bad = [name for name, v in values.items() if v["count"] and not math.isfinite(v["loss"])]
     if bad:
         raise FloatingPointError("the loss of task(s) %s became NaN or infinite in epoch %d by batch %d. "
-                                 "Lower --lr, or check the images and labels of that batch; the last "
-                                 "good checkpoint is kept." % (", ".join(bad), epoch, batch_index))
+                                 "Lower --lr, or check the images and labels of that batch."
+                                 % (", ".join(bad), epoch, batch_index))
+
+
+def check_weights_finite(params, epoch, batch_index=None):
+    """Raise FloatingPointError if any weight is NaN or infinite; called before every checkpoint write.
+
+    One fused reduction and one read per save: ``sum(x * 0)`` is 0 for finite
+    weights and NaN as soon as one is NaN or infinite (no overflow, unlike a norm).
+    """
+    arrays = [p.list_data()[0] for p in params]
+    if not arrays:
+        return
+    total = mx.nd.add_n(*[(x.astype("float32", copy=False) * 0).sum().as_in_context(arrays[0].context) for x in arrays])
+    if not math.isfinite(float(total.asscalar())):
+        where = "by batch %d" % batch_index if batch_index else "by its end"
+        raise FloatingPointError("the weights became NaN or infinite in epoch %d %s and were not saved. Lower "
+                                 "--lr (or use --warmup-epochs), or check the images and labels." % (epoch, where))
 
 
 def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, epoch, cfg: LoopConfig,
@@ -201,14 +218,22 @@ def _report_interval(bar, epoch, batch_index, speed, values, lr):
 
 def evaluate(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress_bar=False, normalization="imagenet"):
     """Mean loss and accuracy per task over ``loader`` (no gradient); uint8 batches get ``normalization``."""
+    return evaluate_counting(net, loader, ctxs, loss_fn, metrics, progress_bar, normalization)[0]
+
+
+def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress_bar=False, normalization="imagenet"):
+    """(evaluate's values, images skipped as unreadable): with --skip-bad-images these are logged by name."""
     metrics.reset()
+    skipped = 0
     for batch in _progress(loader, progress_bar, "validation"):
+        if getattr(loader._dataset, "skip_bad", False):
+            skipped += _log_bad_samples(batch, loader._dataset)
         parts, valids = split_batch(batch[:2], ctxs)
         for d, ((x, y), v) in enumerate(zip(parts, valids)):
             outputs = net(device_normalize(x, normalization))
             _, losses, labels, masks = loss_fn(outputs, y, v)
             metrics.update(d, outputs, labels, masks, losses)
-    return metrics.values()
+    return metrics.values(), skipped
 
 
 def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):
@@ -237,19 +262,19 @@ def lr_value(text):
 def add_arguments(parser):
     """Optimisation flags (the original's names and defaults)."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=int, default=32, help="total batch size over all devices")
-    group.add_argument("--num-epoch", type=int, default=10, help="train up to this epoch")
+    group.add_argument("--batch-size", type=positive_int, default=32, help="total batch size over all devices")
+    group.add_argument("--num-epoch", type=positive_int, default=10, help="train up to this epoch")
     group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
                        "not given: 0.1 x batch/256 from scratch, 0.02 x batch/256 fine-tuning (README)")
-    group.add_argument("--mom", type=float, default=0.9, help="SGD momentum")
-    group.add_argument("--wd", type=float, default=0.0001, help="weight decay")
+    group.add_argument("--mom", type=fraction, default=0.9, help="SGD momentum")
+    group.add_argument("--wd", type=non_negative_float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
-    group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon, e.g. 0.1")
-    group.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    group.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon, e.g. 0.1")
+    group.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
                        help="mixup with Beta(ALPHA, ALPHA) weights, applied to every task (0: off)")
     group.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "auto"], default="float32",
                        help="float16 = mixed precision (AMP) on GPUs; bfloat16 = AMP on CPUs with AVX-512 (fast "
                             "with AMX); auto = bfloat16 where AMX is on and timed steps show it faster")
-    group.add_argument("--seed", type=int, default=None, help="random seed for weights, shuffling, augmentation")
-    group.add_argument("--disp-batches", type=int, default=20, help="batches between speed/metric log lines")
+    group.add_argument("--seed", type=non_negative_int, default=None, help="random seed for weights, shuffling, augmentation")
+    group.add_argument("--disp-batches", type=positive_int, default=20, help="batches between speed/metric log lines")
     group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")

@@ -30,6 +30,7 @@ from mxnet import gluon
 
 from .errors import UserInputError
 from .tasks import class_histograms, config_lines
+from .flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def add_arguments(parser):
                        help="fixed: --loss-weights as given; uncertainty: learned per-task log-variances "
                             "(Kendall et al. 2018); dwa: dynamic weight average from the last two epochs' "
                             "losses. Both multiply --loss-weights")
-    group.add_argument("--dwa-temperature", type=float, default=2.0,
+    group.add_argument("--dwa-temperature", type=finite_float, default=2.0,
                        help="temperature T of --loss-weighting dwa (larger: weights closer to 1)")
     group.add_argument("--class-weights", default=None, metavar="auto|FILE",
                        help="weigh training samples by class: auto = inverse class frequency in the training "

@@ -234,7 +234,7 @@ def test_image_that_fails_only_when_decoded_mid_epoch(tiny_data, tmp_path):
     proc = run_cli(*train_args(tiny_data, save, "--num-epoch", "2", "--data-nthreads", "1"), expect=2)
     assert "garbage.jpg cannot be decoded" in proc.stderr and "train.lst:25" in proc.stderr
     assert "Traceback" not in proc.stderr
-    run_cli(*train_args(tiny_data, save, "--num-epoch", "2", "--skip-bad-images"))
+    run_cli(*train_args(tiny_data, save, "--num-epoch", "2", "--skip-bad-images", "--overwrite"))
     log = open(os.path.join(save, "train.log")).read()
     assert "skipped unreadable image" in log and "garbage.jpg" in log
     assert sum(r.get("skipped_images", 0) for r in json.load(open(os.path.join(save, "history.json")))) >= 1

@@ -157,7 +157,7 @@ def test_launch_dry_run_prints_the_ssh_command_lines(tmp_path, capsys):
     (["-n", "2", "-s", "1", "--", "train", "--kv-store", "device"], "every worker would train alone"),
     (["-n", "2", "-s", "1", "--", "evaluate", "--kv-store", "dist_sync"], "launch runs the train command"),
     (["-n", "2", "--launcher", "ssh", "--", "train", "--kv-store", "dist_sync"], "needs -H HOSTFILE"),
-    (["-n", "0", "--", "train", "--kv-store", "dist_sync"], "at least 1"),
+    (["-n", "0", "--", "train", "--kv-store", "dist_sync"], "-n/--num-workers: 0: give 1 or more"),
 ])
 def test_launch_refuses_bad_requests_before_starting_anything(argv, message, capsys):
     assert cli.main(["launch"] + argv) == 2

@@ -6,6 +6,7 @@ from .. import _runtime
 import mxnet as mx
 
 from ..logs import setup_logging
+from ..flagtypes import non_negative_int, positive_float, positive_int
 
 DESCRIPTION = "print versions, devices, thread settings and a 10-second training throughput"
 
@@ -14,10 +15,10 @@ def add_arguments(parser):
     """Doctor flags."""
     parser.add_argument("--network", default="resnet50_v1", help="network for the throughput test")
     parser.add_argument("--image-shape", default="3,224,224", help="input C,H,W for the throughput test")
-    parser.add_argument("--batch-size", type=int, default=0,
+    parser.add_argument("--batch-size", type=non_negative_int, default=0,
                         help="batch for the throughput test; 0: 8 on CPU, on a GPU the largest power of two "
                              "(up to 256) that fits its free memory, as training would use it")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput test")
+    parser.add_argument("--seconds", type=positive_float, default=10.0, help="length of the throughput test")
     parser.add_argument("--gpus", default="", help="GPU ids for the test ('' for CPU)")
 
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from .. import inference
-from ..checkpoints import atomic_write_json
+from ..atomic import atomic_write_json, check_output_file
 from ..errors import UserInputError
 from ..lists import read_list
 from ..logs import setup_logging
@@ -54,6 +54,12 @@ def list_labels(model, image_list):
                              "list with the same columns as the training list."
                              % (image_list.source, image_list.num_label_columns, needed,
                                 ", ".join("%s: column %d" % (t.name, t.column + 1) for t in model.tasks)))
+    if image_list.num_label_columns > needed:
+        _logger.warning("%s has %d label columns but the model's tasks read only the first %d (%s): column(s) "
+                        "%d-%d are ignored. Was the model trained on another list?",
+                        image_list.source, image_list.num_label_columns, needed,
+                        ", ".join("%s: column %d" % (t.name, t.column + 1) for t in model.tasks),
+                        needed + 1, image_list.num_label_columns)
     labels = np.stack([task_labels(model.tasks, e.labels) for e in image_list.entries])
     for k, task in enumerate(model.tasks):
         bad = np.nonzero(labels[:, k] >= task.num_classes)[0]
@@ -139,21 +145,10 @@ def confusion_paths(path, task_names):
     return {name: "%s_%s%s" % (stem, name, ext or ".png") for name in task_names}
 
 
-def json_safe(value):
-    """NaN (a task with no labelled image) -> None, so the file is strict JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_json(path, report):
     """Write the report atomically, creating the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, json_safe(report))
+    atomic_write_json(path, report)  # NaN (a task with no labelled image) becomes null: strict JSON
     _logger.info("wrote %s", path)
 
 
@@ -162,6 +157,9 @@ def run(args):
     setup_logging(None, quiet=args.quiet)
     ks = parse_ks(args.top_k)
     cfg = inference.predict_config(args)
+    for flag, path in (("--json", args.json), ("--confusion-png", args.confusion_png)):
+        if path:
+            check_output_file(path, flag)  # before the predictions, not after
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
     image_list = read_eval_list(args.data, args.image_root)

@@ -16,7 +16,7 @@ from .. import __version__, inference
 import mxnet as mx
 from mxnet import gluon
 
-from ..checkpoints import atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_prefix, atomic_write_bytes, atomic_write_json, check_output_dir, temp_prefix
 from ..errors import UserInputError
 from ..images import EVAL_CROP_FRACTION, NORMALIZATIONS, to_chw_float
 from ..logs import setup_logging
@@ -66,10 +66,8 @@ def split_params(params_file):
 
 def save_checkpoint_atomic(prefix, symbol, args, aux):
     """``mx.model.save_checkpoint(prefix, 0, ...)`` through temporary names and renames."""
-    tmp = os.path.join(os.path.dirname(prefix), ".tmp-%d-%s" % (os.getpid(), os.path.basename(prefix)))
-    mx.model.save_checkpoint(tmp, 0, symbol, args, aux)
-    os.replace("%s-symbol.json" % tmp, "%s-symbol.json" % prefix)
-    os.replace("%s-0000.params" % tmp, "%s-0000.params" % prefix)
+    with atomic_prefix(prefix, ["-symbol.json", "-0000.params"]) as tmp:
+        mx.model.save_checkpoint(tmp, 0, symbol, args, aux)
 
 
 def preprocessing(model, name, onnx_file=None):
@@ -157,7 +155,7 @@ def clean_onnx_model(onnx, model_proto):
 def export_onnx(prefix, model, path):
     """Convert the exported checkpoint to ONNX (dynamic batch) at ``path``."""
     onnx = _import_onnx()
-    tmp = os.path.join(os.path.dirname(path), ".tmp-%d-%s" % (os.getpid(), os.path.basename(path)))
+    tmp = temp_prefix(path)
     shape = (1,) + model.image_shape
     try:
         mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [shape], [np.float32], tmp,
@@ -189,6 +187,7 @@ def onnx_probs(path, batch):
 def run(args):
     """Entry point of ``multitask-mx export``."""
     setup_logging(None, quiet=args.quiet)
+    check_output_dir(args.out, "--out")  # before the work, not after
     model = inference.load_model(args.save_result, args.save_name, args.epoch, [mx.cpu()],
                                  weights=args.weights)
     name = args.name or model.save_name

@@ -13,6 +13,7 @@ from .. import _runtime, distributed
 from ..errors import UserInputError
 from ..launch import parse_hostfile, plan_local, plan_ssh, run_nodes, this_host_address
 from ..logs import setup_logging
+from ..flagtypes import non_negative_float, port, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -22,14 +23,14 @@ DIST_KV_STORES = [k for k in distributed.KV_STORES if k.startswith("dist")]
 
 def add_arguments(parser):
     """Launch flags; everything after ``--`` is the train command."""
-    parser.add_argument("-n", "--num-workers", type=int, required=True, help="worker processes (each trains)")
-    parser.add_argument("-s", "--num-servers", type=int, default=1, help="parameter-server processes")
+    parser.add_argument("-n", "--num-workers", type=positive_int, required=True, help="worker processes (each trains)")
+    parser.add_argument("-s", "--num-servers", type=positive_int, default=1, help="parameter-server processes")
     parser.add_argument("--launcher", choices=["local", "ssh"], default="local",
                         help="local: every process on this machine, on loopback; ssh: on the hosts of -H")
     parser.add_argument("-H", "--hostfile", default=None, help="ssh: file of hosts, one [user@]host[:ssh_port] a line")
-    parser.add_argument("--timeout", type=float, default=0, metavar="S",
+    parser.add_argument("--timeout", type=non_negative_float, default=0, metavar="S",
                         help="stop every process and fail after S seconds (0: no limit)")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=port, default=None,
                         help="scheduler port; servers and workers take the next ones. None: free ports here, and "
                              "ps-lite's choice on ssh hosts")
     parser.add_argument("--log-dir", default=None,

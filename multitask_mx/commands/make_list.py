@@ -16,6 +16,7 @@ from ..checkpoints import atomic_write_bytes
 from ..errors import UserInputError
 from ..images import read_checked_image
 from ..logs import setup_logging
+from ..flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def add_arguments(parser):
     group.add_argument("--split", default="0.7,0.2,0.1",
                        help="train,val,test fractions summing to 1 (stratified per class); '0.8,0.2' writes "
                             "no test list, '1' writes PREFIX.lst")
-    group.add_argument("--seed", type=int, default=0, help="random seed of the split and of --shuffle")
+    group.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the split and of --shuffle")
     group.add_argument("--shuffle", action="store_true",
                        help="shuffle the lines of each list (default: ordered by class, then path)")
     group.add_argument("--recursive", action="store_true",

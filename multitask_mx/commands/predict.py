@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import inference
-from ..checkpoints import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
 from ..lists import read_list
 from ..logs import setup_logging
+from ..flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def add_arguments(parser):
     group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
                        help="image extensions looked for in folders, comma-separated")
     group = parser.add_argument_group("output")
-    group.add_argument("--top-k", type=int, default=3, help="classes shown per task, most probable first")
+    group.add_argument("--top-k", type=positive_int, default=3, help="classes shown per task, most probable first")
     group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
     group.add_argument("--csv", default=None, metavar="FILE",
                        help="write one row per image, task and rank as CSV ('-': stdout)")
@@ -136,6 +137,9 @@ def run(args):
     if args.top_k < 1:
         raise UserInputError("--top-k %d: give 1 or more." % args.top_k)
     cfg = inference.predict_config(args)
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        if path and path != "-":
+            check_output_file(path, flag)  # before the predictions, not after
     extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
                        for e in args.exts.split(",") if e.strip())
     items = collect_inputs(args.inputs, args.image_root, extensions)

@@ -7,6 +7,7 @@ from .. import inference, serve
 from ..devices import parse_contexts
 from ..errors import UserInputError
 from ..logs import setup_logging
+from ..flagtypes import non_negative_float, non_negative_int, port, positive_float, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -21,23 +22,23 @@ def add_arguments(parser):
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; 0.0.0.0 exposes the server to the network")
-    group.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port, printed at start)")
-    group.add_argument("--threads", type=int, default=0, help="waitress request threads; 0: --queue-size + --max-batch")
-    group.add_argument("--connection-limit", type=int, default=100,
+    group.add_argument("--port", type=port, default=8080, help="TCP port (0: any free port, printed at start)")
+    group.add_argument("--threads", type=non_negative_int, default=0, help="waitress request threads; 0: --queue-size + --max-batch")
+    group.add_argument("--connection-limit", type=positive_int, default=100,
                        help="open connections at most; each may hold one upload in memory")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds a request waits for the model")
+    group.add_argument("--timeout", type=positive_float, default=60.0, help="seconds a request waits for the model")
     group.add_argument("--quiet", action="store_true", help="warnings only on stderr (no line per request)")
     group = parser.add_argument_group("uploads")
-    group.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted, in MiB (413)")
-    group.add_argument("--max-megapixels", type=float, default=50.0,
+    group.add_argument("--max-upload-mb", type=positive_float, default=10.0, help="largest upload accepted, in MiB (413)")
+    group.add_argument("--max-megapixels", type=positive_float, default=50.0,
                        help="largest image accepted, in millions of pixels, read from its header (413)")
-    group.add_argument("--top-k", type=int, default=3, help="classes returned per task, most probable first")
+    group.add_argument("--top-k", type=positive_int, default=3, help="classes returned per task, most probable first")
     group.add_argument("--tta", choices=["none", "flip"], default="none", help="test-time augmentation, as in predict")
     group = parser.add_argument_group("batching")
-    group.add_argument("--max-batch", type=int, default=16, help="images per forward pass at most (1: no batching)")
-    group.add_argument("--max-wait-ms", type=float, default=5.0,
+    group.add_argument("--max-batch", type=positive_int, default=16, help="images per forward pass at most (1: no batching)")
+    group.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
                        help="how long a batch waits for requests that are still being decoded")
-    group.add_argument("--queue-size", type=int, default=64, help="images waiting for the model at most (then 503)")
+    group.add_argument("--queue-size", type=positive_int, default=64, help="images waiting for the model at most (then 503)")
 
 
 def serve_config(args):

@@ -15,6 +15,7 @@ from .. import augment, augment_presets, checkpoints, data, devices, distributed
 from .. import early_stopping, ema as ema_mod
 from .. import phases
 from . import plain_args
+from .. import rundir
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
 from ..data import LstDataset, check_images_or_skip, make_loader, preflight_report
@@ -29,7 +30,7 @@ from ..schedules import ScheduleConfig, make_scheduler
 
 _logger = logging.getLogger(__name__)
 
-CURVES_FILE = "curves.png"
+CURVES_FILE = rundir.CURVES_FILE
 DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 
 
@@ -225,17 +226,14 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
-        val_values = None
-        if val_loader is not None:
-            phases.switch("validation")
-            val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization)
-            _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
+        val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
+                                             (epoch, lr, train_values, speed, skipped, tic), normalization)
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
-        saver.save_epoch(net, trainer, epoch, record, best, ema)
+        _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
@@ -257,12 +255,48 @@ def _weights_and_agreement(epoch, task_weighting, val_metrics):
     return extras
 
 
+def _save_finite_epoch(saver, net, trainer, epoch, record, best, ema=None):
+    """Save the epoch's checkpoint, never with NaN or infinite weights (FloatingPointError instead)."""
+    if saver.writer:
+        training.check_weights_finite(net.collect_params().values(), epoch)
+    saver.save_epoch(net, trainer, epoch, record, best, ema)
+
+
+def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer, epoch_info,
+                            normalization="imagenet"):
+    """Validation values (None without --data-val); an unreadable validation image never loses the epoch.
+
+    Without --skip-bad-images a validation image that fails to decode raises; the
+    epoch just trained is saved first (without validation figures), then the error is
+    shown with what to do. With --skip-bad-images such images are counted and logged.
+    """
+    if val_loader is None:
+        return None
+    epoch, lr, train_values, speed, skipped, tic = epoch_info
+    phases.switch("validation")
+    try:
+        values, val_skipped = training.evaluate_counting(net, val_loader, ctxs, loss_fn, val_metrics,
+                                                                 normalization=normalization)
+    except UserInputError as exc:
+        record = training.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
+        _save_finite_epoch(saver, net, trainer, epoch, record, None)
+        raise UserInputError("validation after epoch %d: %s. Epoch %d is saved (without validation figures); fix "
+                             "or remove that image, or pass --skip-bad-images, and continue with --resume."
+                             % (epoch, exc, epoch)) from None
+    if val_skipped:
+        _logger.warning("Epoch[%d] validation skipped %d unreadable image(s)", epoch, val_skipped)
+    _logger.info("Epoch[%d] Validation: %s", epoch, summarise(values))
+    return values
+
+
 def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):
     if not every:
         return None
 
     def on_batch(epoch, done):
         if (done + offset) % every == 0:
+            if saver.writer:  # never write NaN weights that every --resume would reload
+                training.check_weights_finite(net.collect_params().values(), epoch, done + offset)
             saver.save_progress(net, trainer, epoch, done + offset, ema)
     return on_batch
 
@@ -301,7 +335,7 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
                                      symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout, defer=True)
-        model.load_checkpoint_params(net, point[1])
+        rundir.load_resume_params(net, saver, point[1])
         _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
                      " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
         return net, trunk_spec, saved["normalization"], point
@@ -315,6 +349,19 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
     else:
         _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
     return net, trunk_spec, normalization, None
+
+
+def check_save_result(args, kv):
+    """Before the log opens: --save-result writable and holding no run this one would mix with."""
+    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
+    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
+                             args.overwrite)
+
+
+def continues_run(args):
+    """--resume, or --model SAVE_RESULT/SAVE_NAME --epoch N (the original's way to continue a run)."""
+    own_prefix = os.path.join(args.save_result, args.save_name)
+    return bool(args.resume or (args.model and os.path.abspath(args.model) == os.path.abspath(own_prefix)))
 
 
 def find_resume_point(args, saver):
@@ -388,7 +435,7 @@ def prepare_lists(args, kv, gpus=0):
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
     phases.switch("lists")
     train = distributed.equalize_shards(train, kv)
-    preflight_report(tasks, train, val)
+    preflight_report(tasks, distributed.without_padding(train), val)  # padding repeats are not duplicates
     return train, val, tasks, threads
 
 
@@ -407,6 +454,7 @@ def make_loaders(args, train_set, val_set, threads, pin_memory=False):
 def run(args):
     """Entry point of ``multitask-mx train``."""
     kv = distributed.create_kvstore(args.kv_store)
+    check_save_result(args, kv)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
@@ -464,7 +512,10 @@ def run(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
-    history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
+    try:
+        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
+    except FloatingPointError as exc:
+        raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
     phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
     phases.finish()
