@@ -44,7 +44,8 @@ _SIGNATURES = (
 # The smallest GIF (1x1, one colour): OpenCV has no GIF encoder to make a sample with.
 _GIF_SAMPLE = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
                b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-_READABLE = {}
+_READABLE = {}  # format -> whether this cv2 decodes it (filled once per process)
+_READABLE_SET = []  # [the readable formats as a frozenset], once known
 
 
 def sniff_format(head: bytes) -> Optional[str]:
@@ -73,13 +74,13 @@ def _sample(extension):
 
 def readable_formats():
     """The formats of _SIGNATURES that this cv2 decodes: a sample of each is decoded once per process."""
-    if not _READABLE:
+    if not _READABLE_SET:
         for name, magic, _, extension in _SIGNATURES:
-            if name in _READABLE and _READABLE[name]:
-                continue
-            sample = _sample(extension) if extension or name == "GIF" else None
-            _READABLE[name] = bool(sample) and sample.startswith(magic) and decode_image_bytes(sample) is not None
-    return {name for name, readable in _READABLE.items() if readable}
+            if not _READABLE.get(name):
+                sample = _sample(extension) if extension or name == "GIF" else None
+                _READABLE[name] = bool(sample) and sample.startswith(magic) and decode_image_bytes(sample) is not None
+        _READABLE_SET.append(frozenset(name for name, readable in _READABLE.items() if readable))
+    return _READABLE_SET[0]
 
 
 def _open_for_check(path):

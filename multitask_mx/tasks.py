@@ -191,15 +191,21 @@ def task_labels(tasks: Sequence[Task], column_labels: Sequence[int]):
 def task_label_matrix(tasks: Sequence[Task], column_labels):
     """Labels of every task for every image: (images x tasks) int32 from (images x columns) labels.
 
-    Each task's derivation runs once per distinct value of its column, not once per image.
+    Each task's derivation runs once per class value (a look-up table), not once per image.
     """
     column_labels = np.asarray(column_labels, dtype=np.int64)
     if column_labels.ndim == 1:  # one label per image
         column_labels = column_labels.reshape(-1, 1)
     out = np.empty((len(column_labels), len(tasks)), np.int32)
     for i, task in enumerate(tasks):
-        values, inverse = np.unique(column_labels[:, task.column], return_inverse=True)
-        out[:, i] = np.array([task.label_from(int(v)) for v in values], np.int32)[inverse]
+        column = column_labels[:, task.column]
+        low, high = (int(column.min()), int(column.max())) if len(column) else (0, -1)
+        if high - low < 1 << 20:
+            table = np.array([task.label_from(v) for v in range(low, high + 1)], np.int32)
+            out[:, i] = table[column - low]
+        else:  # huge class numbers: the distinct values only
+            values, inverse = np.unique(column, return_inverse=True)
+            out[:, i] = np.array([task.label_from(int(v)) for v in values], np.int32)[inverse]
     return out
 
 
