@@ -152,7 +152,10 @@ def run_case(case, lst, root, out_dir):
         except Exception as exc:  # UserInputError included: the case failed
             raise SystemExit("train failed: %s" % exc)
         n = None
+    used = os.times()
     return {"import_seconds": round(imported - tic, 2), "case_seconds": round(time.time() - imported, 2),
+            "cpu_seconds": round(used.user + used.system, 2),
+            "children_cpu_seconds": round(used.children_user + used.children_system, 2),
             "entries": n, "rss_mb": _mb(_vm_hwm_kb()),
             "children_rss_mb": _mb(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}
 
@@ -204,15 +207,16 @@ def main(argv=None):
           % (lst, args.lines, args.files, time.time() - tic, warm_cache(root)), flush=True)
     print("\n".join(common.machine_header()), flush=True)
     rows = []
-    print("%-11s %9s %9s %9s %8s %9s %12s"
-          % ("case", "process_s", "import_s", "case_s", "rss_MB", "child_MB", "stderr_bytes"))
+    print("%-11s %9s %9s %9s %9s %8s %9s %12s"
+          % ("case", "process_s", "import_s", "case_s", "cpu_s", "rss_MB", "child_MB", "stderr_bytes"))
     for case in args.cases.split(","):
         row = measure(case, args, lst, root)
         row["load_after"] = [round(x, 2) for x in os.getloadavg()]
         rows.append(row)
-        print("%-11s %9.1f %9.1f %9.1f %8.0f %9.0f %12d"
-              % (case, row["process_seconds"], row["import_seconds"], row["case_seconds"], row["rss_mb"],
-                 row["children_rss_mb"], row["stderr_bytes"]), flush=True)
+        print("%-11s %9.1f %9.1f %9.1f %9.1f %8.0f %9.0f %12d"
+              % (case, row["process_seconds"], row["import_seconds"], row["case_seconds"],
+                 row["cpu_seconds"] + row["children_cpu_seconds"], row["rss_mb"], row["children_rss_mb"],
+                 row["stderr_bytes"]), flush=True)
     notes = {"lines": args.lines, "distinct_files": args.files, "duplicate_share": args.duplicates,
              "code": os.path.relpath(args.code, REPO) if args.code != REPO else ".",
              "list": "hard links to %d JPEGs of 64x48 in folders of %d; page cache warm" % (args.files, PER_FOLDER)}
