@@ -221,24 +221,54 @@ def _path_keys(image_list: ImageList):
 
 
 def _real_paths(image_list, positions, chunk=65536):
-    """(offset in ``positions``, [real path as bytes of each]) per chunk of ``positions``."""
+    """(offset in ``positions``, [real path as bytes of each]) per chunk of ``positions``.
+
+    A folder's real path is looked up once, and which of its files are symbolic links
+    is read from its directory listing (one read of the folder instead of a stat per file).
+    """
     store = image_list._paths
     root, blob, folders = os.fsencode(store.root), store.blob, {}
-    islink, realpath = os.path.islink, os.path.realpath
+    listed = collections.Counter()  # entries per folder, to know when reading a folder pays
+    for _, spans in _chunks(store, image_list, positions, chunk):
+        listed.update(blob[start:end].rpartition(b"/")[0] for start, end in spans)
+    realpath = os.path.realpath
+    for begin, spans in _chunks(store, image_list, positions, chunk):
+        reals = []
+        for start, end in spans:
+            folder, _, name = blob[start:end].rpartition(b"/")
+            known = folders.get(folder)
+            if known is None:
+                real_folder = os.path.join(realpath(os.path.join(root, folder)), b"")
+                known = folders[folder] = (real_folder, _symbolic_links(real_folder, listed[folder]))
+            real_folder, links = known
+            real = real_folder + name
+            if name in (b"", b".", b"..") or (os.path.islink(real) if links is None else name in links):
+                real = realpath(real)
+            reals.append(real)
+        yield begin, reals
+
+
+def _chunks(store, image_list, positions, chunk):
     for begin in range(0, len(positions), chunk):
         rows = image_list._rows[positions[begin:begin + chunk]]
-        reals = []
-        for start, end in zip(store.offsets[rows].tolist(), store.offsets[rows + 1].tolist()):
-            folder, _, name = blob[start:end].rpartition(b"/")
-            real_folder = folders.get(folder)
-            if real_folder is None:
-                real_folder = folders[folder] = os.path.join(realpath(os.path.join(root, folder)), b"")
-            if name in (b"", b".", b".."):
-                reals.append(realpath(real_folder + name))
-            else:  # a file that is a symbolic link: the real path of what it points to
-                real = real_folder + name
-                reals.append(realpath(real) if islink(real) else real)
-        yield begin, reals
+        yield begin, zip(store.offsets[rows].tolist(), store.offsets[rows + 1].tolist())
+
+
+def _symbolic_links(folder, listed):
+    """Names of the symbolic links in ``folder``; None where it holds far more entries than ``listed``."""
+    links = set()
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count > 4 * listed + 64:
+                    return None  # a stat per listed file is cheaper than reading this folder
+                if entry.is_symlink():
+                    links.add(entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return links  # nothing there: no links
+    except OSError:
+        return None
+    return links
 
 
 def find_duplicates(image_list: ImageList):
