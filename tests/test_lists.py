@@ -294,3 +294,12 @@ def test_a_long_list_is_read_into_arrays(tmp_path):
     assert image_list.path_at(count - 1).endswith("folder_99/0099999.jpg")
     assert infer_num_classes([image_list]) == [7, 3]
     assert image_list.labels.nbytes + image_list.lines.nbytes < 4 * 8 * count  # arrays, not objects
+
+
+def test_symlinked_file_in_a_big_folder_of_which_few_are_listed(tmp_path):
+    # 300 files, 2 listed: the folder is not read, each listed file is looked at on its own
+    for i in range(300):
+        (tmp_path / ("%03d.jpg" % i)).write_bytes(b"x")
+    os.symlink("007.jpg", str(tmp_path / "alias.jpg"))
+    path = write_list(tmp_path / "a.lst", [("007.jpg", 0), ("alias.jpg", 0)])
+    assert find_duplicates(read_list(path)) == {str(tmp_path.resolve() / "007.jpg"): [1, 2]}
