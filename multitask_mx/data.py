@@ -167,9 +167,10 @@ def _warn_duplicates(image_list):
     duplicates = sorted(find_duplicates(image_list).items(), key=lambda item: item[1][0])
     if duplicates:
         shown = ["%s on lines %s" % (path, first_few(lines)) for path, lines in duplicates[:SHOWN]]
+        more = "; and %d more" % (len(duplicates) - SHOWN) if len(duplicates) > SHOWN else ""
         _logger.warning("preflight: %s lists %d image(s) on more than one line (%d lines in all): %s%s",
                         image_list.source, len(duplicates), sum(len(lines) for _, lines in duplicates),
-                        "; ".join(shown), "; and %d more" % (len(duplicates) - SHOWN) if len(duplicates) > SHOWN else "")
+                        "; ".join(shown), more)
 
 
 def add_arguments(parser):
