@@ -58,8 +58,6 @@ def sniff_format(head: bytes) -> Optional[str]:
 
 def _sample(extension):
     """A small image in ``extension``'s format made by cv2 (None where it cannot write one)."""
-    if extension is None:
-        return _GIF_SAMPLE
     img = np.full((64, 64, 1 if extension == ".pgm" else 3), 120, np.uint8)  # JPEG 2000 needs 64x64
     if extension in (".pfm", ".hdr", ".exr"):
         img = img.astype(np.float32) / 255.0
@@ -77,7 +75,7 @@ def readable_formats():
     if not _READABLE_SET:
         for name, magic, _, extension in _SIGNATURES:
             if not _READABLE.get(name):
-                sample = _sample(extension) if extension or name == "GIF" else None
+                sample = _GIF_SAMPLE if name == "GIF" else _sample(extension) if extension else None
                 _READABLE[name] = bool(sample) and sample.startswith(magic) and decode_image_bytes(sample) is not None
         _READABLE_SET.append(frozenset(name for name, readable in _READABLE.items() if readable))
     return _READABLE_SET[0]
