@@ -18,14 +18,16 @@ import mxnet as mx
 from mxnet import gluon
 
 from .errors import UserInputError
-from .images import NORMALIZATIONS, decode_image, image_file_problem, read_checked_image
-from .lists import ImageList, drop_entries, find_duplicates, find_overlap
-from .tasks import Task, class_histograms, task_labels
+from .image_checks import bad_positions
+from .images import NORMALIZATIONS, decode_image
+from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
+from .tasks import Task, class_histograms, task_label_matrix
 from .flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
 BAD_SAMPLE = -2  # label value that marks a sample whose image failed to decode
+SHOWN = 10  # bad images or duplicate paths named in a message; the rest are counted
 
 
 class Uint8Output:
@@ -91,7 +93,7 @@ class LstDataset(gluon.data.Dataset):
         self.tasks = list(tasks)
         self.transform = transform
         self.skip_bad = skip_bad
-        self._labels = np.stack([task_labels(self.tasks, e.labels) for e in image_list.entries])
+        self._labels = task_label_matrix(self.tasks, image_list.labels)
         self._pid = None
         self._cache = None
 
@@ -102,25 +104,25 @@ class LstDataset(gluon.data.Dataset):
         """
         size = getattr(self.transform, "decode_size", None)
 
-        def load(entry):
+        def load(path):
             try:
-                return decode_image(entry.path, size)
+                return decode_image(path, size)
             except UserInputError:
                 return None  # reported (or skipped) by __getitem__ as usual
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            self._cache = list(pool.map(load, self.image_list.entries))
+            self._cache = list(pool.map(load, self.image_list.paths()))
         used = sum(img.nbytes for img in self._cache if img is not None)
         _logger.info("cached %d decoded images of %s in RAM: %.1f MB", len(self._cache),
                      self.image_list.source, used / 1e6)
         return used
 
-    def _image(self, idx, entry):
+    def _image(self, idx):
         if self._cache is not None and self._cache[idx] is not None:
             return self._cache[idx]
-        return decode_image(entry.path, getattr(self.transform, "decode_size", None))
+        return decode_image(self.image_list.path_at(idx), getattr(self.transform, "decode_size", None))
 
     def __len__(self):
-        return len(self.image_list.entries)
+        return len(self.image_list)
 
     def _per_process_setup(self):
         # Workers are forked: one OpenCV thread each (they are the parallelism), and
@@ -133,12 +135,11 @@ class LstDataset(gluon.data.Dataset):
     def __getitem__(self, idx):
         if self._pid != os.getpid():
             self._per_process_setup()
-        entry = self.image_list.entries[idx]
         try:
-            data = self.transform(self._image(idx, entry))
+            data = self.transform(self._image(idx))
         except UserInputError as exc:
             if not self.skip_bad:
-                raise UserInputError("%s (%s)" % (exc, self.image_list.where(entry)))
+                raise UserInputError("%s (%s)" % (exc, self.image_list.where_at(idx)))
             shape = (3,) + tuple(self.transform.out_hw)
             return (np.zeros(shape, getattr(self.transform, "dtype", np.float32)),
                     np.full(len(self.tasks), BAD_SAMPLE, np.int32), np.int32(idx))
@@ -170,56 +171,50 @@ def find_bad_images(image_list: ImageList, full_decode=False, threads=4):
     """{line: reason} for entries whose image is missing, unreadable or truncated.
 
     The default check reads only each file's first and last bytes; ``full_decode``
-    also decodes every image (OpenCV releases the GIL, so threads run in parallel).
+    also decodes every image (image_checks spreads the work over ``threads`` workers).
     """
-    def problem(entry):
-        if full_decode:
-            return read_checked_image(entry.path)[1]
-        return image_file_problem(entry.path)
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        reasons = list(pool.map(problem, image_list.entries))
-    return {e.line: r for e, r in zip(image_list.entries, reasons) if r}
+    bad = bad_positions(image_list, full_decode, threads)
+    return {int(image_list.lines[p]): reason for p, reason in bad.items()}
 
 
 def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, threads=4):
     """Return the list without bad images (with skip_bad) or raise naming the first ones."""
-    bad = find_bad_images(image_list, full_decode, threads)
+    bad = bad_positions(image_list, full_decode, threads)
     if not bad:
         return image_list
-    paths = {e.line: e.path for e in image_list.entries}
-    described = ["%s:%d: image %s %s" % (image_list.source, line, paths[line], reason)
-                 for line, reason in sorted(bad.items())]
-    if len(bad) == len(image_list.entries):
+    positions = sorted(bad)
+    described = ["%s: image %s %s" % (image_list.where_at(p), image_list.path_at(p), bad[p])
+                 for p in positions[:SHOWN]]
+    more = "\n  ... and %d more" % (len(bad) - SHOWN) if len(bad) > SHOWN else ""
+    if len(bad) == len(image_list):
         raise UserInputError("none of the %d images of %s can be used (is --image-train/--image-val "
                              "the folder the paths are relative to? It is %s).\n  %s"
                              % (len(bad), image_list.source, image_list.image_root, "\n  ".join(described[:5])))
     if not skip_bad:
-        more = "\n  ... and %d more" % (len(bad) - 10) if len(bad) > 10 else ""
         raise UserInputError("%d bad image(s) in %s:\n  %s%s\nFix or remove them, or pass --skip-bad-images "
                              "to leave them out (counted and logged)."
-                             % (len(bad), image_list.source, "\n  ".join(described[:10]), more))
+                             % (len(bad), image_list.source, "\n  ".join(described), more))
     for text in described:
         _logger.warning("skipping bad image: %s", text)
-    _logger.warning("skipped %d bad image(s) of %d in %s", len(bad), len(image_list.entries), image_list.source)
-    return drop_entries(image_list, set(bad))
+    _logger.warning("skipped %d bad image(s) of %d in %s%s", len(bad), len(image_list), image_list.source,
+                    " (the first %d are named above)" % SHOWN if len(bad) > SHOWN else "")
+    return drop_entries(image_list, {int(image_list.lines[p]) for p in positions})
 
 
 def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = None):
     """Log per-task class histograms, duplicate paths and train/val overlap; return them."""
-    report = {"train": class_histograms(tasks, [e.labels for e in train.entries])}
+    report = {"train": class_histograms(tasks, train.labels)}
     if val is not None:
-        report["val"] = class_histograms(tasks, [e.labels for e in val.entries])
+        report["val"] = class_histograms(tasks, val.labels)
     for split, hist in report.items():
         for name, h in hist.items():
             missing = ", %d unknown" % h["missing"] if h["missing"] else ""
-            _logger.info("preflight %s %s: class counts %s%s", split, name, h["counts"], missing)
+            _logger.info("preflight %s %s: class counts %s%s", split, name, first_few(h["counts"], 100), missing)
             empty = [c for c, n in enumerate(h["counts"]) if n == 0]
             if split == "train" and empty:
-                _logger.warning("preflight: task %s has no training images of class(es) %s", name, empty)
+                _logger.warning("preflight: task %s has no training images of class(es) %s", name, first_few(empty, 20))
     for image_list in filter(None, (train, val)):
-        for path, lines in sorted(find_duplicates(image_list).items()):
-            _logger.warning("preflight: %s lists %s on lines %s", image_list.source, path, lines)
+        _warn_duplicates(image_list)
     if val is not None:
         overlap = find_overlap(train, val)
         report["overlap"] = overlap
@@ -227,6 +222,17 @@ def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = N
             _logger.warning("preflight: %d image(s) are in both the training and validation lists, "
                             "which inflates validation accuracy; first: %s", len(overlap), overlap[0])
     return report
+
+
+def _warn_duplicates(image_list):
+    """One warning for all paths listed on several lines: how many, and the first few with their lines."""
+    duplicates = sorted(find_duplicates(image_list).items(), key=lambda item: item[1][0])
+    if duplicates:
+        shown = ["%s on lines %s" % (path, first_few(lines)) for path, lines in duplicates[:SHOWN]]
+        more = "; and %d more" % (len(duplicates) - SHOWN) if len(duplicates) > SHOWN else ""
+        _logger.warning("preflight: %s lists %d image(s) on more than one line (%d lines in all): %s%s",
+                        image_list.source, len(duplicates), sum(len(lines) for _, lines in duplicates),
+                        "; ".join(shown), more)
 
 
 def add_arguments(parser):

@@ -30,6 +30,7 @@ import math
 import os
 
 import mxnet as mx
+import numpy as np
 
 from .atomic import atomic_path
 from .errors import UserInputError
@@ -106,18 +107,18 @@ def rank_label(kv):
 def shard_list(image_list: ImageList, rank, num_workers):
     """This worker's part of a list: every ``num_workers``-th entry, padded to ``ceil(N / num_workers)``.
 
-    Padding repeats the shard's first entries so that all shards have the same length.
+    Padding repeats the shard's first entries so that all shards have the same length
+    (a repeated line is not a duplicate path to lists.find_duplicates).
     """
     if num_workers == 1:
         return image_list
-    entries = image_list.entries
-    if len(entries) < num_workers:
+    count = len(image_list)
+    if count < num_workers:
         raise UserInputError("%s has %d image(s) for %d workers: every worker needs at least one. Use more "
-                             "images or fewer workers (launch -n)." % (image_list.source, len(entries), num_workers))
-    shard = entries[rank::num_workers]
-    length = int(math.ceil(len(entries) / float(num_workers)))
-    shard = shard + shard[:length - len(shard)]
-    return ImageList(image_list.source, image_list.image_root, shard)
+                             "images or fewer workers (launch -n)." % (image_list.source, count, num_workers))
+    shard = np.arange(rank, count, num_workers)
+    length = int(math.ceil(count / float(num_workers)))
+    return image_list.take(np.concatenate([shard, shard[:length - len(shard)]]))
 
 
 def without_padding(image_list: ImageList):
@@ -168,7 +169,7 @@ def equalize_shards(image_list: ImageList, kv):
         return image_list
     _logger.warning("workers have %s images after the checks; each uses %d so that all make the same number "
                     "of steps", lengths, shortest)
-    return ImageList(image_list.source, image_list.image_root, image_list.entries[:shortest])
+    return image_list.take(slice(0, shortest))
 
 
 def updates_per_epoch(num_examples, batch_size, kv):

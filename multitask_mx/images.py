@@ -3,9 +3,11 @@
 Everything here works on numpy arrays so that it runs in the loader's worker
 processes, away from the MXNet engine.
 """
+import errno
 import logging
 import math
 import os
+import stat
 from typing import Optional
 
 import cv2
@@ -24,50 +26,117 @@ NORMALIZATIONS = {
     "raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 EVAL_CROP_FRACTION = 0.875  # resize to 256, crop 224: the usual ImageNet evaluation
+_WHOLE_FILE = 16384  # files up to this size are checked with one read
 
-_MAGIC = {
-    b"\xff\xd8": "jpeg", b"\x89PNG": "png", b"BM": "bmp", b"GIF8": "gif",
-    b"II*\x00": "tiff", b"MM\x00*": "tiff", b"RIFF": "webp",
-}
+# (format, signature at the file's start, extra (offset, bytes) or None, file extension to probe with):
+# OpenCV's own signatures (imgcodecs' grfmt_*.cpp). Which of them this cv2 build decodes is
+# found out at run time (readable_formats): GIF, for one, is not decoded before OpenCV 4.11.
+_SIGNATURES = (
+    ("JPEG", b"\xff\xd8", None, ".jpg"), ("PNG", b"\x89PNG\r\n\x1a\n", None, ".png"), ("BMP", b"BM", None, ".bmp"),
+    ("TIFF", b"II*\x00", None, ".tiff"), ("TIFF", b"MM\x00*", None, ".tiff"), ("WebP", b"RIFF", (8, b"WEBP"), ".webp"),
+    ("GIF", b"GIF87a", None, None), ("GIF", b"GIF89a", None, None),
+    ("JPEG 2000", b"\x00\x00\x00\x0cjP  \r\n\x87\n", None, ".jp2"), ("JPEG 2000", b"\xff\x4f\xff\x51", None, None),
+    ("PNM", b"P5", None, ".pgm"), ("PNM", b"P6", None, ".ppm"), ("PNM", b"P1", None, None), ("PNM", b"P2", None, None),
+    ("PNM", b"P3", None, None), ("PNM", b"P4", None, None), ("PFM", b"PF", None, ".pfm"), ("PFM", b"Pf", None, None),
+    ("Sun raster", b"\x59\xa6\x6a\x95", None, ".ras"), ("Radiance HDR", b"#?RADIANCE\n", None, ".hdr"),
+    ("OpenEXR", b"\x76\x2f\x31\x01", None, ".exr"),
+)
+# The smallest GIF (1x1, one colour): OpenCV has no GIF encoder to make a sample with.
+_GIF_SAMPLE = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+               b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+_READABLE = {}  # format -> whether this cv2 decodes it (filled once per process)
+_READABLE_SET = []  # [the readable formats as a frozenset], once known
 
 
 def sniff_format(head: bytes) -> Optional[str]:
-    """The image format named by a file's first bytes, or None."""
-    for magic, name in _MAGIC.items():
-        if head.startswith(magic):
+    """The image format named by a file's first bytes (16 are enough), or None."""
+    for name, magic, extra, _ in _SIGNATURES:
+        if head.startswith(magic) and (extra is None or head[extra[0]:extra[0] + len(extra[1])] == extra[1]):
             return name
     return None
 
 
+def _sample(extension):
+    """A small image in ``extension``'s format made by cv2 (None where it cannot write one)."""
+    img = np.full((64, 64, 1 if extension == ".pgm" else 3), 120, np.uint8)  # JPEG 2000 needs 64x64
+    if extension in (".pfm", ".hdr", ".exr"):
+        img = img.astype(np.float32) / 255.0
+    if extension == ".exr" and not os.environ.get("OPENCV_IO_ENABLE_OPENEXR"):
+        return None  # disabled in opencv-python: cv2 would only print a warning about it
+    try:
+        ok, buf = cv2.imencode(extension, img)
+    except cv2.error:
+        return None
+    return buf.tobytes() if ok else None
+
+
+def readable_formats():
+    """The formats of _SIGNATURES that this cv2 decodes: a sample of each is decoded once per process."""
+    if not _READABLE_SET:
+        for name, magic, _, extension in _SIGNATURES:
+            if not _READABLE.get(name):
+                sample = _GIF_SAMPLE if name == "GIF" else _sample(extension) if extension else None
+                _READABLE[name] = bool(sample) and sample.startswith(magic) and decode_image_bytes(sample) is not None
+        _READABLE_SET.append(frozenset(name for name, readable in _READABLE.items() if readable))
+    return _READABLE_SET[0]
+
+
+def _open_for_check(path):
+    """(file descriptor, None), or (None, reason); never blocks on a FIFO."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None, "does not exist"
+        return None, "cannot be read (%s)" % (exc.strerror or exc)
+
+
+def _pread(fd, count, offset):
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, count)
+
+
+def _opened_file_problem(fd, folder_reason):
+    """The checks of check_image_file on an open file: one stat and one or two reads."""
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        return folder_reason
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    size = info.st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    if size <= _WHOLE_FILE:  # one read for small files
+        data = _pread(fd, size, 0)
+        return image_bytes_problem(data[:16], data[-32:], lambda: data)
+    return image_bytes_problem(_pread(fd, 16, 0), _pread(fd, 32, size - 32), lambda: _pread(fd, size, 0))
+
+
+def _file_problem(path, missing_reason, folder_reason):
+    fd, reason = _open_for_check(path)
+    if fd is None:
+        return missing_reason if reason == "does not exist" and missing_reason else reason
+    try:
+        return _opened_file_problem(fd, folder_reason)
+    except OSError as exc:
+        return "cannot be read (%s)" % (exc.strerror or exc)
+    finally:
+        os.close(fd)
+
+
 def check_image_file(path):
-    """Cheap check without decoding: exists, known format, not truncated.
+    """Cheap check without decoding: readable, a format this OpenCV decodes, not truncated.
 
     Returns None when the file looks fine, else a short reason.
     """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(0, size - 32))
-            tail = f.read()
-    except OSError as exc:
-        return "cannot be read (%s)" % (exc.strerror or exc)
-    if size == 0:
-        return "is empty (0 bytes)"
-
-    def whole_file():
-        with open(path, "rb") as f:
-            return f.read()
-    return image_bytes_problem(head, tail, whole_file)
+    return _file_problem(path, "cannot be read (No such file or directory)", "cannot be read (Is a directory)")
 
 
 def image_file_problem(path):
     """None if ``path`` looks like a complete image (no decoding), else a short reason."""
-    if not os.path.exists(path):
-        return "does not exist"
-    if os.path.isdir(path):
-        return "is a folder, not an image"
-    return check_image_file(path)
+    return _file_problem(path, None, "is a folder, not an image")
 
 
 def read_checked_image(path, decode_size=None):
@@ -98,12 +167,15 @@ def image_bytes_problem(head, tail, read_all):
     kind = sniff_format(head)
     if kind is None:
         return "is not an image OpenCV reads (unknown format)"
-    if kind == "jpeg" and b"\xff\xd9" not in tail:
+    if kind not in readable_formats():
+        return ("is a %s image, which this OpenCV (%s) cannot decode; convert it to PNG or JPEG"
+                % (kind, cv2.__version__))
+    if kind == "JPEG" and b"\xff\xd9" not in tail:
         data = read_all()
         end = data.rfind(b"\xff\xd9")
         if end <= 0 or b"ftyp" not in data[end:end + 64]:
             return "is a truncated JPEG (no end-of-image marker)"
-    if kind == "png" and b"IEND" not in tail:
+    if kind == "PNG" and b"IEND" not in tail:
         return "is a truncated PNG (no IEND chunk)"
     return None
 

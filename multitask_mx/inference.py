@@ -25,11 +25,11 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
-from .data import make_loader as make_data_loader
+from .data import SHOWN, make_loader as make_data_loader
 from .devices import parse_contexts, split_batch
 from .errors import UserInputError
 from .images import EvalTransform, read_checked_image
-from .mxerrors import clean_mxnet_error, describe_mxnet_error
+from .mxerrors import describe_mxnet_error
 from .tasks import Task
 from .flagtypes import non_negative_int, positive_int
 
@@ -328,8 +328,10 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
                  np.zeros((0, t.num_classes), np.float32) for k, t in enumerate(model.tasks)]
     for lp in log_probs:
         lp[list(failed)] = np.nan
-    for index, reason in sorted(failed.items()):
+    for index, reason in sorted(failed.items())[:SHOWN]:  # all of them are in the output's error column
         _logger.warning("image %s %s: not predicted", paths[index], reason)
+    if len(failed) > SHOWN:
+        _logger.warning("%d image(s) of %d not predicted, the first %d named above", len(failed), len(paths), SHOWN)
     return Predictions(paths, log_probs, failed)
 
 

@@ -3,20 +3,22 @@
 A line is ``index<TAB>label[<TAB>label2 ...]<TAB>path`` (MXNet's ``label_width``
 convention, as written by ``im2rec.py --list``). Labels may be written as floats
 (``1.000000``); ``-1`` means "unknown for this column". Paths are relative to an
-image root (``--image-train``/``--image-val``) or absolute.
+image root (``--image-train``/``--image-val``) or absolute. lst_format parses the
+text; an ImageList keeps the entries as arrays, so that a list of millions of lines
+costs tens of MB, and the checks here work on those arrays.
 """
-import collections
+import collections.abc
 import logging
-import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
 
 from .errors import UserInputError
+from .lst_format import MISSING_LABEL, read_columns
 
 _logger = logging.getLogger(__name__)
-
-MISSING_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -29,71 +31,114 @@ class ListEntry:
     path: str
 
 
-@dataclass
 class ImageList:
-    """The parsed entries of one ``.lst`` file."""
+    """The parsed entries of one ``.lst`` file, stored as arrays (a 1,000,000-line list takes ~50 MB).
 
-    source: str
-    image_root: str
-    entries: List[ListEntry]
+    ``lines``, ``indices`` and ``labels`` (entries x label columns) are numpy int64
+    arrays; the paths are one byte string with offsets, shared by the lists that
+    ``take`` makes. ``entries`` still gives ListEntry objects, made when read.
+    ``skipped`` counts the entries that the image checks left out (``drop_entries``).
+    """
+
+    def __init__(self, source, image_root, entries: Sequence[ListEntry] = (), *, _arrays=None, skipped=0):
+        self.source, self.image_root, self.skipped = source, image_root, skipped
+        if _arrays is None:  # from ListEntry objects (tests, callers that build lists by hand)
+            entries = list(entries)
+            width = len(entries[0].labels) if entries else 0
+            _arrays = (np.array([e.line for e in entries], np.int64), np.array([e.index for e in entries], np.int64),
+                       np.array([e.labels for e in entries], np.int64).reshape(len(entries), width),
+                       _PathStore.from_strings("", [e.path for e in entries]), np.arange(len(entries)))
+        self.lines, self.indices, self.labels, self._paths, self._rows = _arrays
+        self._keys = None
 
     @property
     def num_label_columns(self):
         """How many label columns each line has."""
-        return len(self.entries[0].labels)
+        return self.labels.shape[1]
 
     def __len__(self):
-        return len(self.entries)
+        return len(self.lines)
+
+    def path_at(self, position):
+        """The resolved image path of the entry at ``position``."""
+        return self._paths.path(self._rows[position])
+
+    def paths(self):
+        """Every entry's resolved image path, in order (an iterator)."""
+        return (self._paths.path(row) for row in self._rows)
+
+    def where_at(self, position):
+        """``file:line`` of the entry at ``position``, for messages."""
+        return "%s:%d" % (self.source, self.lines[position])
 
     def where(self, entry):
         """``file:line`` of an entry, for messages."""
         return "%s:%d" % (self.source, entry.line)
 
+    def entry(self, position):
+        """The ListEntry at ``position``."""
+        return ListEntry(int(self.lines[position]), int(self.indices[position]),
+                         tuple(int(v) for v in self.labels[position]), self.path_at(position))
 
-def _parse_label(text, where):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):  # 'nan' and 'inf' parse as floats but are not class indices
-        raise UserInputError("%s: label %r is not a number. Labels are class indices "
-                             "(0, 1, 2 or 0.000000, 1.000000 ...), -1 for unknown." % (where, text))
-    if value != int(value):
-        raise UserInputError("%s: label %r is not a whole number; labels are class indices." % (where, text))
-    value = int(value)
-    if value < MISSING_LABEL:
-        raise UserInputError("%s: label %d is negative. Use 0..N-1 for classes, or -1 where "
-                             "the label is unknown for that column." % (where, value))
-    return value
+    @property
+    def entries(self):
+        """The entries as a read-only sequence of ListEntry (each made when read)."""
+        return _Entries(self)
 
-
-def parse_line(text, where):
-    """Split one ``.lst`` line into (index, labels, relative path)."""
-    parts = text.rstrip("\r\n").split("\t")
-    if len(parts) < 3:
-        hint = " Columns must be separated by TABs, not spaces." if " " in text.strip() else ""
-        raise UserInputError("%s: expected 'index<TAB>label<TAB>path', found %d column(s): %r.%s"
-                             % (where, len(parts), text.strip()[:120], hint))
-    try:
-        index = int(float(parts[0]))
-    except (ValueError, OverflowError):  # OverflowError: 'inf'; 'nan' gives ValueError
-        raise UserInputError("%s: the first column must be the image index (a number), found %r."
-                             % (where, parts[0]))
-    labels = tuple(_parse_label(t, where) for t in parts[1:-1])
-    path = parts[-1].strip()
-    if not path:
-        raise UserInputError("%s: the image path (last column) is empty." % where)
-    return index, labels, path
+    def take(self, positions):
+        """A list of the entries at ``positions`` (a slice or an index array), in that order."""
+        positions = np.arange(len(self))[positions] if isinstance(positions, slice) else np.asarray(positions, np.intp)
+        return ImageList(self.source, self.image_root, skipped=self.skipped, _arrays=(
+            self.lines[positions], self.indices[positions], self.labels[positions], self._paths, self._rows[positions]))
 
 
-def _check_utf8(text, where):
-    # The file is read with errors="surrogateescape", so a byte that is not UTF-8 shows up
-    # here as a lone surrogate, which cannot be encoded: reported with its line.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UserInputError("%s: not UTF-8 text. A .lst file is text (index, labels, path separated by "
-                             "TABs); pass the .lst, not the .rec/.idx, and save it as UTF-8." % where)
+class _Entries(collections.abc.Sequence):
+    """``ImageList.entries``: ListEntry objects made on access, so that none are kept."""
+
+    def __init__(self, image_list):
+        self._list = image_list
+
+    def __len__(self):
+        return len(self._list)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self._list.entry(i) for i in range(*item.indices(len(self._list)))]
+        if not -len(self._list) <= item < len(self._list):
+            raise IndexError("entry %d of %d" % (item, len(self._list)))
+        return self._list.entry(item % len(self._list))
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+
+class _PathStore:
+    """Image paths as one UTF-8 byte string plus offsets; a path is ``root`` joined to its text."""
+
+    def __init__(self, root, blob, offsets):
+        self.root, self.blob, self.offsets = root, blob, offsets
+        self._prefix = os.path.join(root, "")  # os.path.join(root, text) for a relative text, made faster
+
+    @classmethod
+    def from_strings(cls, root, texts):
+        """A store of the given path texts."""
+        encoded = [t.encode("utf-8", "surrogateescape") for t in texts]
+        return cls(root, b"".join(encoded), np.cumsum([0] + [len(b) for b in encoded], dtype=np.int64))
+
+    def path(self, row):
+        """The path joined to the image root (an absolute path stays as it is)."""
+        text = self.blob[self.offsets[row]:self.offsets[row + 1]].decode("utf-8", "surrogateescape")
+        return text if os.path.isabs(text) else self._prefix + text
+
+
+def _check_list_path(lst_path):
+    if lst_path and os.path.isdir(lst_path):
+        raise UserInputError("list file %r is a folder. Pass an MXNet .lst file (index<TAB>label<TAB>path per "
+                             "line); `multitask-mx make-list PREFIX %s` makes train/val/test lists from a folder "
+                             "of class folders." % (lst_path, lst_path))
+    if not lst_path or not os.path.isfile(lst_path):
+        raise UserInputError("list file %r does not exist. Pass an MXNet .lst file "
+                             "(make one with `multitask-mx make-list` or im2rec.py --list)." % lst_path)
 
 
 def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
@@ -102,45 +147,32 @@ def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
     Relative image paths are joined to ``image_root`` (default: the list's folder).
     Raises UserInputError naming the file and line for any malformed line.
     """
-    if not lst_path or not os.path.isfile(lst_path):
-        raise UserInputError("list file %r does not exist. Pass an MXNet .lst file "
-                             "(make one with `multitask-mx make-list` or im2rec.py --list)." % lst_path)
+    _check_list_path(lst_path)
     root = image_root if image_root else os.path.dirname(os.path.abspath(lst_path))
     if not os.path.isdir(root):
         raise UserInputError("image root %r (for %s) is not a folder. Point --image-train/--image-val "
                              "at the folder the list's paths are relative to." % (root, lst_path))
-    entries = []
-    width = None
-    # utf-8-sig: drops the byte-order mark that Windows editors may write.
-    with open(lst_path, encoding="utf-8-sig", errors="surrogateescape") as f:
-        for number, text in enumerate(f, start=1):
-            where = "%s:%d" % (lst_path, number)
-            _check_utf8(text, where)
-            if not text.strip():
-                continue
-            index, labels, rel = parse_line(text, where)
-            if width is None:
-                width = len(labels)
-            elif len(labels) != width:
-                raise UserInputError("%s: %d label column(s), but earlier lines have %d. Every line "
-                                     "needs the same number of columns." % (where, len(labels), width))
-            path = rel if os.path.isabs(rel) else os.path.join(root, rel)
-            entries.append(ListEntry(number, index, labels, path))
-    if not entries:
+    with open(lst_path, "rb") as f:  # parsed in blocks: no Python object per line is kept
+        columns = read_columns(f, lst_path)
+    if not columns.lines:
         raise UserInputError("list file %s has no entries." % lst_path)
+    count = len(columns.lines)
+    paths = _PathStore(root, b"".join(columns.blobs), np.frombuffer(columns.offsets, np.int64))
+    image_list = ImageList(lst_path, root, _arrays=(
+        np.frombuffer(columns.lines, np.int64), np.frombuffer(columns.indices, np.int64),
+        np.frombuffer(columns.labels, np.int64).reshape(count, columns.width), paths, np.arange(count)))
     if num_parts > 1:
-        entries = entries[part_index::num_parts]
-        if not entries:
+        image_list = image_list.take(slice(part_index, None, num_parts))
+        if not len(image_list):
             raise UserInputError("list file %s has fewer entries than the %d workers sharing it; worker %d "
                                  "gets none. Use more images or fewer workers." % (lst_path, num_parts, part_index))
-    return ImageList(lst_path, root, entries)
+    return image_list
 
 
 def infer_num_classes(image_lists: Sequence[ImageList]):
     """Classes per label column: the largest label seen plus one."""
     width = image_lists[0].num_label_columns
-    return [max(max((e.labels[c] for e in lst.entries), default=-1) for lst in image_lists) + 1
-            for c in range(width)]
+    return [int(max(lst.labels[:, c].max(initial=-1) for lst in image_lists)) + 1 for c in range(width)]
 
 
 def check_label_range(image_list: ImageList, num_classes: Sequence[int]):
@@ -150,31 +182,116 @@ def check_label_range(image_list: ImageList, num_classes: Sequence[int]):
                              "number per column, e.g. --num-classes %s."
                              % (len(num_classes), image_list.source, image_list.num_label_columns,
                                 ",".join(["4"] * image_list.num_label_columns)))
-    for entry in image_list.entries:
-        for column, (label, n) in enumerate(zip(entry.labels, num_classes)):
-            if label >= n:
-                raise UserInputError("%s: label %d in column %d is out of range for %d classes (0..%d). "
-                                     "Fix the line or raise --num-classes."
-                                     % (image_list.where(entry), label, column + 1, n, n - 1))
+    over = image_list.labels >= np.asarray(num_classes, np.int64)
+    if over.any():
+        position, column = np.argwhere(over)[0]  # the first line, then the first column, as read
+        label, n = int(image_list.labels[position, column]), num_classes[column]
+        raise UserInputError("%s: label %d in column %d is out of range for %d classes (0..%d). "
+                             "Fix the line or raise --num-classes."
+                             % (image_list.where_at(position), label, column + 1, n, n - 1))
+
+
+def drop_entries(image_list: ImageList, bad: Optional[set]):
+    """A copy of the list without the entries whose line numbers are in ``bad``; ``skipped`` counts them."""
+    if not bad:
+        return image_list
+    kept = image_list.take(np.flatnonzero(~np.isin(image_list.lines, np.fromiter(bad, np.int64, len(bad)))))
+    kept.skipped += len(image_list) - len(kept)
+    return kept
+
+
+def first_few(items, shown=5):
+    """'[1, 2, 3, 4, 5, ... and 995 more]': a listing cut to its first ``shown`` items, saying how many are left out."""
+    more = ", ... and %d more" % (len(items) - shown) if len(items) > shown else ""
+    return "[%s%s]" % (", ".join(str(x) for x in items[:shown]), more)
+
+
+def _path_keys(image_list: ImageList):
+    """A hash of each entry's real path (as ``os.path.realpath`` gives it; int64 array), made once per list.
+
+    Each folder's real path is looked up once; the few entries whose keys are shared
+    are then compared by their paths, so no set of a million paths is ever built.
+    """
+    if image_list._keys is None:
+        keys = np.empty(len(image_list), np.int64)
+        for begin, reals in _real_paths(image_list, np.arange(len(image_list))):
+            keys[begin:begin + len(reals)] = [hash(real) for real in reals]
+        image_list._keys = keys
+    return image_list._keys
+
+
+def _real_paths(image_list, positions, chunk=65536):
+    """(offset in ``positions``, [real path as bytes of each]) per chunk of ``positions``.
+
+    A folder's real path is looked up once, and which of its files are symbolic links
+    is read from its directory listing (one read of the folder instead of a stat per file).
+    """
+    store = image_list._paths
+    root, blob, folders = os.fsencode(store.root), store.blob, {}
+    listed = collections.Counter()  # entries per folder, to know when reading a folder pays
+    for _, spans in _chunks(store, image_list, positions, chunk):
+        listed.update(blob[start:end].rpartition(b"/")[0] for start, end in spans)
+    realpath = os.path.realpath
+    for begin, spans in _chunks(store, image_list, positions, chunk):
+        reals = []
+        for start, end in spans:
+            folder, _, name = blob[start:end].rpartition(b"/")
+            known = folders.get(folder)
+            if known is None:
+                real_folder = os.path.join(realpath(os.path.join(root, folder)), b"")
+                known = folders[folder] = (real_folder, _symbolic_links(real_folder, listed[folder]))
+            real_folder, links = known
+            real = real_folder + name
+            if name in (b"", b".", b"..") or (os.path.islink(real) if links is None else name in links):
+                real = realpath(real)
+            reals.append(real)
+        yield begin, reals
+
+
+def _chunks(store, image_list, positions, chunk):
+    for begin in range(0, len(positions), chunk):
+        rows = image_list._rows[positions[begin:begin + chunk]]
+        yield begin, zip(store.offsets[rows].tolist(), store.offsets[rows + 1].tolist())
+
+
+def _symbolic_links(folder, listed):
+    """Names of the symbolic links in ``folder``; None where it holds far more entries than ``listed``."""
+    links = set()
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count > 4 * listed + 64:
+                    return None  # a stat per listed file is cheaper than reading this folder
+                if entry.is_symlink():
+                    links.add(entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return links  # nothing there: no links
+    except OSError:
+        return None
+    return links
 
 
 def find_duplicates(image_list: ImageList):
-    """Paths that appear on more than one line: {path: [line, ...]}."""
-    lines = collections.defaultdict(list)
-    for entry in image_list.entries:
-        lines[os.path.realpath(entry.path)].append(entry.line)
-    return {path: ls for path, ls in lines.items() if len(ls) > 1}
+    """Paths that appear on more than one line: {path: [line, ...]}.
+
+    A line that occurs twice (a distributed shard padded with its first lines) is one line.
+    """
+    keys = _path_keys(image_list)
+    order = np.argsort(keys, kind="stable")
+    same = keys[order[1:]] == keys[order[:-1]]
+    groups = collections.defaultdict(set)
+    shared = np.union1d(order[1:][same], order[:-1][same])
+    for begin, reals in _real_paths(image_list, shared):
+        for path, line in zip(reals, image_list.lines[shared[begin:begin + len(reals)]].tolist()):
+            groups[path].add(line)
+    return {os.fsdecode(path): sorted(lines) for path, lines in groups.items() if len(lines) > 1}
 
 
 def find_overlap(first: ImageList, second: ImageList):
     """Image paths present in both lists (train/val leakage)."""
-    a = {os.path.realpath(e.path) for e in first.entries}
-    return sorted(a.intersection(os.path.realpath(e.path) for e in second.entries))
-
-
-def drop_entries(image_list: ImageList, bad: Optional[set]):
-    """A copy of the list without the entries whose line numbers are in ``bad``."""
-    if not bad:
-        return image_list
-    return ImageList(image_list.source, image_list.image_root,
-                     [e for e in image_list.entries if e.line not in bad])
+    shared = np.intersect1d(_path_keys(first), _path_keys(second))
+    if not len(shared):
+        return []
+    paths = [{path for _, reals in _real_paths(lst, np.flatnonzero(np.isin(_path_keys(lst), shared))) for path in reals}
+             for lst in (first, second)]
+    return sorted(os.fsdecode(path) for path in paths[0] & paths[1])

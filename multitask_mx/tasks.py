@@ -188,10 +188,34 @@ def task_labels(tasks: Sequence[Task], column_labels: Sequence[int]):
     return np.array([t.label_from(column_labels[t.column]) for t in tasks], dtype=np.int32)
 
 
+def task_label_matrix(tasks: Sequence[Task], column_labels):
+    """Labels of every task for every image: (images x tasks) int32 from (images x columns) labels.
+
+    Each task's derivation runs once per class value (a look-up table), not once per image.
+    """
+    column_labels = np.asarray(column_labels, dtype=np.int64)
+    if column_labels.ndim == 1:  # one label per image
+        column_labels = column_labels.reshape(-1, 1)
+    out = np.empty((len(column_labels), len(tasks)), np.int32)
+    for i, task in enumerate(tasks):
+        column = column_labels[:, task.column]
+        low, high = (int(column.min()), int(column.max())) if len(column) else (0, -1)
+        if high - low < 1 << 20:
+            table = np.array([task.label_from(v) for v in range(low, high + 1)], np.int32)
+            out[:, i] = table[column - low]
+        else:  # huge class numbers: the distinct values only
+            values, inverse = np.unique(column, return_inverse=True)
+            out[:, i] = np.array([task.label_from(int(v)) for v in values], np.int32)[inverse]
+    return out
+
+
 def class_histograms(tasks: Sequence[Task], rows):
-    """{task name: [count per class]} plus the missing count under key 'missing'."""
+    """{task name: [count per class]} plus the missing count under key 'missing'.
+
+    ``rows``: the images' column labels (a list of tuples or an images x columns array).
+    """
     out = {}
-    labels = np.array([task_labels(tasks, r) for r in rows], dtype=np.int32).reshape(-1, len(tasks))
+    labels = task_label_matrix(tasks, rows)
     for i, task in enumerate(tasks):
         column = labels[:, i]
         counts = np.bincount(column[column >= 0], minlength=task.num_classes)
@@ -315,7 +339,7 @@ def agreement_pairs(tasks: Sequence[Task]):
 def check_columns_labelled(image_list, column_names: Sequence[str]):
     """Raise if a label column has no known label (every line -1) in ``image_list``."""
     for column, name in enumerate(column_names):
-        if all(e.labels[column] == MISSING_LABEL for e in image_list.entries):
+        if (image_list.labels[:, column] == MISSING_LABEL).all():
             raise UserInputError("%s: every label of column %d (task %s) is -1 (unknown), so that task has "
                                  "nothing to learn from. Label some images, or remove the column."
                                  % (image_list.source, column + 1, name))
@@ -323,10 +347,10 @@ def check_columns_labelled(image_list, column_names: Sequence[str]):
 
 def check_tasks_labelled(tasks: Sequence[Task], image_list):
     """Raise if a task (e.g. a map that covers no listed class) has no known label in ``image_list``."""
-    histograms = class_histograms(tasks, [e.labels for e in image_list.entries])
+    histograms = class_histograms(tasks, image_list.labels)
     for task in tasks:
         if not sum(histograms[task.name]["counts"]):
             how = " (= %s)" % task.expression if task.expression else ""
             raise UserInputError("%s: task %s%s has no known label on any line (all %d unknown), so it has "
                                  "nothing to learn from. Label some images, or fix the derived task."
-                                 % (image_list.source, task.name, how, len(image_list.entries)))
+                                 % (image_list.source, task.name, how, len(image_list)))

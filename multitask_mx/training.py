@@ -17,11 +17,11 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .data import BAD_SAMPLE, device_normalize
+from .data import BAD_SAMPLE, SHOWN, device_normalize
 from .devices import split_batch
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
-from .flagtypes import fraction, non_negative_float, non_negative_int, positive_int
+from .flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -119,12 +119,14 @@ def _progress(loader, enabled, desc, total=None):
     return loader
 
 
-def _log_bad_samples(batch, dataset):
+def _log_bad_samples(batch, dataset, named):
+    """Count a batch's failed images; the epoch's first SHOWN (``named`` so far) are logged by name."""
     labels = batch[1].asnumpy()  # loader output on CPU: reading it does not wait for training
     bad = (labels[:, 0] == BAD_SAMPLE).nonzero()[0]
-    for i in bad:
-        entry = dataset.image_list.entries[int(batch[2][i].asscalar())]
-        _logger.warning("skipped unreadable image %s (%s)", entry.path, dataset.image_list.where(entry))
+    for i in bad[:max(0, SHOWN - named)]:
+        position = int(batch[2][i].asscalar())
+        _logger.warning("skipped unreadable image %s (%s)", dataset.image_list.path_at(position),
+                        dataset.image_list.where_at(position))
     return len(bad)
 
 
@@ -154,7 +156,11 @@ def check_weights_finite(params, epoch, batch_index=None):
 
 def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, epoch, cfg: LoopConfig,
                     on_batch: Optional[Callable] = None, max_batches=None):
-    """Train over ``loader`` once (or ``max_batches``); returns (metric values, images/s, skipped images)."""
+    """Train over ``loader`` once (or ``max_batches``); returns (metric values, images/s, skipped images).
+
+    Skipped images are those that failed to load in this epoch plus those that the
+    image check left out of the list before training (``ImageList.skipped``).
+    """
     metrics.reset()
     rng = np.random.RandomState(None if cfg.seed is None else cfg.seed + epoch)
     skipped, seen, done, tic = 0, 0, 0, time.time()
@@ -164,7 +170,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
         if max_batches is not None and done >= max_batches:
             break
         if cfg.skip_bad:
-            skipped += _log_bad_samples(batch, loader._dataset)
+            skipped += _log_bad_samples(batch, loader._dataset, skipped)
         train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng)
         done += 1
         seen += batch[0].shape[0]
@@ -179,6 +185,10 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
             on_batch(epoch, done)
     values = metrics.values()
     _check_finite(values, epoch, done)
+    if skipped > SHOWN:
+        _logger.warning("epoch %d: skipped %d unreadable image(s), the first %d named above", epoch, skipped, SHOWN)
+    if cfg.skip_bad:  # the only way the preflight leaves images out
+        skipped += loader._dataset.image_list.skipped
     return values, seen / max(time.time() - tic, 1e-9), skipped
 
 
@@ -250,13 +260,13 @@ def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):
 
 
 def lr_value(text):
-    """--lr's type: a positive number or 'auto' (argparse reports anything else)."""
+    """--lr's type: a number above 0 or 'auto' (argparse reports anything else)."""
     if text == "auto":
         return text
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("give a number such as 0.01, or auto (run the lr finder first)")
+        return positive_float(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError("%s (a number such as 0.01, or auto to run the lr finder first)" % exc)
 
 
 def add_arguments(parser):

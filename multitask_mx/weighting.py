@@ -222,7 +222,7 @@ def make_class_weights(flag, tasks, image_list):
     if not flag:
         return None
     if flag == "auto":
-        histograms = class_histograms(tasks, [e.labels for e in image_list.entries])
+        histograms = class_histograms(tasks, image_list.labels)
         weights = [inverse_frequency(histograms[t.name]["counts"]) for t in tasks]
         source = "inverse class frequency in %s" % image_list.source
     else:

@@ -1,4 +1,5 @@
 """data: the dataset, the loader, the image checks and the preflight report on tiny real images."""
+import json
 import logging
 import os
 
@@ -14,7 +15,7 @@ from multitask_mx.images import EvalTransform
 from multitask_mx.lists import read_list
 from multitask_mx.tasks import build_tasks
 
-from conftest import make_images, write_list
+from conftest import make_images, run_cli, write_list
 
 
 def cut_in_half(path):
@@ -232,3 +233,68 @@ def test_bad_image_in_a_worker_reaches_the_caller(tiny_data, train_list):
     labels = np.concatenate([b[1].asnumpy() for b in workers_loader(dataset, batch_size=6)])
     assert labels.shape == (24, 2)
     assert (labels[8] == BAD_SAMPLE).all() and (labels[np.arange(24) != 8] >= 0).all()
+
+
+# ---- many lines: summarised warnings, the check in worker processes ---------------------------------
+
+def test_gif_is_refused_at_preflight_naming_file_and_line(tmp_path, tiny_data, train_list):
+    from PIL import Image
+    gif = os.path.join(tiny_data["root"], "anim.gif")
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(gif, format="GIF")
+    if cv2.imread(gif) is not None:
+        pytest.skip("this OpenCV (%s) decodes GIF, so the preflight accepts it" % cv2.__version__)
+    with open(tiny_data["train"], "a") as f:
+        f.write("99\t1.000000\tanim.gif\n")
+    image_list = read_list(tiny_data["train"], tiny_data["root"])
+    with pytest.raises(UserInputError) as info:
+        check_images_or_skip(image_list, skip_bad=False)
+    message = str(info.value)
+    assert "%s:25: image %s is a GIF image" % (tiny_data["train"], gif) in message
+    assert "cannot decode" in message and "--skip-bad-images" in message
+
+
+def test_the_check_in_worker_processes_finds_what_one_process_finds(train_list):
+    from multitask_mx.image_checks import bad_positions
+    os.remove(train_list.entries[3].path)
+    cut_in_half(train_list.entries[17].path)
+    serial = bad_positions(train_list, workers=1)
+    assert sorted(serial) == [3, 17]
+    assert bad_positions(train_list, workers=2, processes_from=0) == serial
+    assert bad_positions(train_list, full_decode=True, workers=2)[3] == "does not exist"
+
+
+def test_a_100k_line_list_gets_one_short_warning_per_kind(tmp_path, tiny_data, caplog):
+    # 100,000 lines: 80,000 over the 24 images (every path on thousands of lines) and, skipped
+    # with --skip-bad-images, 20,000 missing images. The log stays a few short lines.
+    root = tiny_data["root"]
+    rel = [os.path.relpath(e.path, root) for e in read_list(tiny_data["train"], root).entries]
+    good, missing = 80000, 20000
+    with open(tmp_path / "big.lst", "w") as f:
+        f.writelines("%d\t%d\t%s\n" % (i, i % 4, rel[i % 24]) for i in range(good))
+        f.writelines("%d\t%d\tmissing/%d.jpg\n" % (i, i % 4, i) for i in range(good, good + missing))
+    image_list = read_list(str(tmp_path / "big.lst"), root)
+    with caplog.at_level(logging.INFO, logger="multitask_mx.data"):
+        kept = check_images_or_skip(image_list, skip_bad=True, threads=2)
+        preflight_report(build_tasks([4]), kept)
+    assert len(kept) == good and kept.skipped == missing
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) <= 12 and len(caplog.text) < 8000
+    assert "skipped %d bad image(s) of %d" % (missing, good + missing) in caplog.text
+    duplicate = [w for w in warnings if "more than one line" in w]
+    assert len(duplicate) == 1 and "lists 24 image(s) on more than one line (%d lines in all)" % good in duplicate[0]
+    assert "on lines [1, 25, 49, 73, 97, ... and %d more]" % (good // 24 - 5 + 1) in duplicate[0]
+
+
+@pytest.mark.slow
+def test_images_skipped_at_preflight_are_counted_in_history(tiny_data, tmp_path):
+    from PIL import Image
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(os.path.join(tiny_data["root"], "a.gif"))
+    with open(tiny_data["train"], "a") as f:
+        f.write("98\t1.000000\tnot_there.jpg\n99\t2.000000\ta.gif\n")
+    save = str(tmp_path / "save")
+    run_cli("train", "--data-train", tiny_data["train"], "--image-train", tiny_data["root"], "--num-classes", "4",
+            "--save-result", save, "--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "8",
+            "--num-epoch", "1", "--data-nthreads", "1", "--quiet", "--skip-bad-images")
+    history = json.load(open(os.path.join(save, "history.json")))
+    gif_skipped = cv2.imread(os.path.join(tiny_data["root"], "a.gif")) is None
+    assert history[0]["skipped_images"] == 1 + gif_skipped

@@ -205,6 +205,18 @@ def test_shards_have_equal_lengths_and_cover_the_list(n, workers):
     assert distributed.shard_list(_image_list(n), 0, 1).entries == _image_list(n).entries
 
 
+def test_shard_padding_is_not_reported_as_duplicate_paths(caplog):
+    from multitask_mx.data import preflight_report
+    from multitask_mx.lists import find_duplicates
+    from multitask_mx.tasks import build_tasks
+    shard = distributed.shard_list(_image_list(7), 1, 2)  # lines 2, 4, 6, then line 2 again as padding
+    assert shard.lines.tolist() == [2, 4, 6, 2]
+    assert find_duplicates(shard) == {}
+    with caplog.at_level(logging.WARNING):
+        preflight_report(build_tasks([4]), shard)
+    assert "more than one line" not in caplog.text
+
+
 def test_more_workers_than_images_is_refused():
     with pytest.raises(UserInputError, match="train.lst has 2 image.*3 workers"):
         distributed.shard_list(_image_list(2), 0, 3)

@@ -1,4 +1,6 @@
 """images: decoding real files written with OpenCV, the file checks and the transform presets."""
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -278,3 +280,57 @@ def test_motion_photo_with_video_after_the_jpeg_is_not_truncated(tmp_path):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(buf.tobytes()[: len(buf) // 2])
     assert "truncated" in check_image_file(str(cut))
+
+
+# ---- which formats the check accepts: exactly those this OpenCV decodes ----------------------------
+
+def write_gif(path):
+    """A real GIF written by Pillow (OpenCV cannot write one)."""
+    from PIL import Image
+    Image.fromarray(noise(20, 30)[:, :, ::-1]).save(str(path), format="GIF")
+    return str(path)
+
+
+def test_gif_is_accepted_only_if_opencv_decodes_it(tmp_path):
+    from multitask_mx.images import image_file_problem, read_checked_image, readable_formats
+    path = write_gif(tmp_path / "anim.gif")
+    decodes = cv2.imread(path) is not None
+    assert ("GIF" in readable_formats()) == decodes
+    if decodes:
+        assert check_image_file(path) is None
+    else:  # OpenCV before 4.11
+        problem = image_file_problem(path)
+        assert "GIF" in problem and "cannot decode" in problem and "PNG or JPEG" in problem
+        assert check_image_file(path) == problem
+        assert read_checked_image(path) == (None, problem)
+
+
+@pytest.mark.parametrize("ext", ["ppm", "pgm", "ras", "tiff", "webp", "hdr", "pfm"])
+def test_other_formats_opencv_decodes_pass_the_check(tmp_path, ext):
+    from multitask_mx.images import readable_formats, sniff_format
+    img = noise(24, 32)
+    if ext == "pgm":
+        img = img[:, :, 0]
+    elif ext in ("hdr", "pfm"):
+        img = img.astype(np.float32) / 255.0
+    path = write_image(tmp_path / ("x." + ext), img)
+    with open(path, "rb") as f:
+        kind = sniff_format(f.read(16))
+    assert kind in readable_formats() and cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) is not None
+    assert check_image_file(path) is None
+    assert decode_image(path).shape == (24, 32, 3)
+
+
+def test_files_that_are_not_images_the_check_refuses(tmp_path):
+    from multitask_mx.images import image_file_problem
+    riff = tmp_path / "sound.webp"  # RIFF, but a WAV, not a WebP
+    riff.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 64)
+    assert "unknown format" in image_file_problem(str(riff))
+    fifo = str(tmp_path / "pipe.jpg")
+    os.mkfifo(fifo)
+    assert image_file_problem(fifo) == "is not a regular file"  # and it did not wait for a writer
+    assert image_file_problem(str(tmp_path)) == "is a folder, not an image"
+    assert image_file_problem(str(riff / "x.jpg")) == "does not exist"  # a file as a folder
+    big = write_image(tmp_path / "big.jpg", noise(600, 800), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert os.path.getsize(big) > 16384 and check_image_file(big) is None  # head and tail read apart
+    assert "truncated JPEG" in check_image_file(truncate(big, 0.9))

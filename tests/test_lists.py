@@ -211,3 +211,95 @@ def test_drop_entries(tmp_path):
 def test_old_mac_line_endings(lst):
     image_list = read_list(lst("0\t1\ta.jpg\r1\t0\tb.jpg\r"))
     assert [(e.line, e.labels) for e in image_list.entries] == [(1, (1,)), (2, (0,))]
+
+
+# ---- the compact list: parsing in blocks, views, many lines ---------------------------------------
+
+def test_folder_given_as_list_says_so(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    message = assert_error([str(folder), "is a folder", ".lst", "multitask-mx make-list"], read_list, str(folder))
+    assert "does not exist" not in message
+
+
+@pytest.mark.parametrize("block", [5, 7, 64, 1 << 22])
+def test_blocks_split_lines_as_text_mode_does(tmp_path, monkeypatch, block):
+    # Line ends of every kind, a BOM, blank lines and a last line without an end, read in blocks
+    # that cut anywhere (also between \r and \n): the same entries as Python's text mode gives.
+    import multitask_mx.lst_format as lst_format
+    text = "\ufeff0\t1\ta.jpg\r\n\r\n1\t2\tcafé b.jpg\r2\t-1\tc.jpg\n   \n\n3\t0.000000\td/e.jpg\r\r4\t1\tf.jpg"
+    path = write_text(tmp_path / "mixed.lst", text.encode("utf-8"), "wb")
+    with open(path, encoding="utf-8-sig") as f:
+        expected = [(n, line.rstrip("\n").split("\t")) for n, line in enumerate(f, start=1) if line.strip()]
+    monkeypatch.setattr(lst_format, "_BLOCK", block)
+    image_list = read_list(path)
+    assert [e.line for e in image_list.entries] == [n for n, _ in expected] == [1, 3, 4, 7, 9]
+    assert [e.path for e in image_list.entries] == [os.path.join(str(tmp_path), p[-1]) for _, p in expected]
+    assert image_list.labels.tolist() == [[1], [2], [-1], [0], [1]]
+
+
+def test_bad_bytes_and_bad_labels_in_a_later_block_name_their_line(tmp_path, monkeypatch):
+    import multitask_mx.lst_format as lst_format
+    monkeypatch.setattr(lst_format, "_BLOCK", 64)
+    good = "".join("%d\t1.000000\timg_%d.jpg\n" % (i, i) for i in range(40))
+    path = write_text(tmp_path / "a.lst", good.encode() + b"40\t1\tcaf\xe9.jpg\n", "wb")
+    assert_error(["%s:41:" % path, "not UTF-8"], read_list, path)
+    path = write_text(tmp_path / "b.lst", good + "40\t1.5\tx.jpg\n41\t1.000000\ty.jpg\n")
+    assert_error(["%s:41:" % path, "'1.5' is not a whole number"], read_list, path)
+    path = write_text(tmp_path / "c.lst", good + "40\t1.000000\t2\tx.jpg\n")
+    assert_error(["%s:41:" % path, "2 label column(s), but earlier lines have 1"], read_list, path)
+
+
+def test_entries_view_take_and_skipped(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("%d.jpg" % i, [i % 3, i % 2]) for i in range(6)])
+    image_list = read_list(path)
+    entries = image_list.entries
+    assert len(entries) == 6 and entries[-1] == entries[5] and entries[5].labels == (2, 1)
+    assert [e.index for e in entries[1:4]] == [1, 2, 3]
+    with pytest.raises(IndexError):
+        entries[6]
+    part = image_list.take([4, 0, 4])
+    assert part.lines.tolist() == [5, 1, 5] and part.path_at(0) == os.path.join(str(tmp_path), "4.jpg")
+    assert part.where_at(1) == "%s:1" % path
+    kept = drop_entries(drop_entries(image_list, {2}), {3, 4})
+    assert kept.lines.tolist() == [1, 5, 6] and kept.skipped == 3 and image_list.skipped == 0
+    assert kept.take(slice(0, 2)).skipped == 3
+
+
+def test_a_line_repeated_by_shard_padding_is_not_a_duplicate(tmp_path):
+    path = write_list(tmp_path / "a.lst", [("a.jpg", 0), ("b.jpg", 1), ("a.jpg", 0)])
+    image_list = read_list(path)
+    assert find_duplicates(image_list.take([0, 1, 0, 1])) == {}  # the same lines twice: padding
+    assert find_duplicates(image_list.take([0, 2])) == {os.path.realpath(str(tmp_path / "a.jpg")): [1, 3]}
+
+
+def test_duplicates_through_a_symlinked_file_and_folder(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.jpg").write_bytes(b"x")
+    os.symlink(str(tmp_path / "real"), str(tmp_path / "linked"))
+    os.symlink("a.jpg", str(tmp_path / "real" / "alias.jpg"))
+    path = write_list(tmp_path / "a.lst", [("real/a.jpg", 0), ("linked/a.jpg", 1), ("real/alias.jpg", 0),
+                                           ("real/b.jpg", 0)])
+    assert find_duplicates(read_list(path)) == {str(tmp_path.resolve() / "real" / "a.jpg"): [1, 2, 3]}
+
+
+def test_a_long_list_is_read_into_arrays(tmp_path):
+    count = 100000
+    with open(tmp_path / "long.lst", "w") as f:
+        f.writelines("%d\t%f\t%f\tfolder_%d/%07d.jpg\n" % (i, i % 7, i % 3, i // 1000, i) for i in range(count))
+    image_list = read_list(str(tmp_path / "long.lst"))
+    assert len(image_list) == count and image_list.labels.shape == (count, 2)
+    assert image_list.labels[:5].tolist() == [[0, 0], [1, 1], [2, 2], [3, 0], [4, 1]]
+    assert image_list.lines[-1] == count and image_list.indices[-1] == count - 1
+    assert image_list.path_at(count - 1).endswith("folder_99/0099999.jpg")
+    assert infer_num_classes([image_list]) == [7, 3]
+    assert image_list.labels.nbytes + image_list.lines.nbytes < 4 * 8 * count  # arrays, not objects
+
+
+def test_symlinked_file_in_a_big_folder_of_which_few_are_listed(tmp_path):
+    # 300 files, 2 listed: the folder is not read, each listed file is looked at on its own
+    for i in range(300):
+        (tmp_path / ("%03d.jpg" % i)).write_bytes(b"x")
+    os.symlink("007.jpg", str(tmp_path / "alias.jpg"))
+    path = write_list(tmp_path / "a.lst", [("007.jpg", 0), ("alias.jpg", 0)])
+    assert find_duplicates(read_list(path)) == {str(tmp_path.resolve() / "007.jpg"): [1, 2]}

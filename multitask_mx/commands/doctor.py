@@ -6,7 +6,7 @@ from .. import _runtime
 import mxnet as mx
 
 from ..logs import setup_logging
-from ..flagtypes import non_negative_int, positive_float, positive_int
+from ..flagtypes import non_negative_int, positive_float
 
 DESCRIPTION = "print versions, devices, thread settings and a 10-second training throughput"
 
