@@ -121,18 +121,6 @@ def shard_list(image_list: ImageList, rank, num_workers):
     return image_list.take(np.concatenate([shard, shard[:length - len(shard)]]))
 
 
-def without_padding(image_list: ImageList):
-    """The shard without the entries ``shard_list`` repeated as padding (for the duplicate-path report)."""
-    seen, entries = set(), []
-    for entry in image_list.entries:  # a repeat keeps its line number; a real duplicate has its own
-        if entry.line not in seen:
-            seen.add(entry.line)
-            entries.append(entry)
-    if len(entries) == len(image_list.entries):
-        return image_list
-    return ImageList(image_list.source, image_list.image_root, entries)
-
-
 def init_keys(kv, keys, arrays):
     """``kv.init`` that is safe to follow with pulls and pushes from any worker.
 

@@ -435,7 +435,7 @@ def prepare_lists(args, kv, gpus=0):
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
     phases.switch("lists")
     train = distributed.equalize_shards(train, kv)
-    preflight_report(tasks, distributed.without_padding(train), val)  # padding repeats are not duplicates
+    preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
     return train, val, tasks, threads
 
 
