@@ -194,14 +194,15 @@ def export_int8(model, prefix, cfg):
     """Write ``PREFIX-int8-symbol.json``/``-0000.params`` (softmax outputs), report top-1 agreement with fp32."""
     calib = quantize.calibration_batch(model, cfg)
     qnet = quantize.quantize_checkpoint(prefix + "-symbol.json", prefix + "-0000.params", calib, cfg.calib_mode)
+    qnet.hybridize(static_alloc=True)
+    outputs = qnet(mx.nd.array(calib))  # also builds the graph that export() writes
+    outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else outputs
+    reference = reference_probs(model, calib)
     int8_prefix = prefix + "-int8"
     tmp = os.path.join(os.path.dirname(prefix), ".tmp-%d-%s" % (os.getpid(), os.path.basename(int8_prefix)))
     qnet.export(tmp, epoch=0)
     os.replace("%s-symbol.json" % tmp, "%s-symbol.json" % int8_prefix)
     os.replace("%s-0000.params" % tmp, "%s-0000.params" % int8_prefix)
-    reference = reference_probs(model, calib)
-    outputs = qnet(mx.nd.array(calib))
-    outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else outputs
     agreement = min(float((o.asnumpy().argmax(1) == r.argmax(1)).mean()) for o, r in zip(outputs, reference))
     print("wrote %s-symbol.json and %s-0000.params (INT8, %s calibration on %d images; top-1 agrees with fp32 on "
           "%.1f%% of them, lowest task)" % (int8_prefix, int8_prefix, cfg.calib_mode, len(calib), 100 * agreement))
