@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 EXTRAS ?= cpu,test
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-smoke bench-report clean
+
+# every benchmark script; each accepts --smoke (seconds of work, result in benchmarks/results/smoke/)
+BENCHES = $(sort $(wildcard benchmarks/bench_*.py))
 
 install: $(VENV)/.installed
 
@@ -18,13 +21,23 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) bench-smoke
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+# the full runs (about an hour on 2 quiet cores), then the README's speed section from their results
 bench: install
-	for b in bench_training bench_finetune bench_predict bench_serve bench_distributed; do \
-	  $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in $(BENCHES); do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/report.py
+
+# every benchmark for a few seconds, so that none breaks unnoticed (CI runs it after the tests)
+bench-smoke: install
+	for b in $(BENCHES); do echo "== $$b --smoke"; start=$$(date +%s); \
+	  $(BIN)/python $$b --smoke > /dev/null || exit 1; echo "   $$(( $$(date +%s) - start )) s"; done
+
+bench-report: install
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) results *.egg-info

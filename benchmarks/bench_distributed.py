@@ -13,6 +13,7 @@ what one had: no speed-up is expected there, and the table says what the exchang
 
     python benchmarks/bench_distributed.py            # resnet18_v1 at 64x64, 256 images, 3 epochs
     python benchmarks/bench_distributed.py --quick    # about two minutes: 32x32, 64 images, 2 epochs
+    python benchmarks/bench_distributed.py --smoke    # seconds: 16 images, 2 epochs; (b) 1 worker + 1 server
 """
 import argparse
 import json
@@ -26,9 +27,11 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from multitask_mx import _runtime, launch  # noqa: E402  (neither imports mxnet)
+import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 from photos import Lists, make_photos  # noqa: E402
 
-PRESETS = {"size": (64, 32), "images": (256, 64), "batch_size": (16, 8), "epochs": (3, 2), "iterations": (10, 3)}
+PRESETS = {"size": (64, 32, 32), "images": (256, 64, 16), "batch_size": (16, 8, 8), "epochs": (3, 2, 2),
+           "iterations": (10, 3, 1)}  # full, --quick, --smoke
 NUM_CLASSES = 4
 
 
@@ -44,11 +47,13 @@ def parse_args(argv=None):
     parser.add_argument("--iterations", type=int, help="timed pushpull iterations for (b) (full 10, quick 3)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each job of (a) this many times, alternating; the table shows medians")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: 16 images at 32, 2 epochs; (b) only 1 worker + 1 server, 1 iteration")
     parser.add_argument("--pushpull-worker", action="store_true", help=argparse.SUPPRESS)  # (b)'s worker
     args = parser.parse_args(argv)
     for key, preset in PRESETS.items():
         if getattr(args, key) is None:
-            setattr(args, key, preset[int(args.quick)])
+            setattr(args, key, preset[2 if args.smoke else int(args.quick)])
     return args
 
 
@@ -166,7 +171,7 @@ def main(argv=None):
         for workers, name in names.items():
             jobs.append({key: statistics.median(r[key] for r in runs[workers]) if key != "name" else name
                          for key in runs[workers][0]})
-        for workers, servers in ((1, 1), (2, 1), (2, 2)):
+        for workers, servers in ((1, 1),) if args.smoke else ((1, 1), (2, 1), (2, 2)):
             print("measuring (b) %d worker(s) + %d server(s) ..." % (workers, servers), file=sys.stderr, flush=True)
             result = run_pushpull(args.iterations, workers, servers, os.path.join(root, "pp%d%d" % (workers, servers)))
             comm.append(("(b) pushpull, %d worker(s) + %d server(s)" % (workers, servers), result))
@@ -183,6 +188,13 @@ def main(argv=None):
         print("%-50s %10.1f %10.1f %10.1f" % (name, statistics.median(result["ms"]), min(result["ms"]),
                                              max(result["ms"])))
     print("load average %.2f %.2f %.2f at the end" % os.getloadavg())
+    common.write_result("bench_distributed", {
+        "jobs": [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in jobs],
+        "pushpull": [{"name": name, "ms_median": round(statistics.median(r["ms"]), 1),
+                      "ms_min": round(min(r["ms"]), 1), "ms_max": round(max(r["ms"]), 1),
+                      "arrays": r["arrays"], "floats": r["floats"]} for name, r in comm],
+        "settings": {"network": args.network, "size": args.size, "images": args.images,
+                     "batch_size": args.batch_size, "epochs": args.epochs, "iterations": args.iterations}})
     return 0
 
 

@@ -6,7 +6,8 @@
       (decoded once into RAM), with the one-off caching time and its memory.
 
     python benchmarks/bench_finetune.py                 # resnet50_v1 at 224, batch 16
-    python benchmarks/bench_finetune.py --quick         # resnet18_v1 at 64: a smoke run
+    python benchmarks/bench_finetune.py --quick         # resnet18_v1 at 64: about a minute
+    python benchmarks/bench_finetune.py --smoke         # seconds: resnet18_v1 at 32, 2 batches, once
 
 Figures are medians of --repeats alternating measurements.
 """
@@ -18,13 +19,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from multitask_mx import _runtime  # noqa: E402
+import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 
 _runtime.configure_threads()
 
 import mxnet as mx  # noqa: E402
 
 from bench_training import TrainEpochs, loading_sources  # noqa: E402
-from common import machine_header  # noqa: E402
 from multitask_mx import model  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
 from multitask_mx.data import make_loader  # noqa: E402
@@ -46,9 +47,12 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=_runtime.default_loader_workers())
     parser.add_argument("--quick", action="store_true", help="resnet18_v1 at 64, 4 batches, 2 repeats")
+    parser.add_argument("--smoke", action="store_true", help="resnet18_v1 at 32, 2 batches of 8, 1 repeat")
     args = parser.parse_args(argv)
     if args.quick:
         args.network, args.size, args.batches, args.repeats = "resnet18_v1", 64, 4, 2
+    if args.smoke:
+        args.network, args.size, args.batches, args.repeats, args.batch_size = "resnet18_v1", 32, 2, 1, 8
     return args
 
 
@@ -116,22 +120,29 @@ def main(argv=None):
     flags = train_flags(args)
     tasks = build_tasks([4])
     print("# bench_finetune.py %s" % time.strftime("%Y-%m-%d %H:%M"))
-    print("\n".join(machine_header()))
+    print("\n".join(common.machine_header()))
     print("settings: %s at %dx%d, batch %d, %d timed batches, %d loader workers, %d repeats (medians)"
           % (args.network, args.size, args.size, args.batch_size, args.batches, args.workers, args.repeats))
     freeze = bench_freeze(args, flags, tasks)
     cache, cache_seconds, used = bench_cache(args, flags, tasks)
     rows = [("(e) " + k, v) for k, v in freeze.items()] + [("(f) " + k, v) for k, v in cache.items()]
     print("\n%-40s %9s %7s  %s" % ("measurement", "img/s", "ratio", "runs"))
-    base = {}
+    base, figures = {}, []
     for name, runs in rows:
         speed = statistics.median(runs)
         ratio = speed / base[name[:3]] if name[:3] in base else None
         base.setdefault(name[:3], speed)
         print("%-40s %9.2f %7s  %s" % (name, speed, "%.2fx" % ratio if ratio else "",
                                         " ".join("%.1f" % r for r in runs)))
+        figures.append({"name": name, "img_s": round(speed, 2), "ratio": ratio and round(ratio, 3),
+                        "runs": [round(r, 2) for r in runs]})
+    images = len(read_list(os.path.join(EXAMPLE, "train_data.lst")).entries)
     print("ratio: against the first line of the same letter; (f) caching %d images took %.2f s and %.1f MB"
-          % (len(read_list(os.path.join(EXAMPLE, "train_data.lst")).entries), cache_seconds, used / 1e6))
+          % (images, cache_seconds, used / 1e6))
+    common.write_result("bench_finetune", {"rows": figures, "network": args.network, "size": args.size,
+                                           "batch_size": args.batch_size, "batches": args.batches,
+                                           "cache": {"images": images, "seconds": round(cache_seconds, 2),
+                                                     "mb": round(used / 1e6, 1)}})
 
 
 if __name__ == "__main__":

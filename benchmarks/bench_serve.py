@@ -14,6 +14,7 @@ spinning wait, which stalls one-image forward passes when request threads share 
 
     python benchmarks/bench_serve.py                  # resnet18_v1 at 224, 200 requests, 8 clients
     python benchmarks/bench_serve.py --network resnet50_v1 --requests 100
+    python benchmarks/bench_serve.py --smoke          # seconds: resnet18_v1 at 32, 8 requests, PASSIVE only
 """
 import argparse
 import http.client
@@ -32,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from bench_predict import make_photos, make_save_dir, machine_lines  # noqa: E402  (configures threads first)
+import common  # noqa: E402
 
 from multitask_mx.devices import parse_contexts  # noqa: E402
 
@@ -51,7 +53,14 @@ def parse_args(argv=None):
     parser.add_argument("--wait-policy", choices=["passive", "both"], default="both",
                         help="OMP_WAIT_POLICY of the servers: PASSIVE only, or PASSIVE and OpenMP's default")
     parser.add_argument("--gpus", default="", help="GPU id for the server ('' for CPU)")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: resnet18_v1 at 32, 8 requests of 64x48 JPEGs from 2 clients, PASSIVE only")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.network, args.size, args.photo, args.images, args.requests, args.clients, args.warmup = \
+            "resnet18_v1", 32, "64x48", 4, 8, 2, 2
+        args.wait_policy = "passive"
+    return args
 
 
 class Server:
@@ -195,6 +204,12 @@ def main(argv=None):
         lines.append("%-14s %9s %15s %7d %8.1f %8.1f %8.1f %11.2f" % (
             name, flags[1], policy, len(r["errors"]), r["rps"], r["p50"], r["p95"], r["mean_batch"]))
     print("\n".join(lines))
+    rows = [{"server": name, "max_batch": int(flags[1]), "omp_wait_policy": policy, "errors": len(r["errors"]),
+             "req_s": round(r["rps"], 1), "p50_ms": round(r["p50"]), "p95_ms": round(r["p95"]),
+             "mean_batch": round(r["mean_batch"], 2)} for r, (name, flags, policy) in zip(results, configs)]
+    common.write_result("bench_serve", {"rows": rows, "network": args.network, "size": args.size,
+                                        "requests": args.requests, "clients": args.clients, "photo": args.photo,
+                                        "warmup": args.warmup})
     failures = [e for r in results for e in r["errors"]]
     if failures:
         print("errors (first 5):\n  " + "\n  ".join(failures[:5]), file=sys.stderr)

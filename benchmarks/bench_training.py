@@ -6,10 +6,14 @@
     MultiTaskNet, MultiTaskLoss, TaskMetrics, gluon.Trainer);
 (b) the same network, batch and train_one_epoch on in-memory synthetic batches;
 (c) our loader alone against mx.image.ImageIter set up as the original (in the baseline's
-    subprocess, with the original's threads) on the same files;
-(d) the whole job on the classic ResNet-50 symbol: our trainer (--model PREFIX path)
-    against the original multi-task-MXNet (original_baseline.py, a subprocess with
-    MXNet's default threading).
+    subprocess) on the same files;
+(d) the training loop on the classic ResNet-50 symbol: our trainer (--model PREFIX path)
+    against the original multi-task-MXNet (original_baseline.py, a subprocess).
+
+Equal threads: the original's subprocess gets this process's OMP_NUM_THREADS (and no other
+thread variable), so (c) and (d) compare code, not thread settings; the original as shipped
+(MXNet's default threads: 1 OpenMP thread on 2 cores) is measured beside it and shown on its
+own row. The whole job, process start to end, is bench_original.py's.
 
 Targets (issue 2, on 2 CPU cores, resnet50_v1 at 224): (a)/(b) >= 0.9, (c) >= 1.5.
 Each figure is one whole epoch of the real loop over ``--batches`` batches (or about
@@ -17,6 +21,7 @@ Each figure is one whole epoch of the real loop over ``--batches`` batches (or a
 
     python benchmarks/bench_training.py            # full run (resnet50_v1, 224, batch 16)
     python benchmarks/bench_training.py --quick    # about a minute: small images, few batches
+    python benchmarks/bench_training.py --smoke    # seconds: resnet18_v1 at 32, (a)-(c) only; shows it runs
 """
 import argparse
 import gc
@@ -37,9 +42,12 @@ from multitask_mx import _runtime  # noqa: E402  (does not import mxnet)
 BASELINE_SCRIPT = os.path.join(REPO, "benchmarks", "original_baseline.py")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS", "MXNET_OMP_MAX_THREADS",
                     "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-# The baseline's environment: as this process was started, minus every thread setting.
-BASELINE_ENV = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+# The baseline's environment as shipped: as this process was started, minus every thread setting.
+SHIPPED_ENV = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 _runtime.configure_threads()  # OpenMP reads OMP_NUM_THREADS once, when mxnet loads: before the imports below
+# ... and at equal threads: the same OMP_NUM_THREADS (and OpenMP wait policy) as ours.
+EQUAL_ENV = dict(SHIPPED_ENV, **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ})
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,9 +64,9 @@ from photos import Lists, make_photos  # noqa: E402  (benchmarks/, the script's 
 
 CLASSIC_SYMBOL = os.path.join(REPO, "tests", "fixtures", "resnet-50-symbol.json")
 NUM_CLASSES = 4
-PRESETS = {  # flag -> (full run, --quick)
-    "size": (224, 64), "batch_size": (16, 8), "images": (96, 32), "photo": ("500x375", "256x192"),
-    "batches": (20, 8), "warmup": (3, 2), "loader_batches": (60, 20),
+PRESETS = {  # flag -> (full run, --quick, --smoke)
+    "size": (224, 64, 32), "batch_size": (16, 8, 8), "images": (96, 32, 16), "photo": ("500x375", "256x192", "64x48"),
+    "batches": (20, 8, 2), "warmup": (3, 2, 1), "loader_batches": (60, 20, 4),
 }
 
 
@@ -79,12 +87,18 @@ class Settings:
     repeats: int
     skip: frozenset
     classic_symbol: str
+    as_shipped: bool = True
+    smoke: bool = False
 
 
 def parse_settings(argv=None):
     """Flags -> Settings; flags left out take the full or the --quick preset."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run of about a minute (small sizes)")
+    parser.add_argument("--quick", action="store_true", help="a run of about a minute (small sizes)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: resnet18_v1 at 32, (d) and the as-shipped runs left out; result in results/smoke/")
+    parser.add_argument("--no-as-shipped", dest="as_shipped", action="store_false",
+                        help="leave out the original with MXNet's default threads (shown beside equal threads)")
     parser.add_argument("--network", default="resnet50_v1", help="GluonCV network for (a) and (b)")
     parser.add_argument("--size", type=int, help="network input side (full 224, quick 64)")
     parser.add_argument("--batch-size", type=int, help="batch (full 16, quick 8)")
@@ -103,12 +117,14 @@ def parse_settings(argv=None):
     parser.add_argument("--classic-symbol", default=CLASSIC_SYMBOL,
                         help="the classic MXNet resnet-50-symbol.json for (d) (weights are generated)")
     args = parser.parse_args(argv)
-    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v[int(args.quick)]
-              for k, v in PRESETS.items()}
+    preset = 2 if args.smoke else int(args.quick)
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v[preset] for k, v in PRESETS.items()}
     photo = tuple(int(v) for v in chosen.pop("photo").lower().split("x"))
-    return Settings(network=args.network, photo=photo, seconds=args.seconds, workers=args.workers,
-                    repeats=max(1, args.repeats), skip=frozenset(filter(None, args.skip.split(","))),
-                    classic_symbol=args.classic_symbol, **chosen)
+    skip = frozenset(filter(None, args.skip.split(","))) | (frozenset(["d"]) if args.smoke else frozenset())
+    return Settings(network="resnet18_v1" if args.smoke else args.network, photo=photo, seconds=args.seconds,
+                    workers=args.workers, repeats=1 if args.smoke else max(1, args.repeats), skip=skip,
+                    classic_symbol=args.classic_symbol, as_shipped=args.as_shipped and not args.smoke,
+                    smoke=args.smoke, **chosen)
 
 
 @dataclass
@@ -120,6 +136,7 @@ class Row:
     ratio: float = None
     target: float = None
     note: str = ""
+    cores: int = None  # (c): cores the loader can keep busy (its processes, at most the usable cores)
 
     @property
     def speed(self):
@@ -201,10 +218,19 @@ class TrainEpochs:
         self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)
 
     def epoch(self, batches):
-        """img/s that train_one_epoch reports for one epoch over ``batches``."""
-        _, speed, _ = training.train_one_epoch(self.net, self.trainer, batches, self.ctxs, self.loss_fn,
-                                               self.metrics, 0, self.cfg)
-        return speed
+        """img/s of one train_one_epoch over ``batches``, timed from an idle engine to an idle engine."""
+        seen = []
+
+        def counted():
+            for batch in batches:
+                seen.append(batch[0].shape[0])
+                yield batch
+        mx.nd.waitall()  # nothing from before (warm-up, priming) runs into the timing
+        tic = time.time()
+        training.train_one_epoch(self.net, self.trainer, counted(), self.ctxs, self.loss_fn, self.metrics, 0,
+                                 self.cfg)
+        mx.nd.waitall()  # the last batch's backward and update are done, not only queued
+        return sum(seen) / (time.time() - tic)
 
     def sources(self, make_batches):
         """epochs_of(n): the same n batches (one loader, one worker pool) for every epoch, as in `train`."""
@@ -231,10 +257,12 @@ def loading_sources(make_loader_for):
         loader = make_loader_for(n)
 
         def run_epoch():
+            mx.nd.waitall()
             tic, seen = time.time(), 0
             for batch in loader:
                 batch[0].wait_to_read()
                 seen += batch[0].shape[0]
+            mx.nd.waitall()
             return seen / (time.time() - tic)
         run_epoch()
         return run_epoch
@@ -258,33 +286,41 @@ def make_classic_checkpoint(symbol_file, prefix):
     return prefix
 
 
-def run_original(lists, s: Settings, batches, our_speed, prefix=None):
+def run_original(lists, s: Settings, batches, our_speed, prefix=None, env=None):
     """The original's training (or with no ``prefix`` its ImageIter alone) in a subprocess with
-    MXNet's default threads; its JSON result. With --seconds the list has room for 3x our speed."""
+    ``env``'s threads (default: ours); its JSON result. With --seconds the list has room for 3x our speed."""
     cap = batches if not s.seconds else max(batches, int(3 * s.seconds * our_speed / s.batch_size) + 3)
     entries = (s.warmup + cap + 2) * s.batch_size  # + the batch Module.fit loads ahead
     cmd = [sys.executable, BASELINE_SCRIPT, "--lst", lists.path(entries), "--root", lists.root,
            "--num-classes", str(NUM_CLASSES), "--size", str(s.size), "--batch-size", str(s.batch_size),
            "--warmup", str(s.warmup), "--batches", str(cap), "--seconds", str(s.seconds)]
     cmd += ["--prefix", prefix] if prefix else ["--loader-only"]
-    proc = subprocess.run(cmd, env=BASELINE_ENV, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=EQUAL_ENV if env is None else env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("original_baseline.py failed:\n%s" % proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def against_original(names, our_source, lists, s: Settings, batches, target=None, prefix=None):
-    """Our figure and the original's, alternating ``repeats`` times; the table's two rows."""
-    ours, original = [], []
+    """Our figure and the original's at equal threads, alternating ``repeats`` times (and the original as
+    shipped, with MXNet's default threads, when that differs); the table's rows."""
+    ours, original, shipped = [], [], []
     for _ in range(s.repeats):
         ours.append(measure(our_source, s, batches))
         result = run_original(lists, s, batches, ours[-1], prefix)
         original.append(result["img_s"])
-        print("  ours: %.2f img/s, original: %.2f img/s (load average %.1f)"
-              % (ours[-1], original[-1], os.getloadavg()[0]), file=sys.stderr, flush=True)
-    rows = pair((names[0], ours), (names[1], original), target)
-    rows[1].note = "the original ran with %s OpenMP thread(s), MXNet's default here; %s" % (
+        if s.as_shipped:
+            as_shipped = run_original(lists, s, batches, ours[-1], prefix, env=SHIPPED_ENV)
+            shipped.append(as_shipped["img_s"])
+        print("  ours: %.2f img/s, original: %.2f img/s%s (load average %.1f)"
+              % (ours[-1], original[-1], ", as shipped %.2f img/s" % shipped[-1] if shipped else "",
+                 os.getloadavg()[0]), file=sys.stderr, flush=True)
+    rows = pair((names[0], ours), (names[1] + ", equal threads", original), target)
+    rows[1].note = "equal threads: the original ran with %s OpenMP thread(s); %s" % (
         result["omp_max_threads"], ", ".join("%s=%s" % kv for kv in sorted(result["environment"].items())))
+    if shipped and as_shipped["omp_max_threads"] != result["omp_max_threads"]:
+        rows.append(Row(names[1] + ", as shipped", shipped, ratio=statistics.median(ours) / statistics.median(shipped),
+                        note="as shipped: MXNet's default threads, %s OpenMP thread(s)" % as_shipped["omp_max_threads"]))
     return rows
 
 
@@ -293,9 +329,13 @@ def against_original(names, our_source, lists, s: Settings, batches, target=None
 def bench_loaders(lists, tasks, s: Settings):
     """(c) our loader alone against the original's ImageIter alone, on the same files."""
     ours = loading_sources(lambda n: real_loader(lists, tasks, "imagenet", s, n))
-    return against_original(("(c) loader alone: ours (LstDataset, %d workers)" % s.workers,
-                             "(c) loader alone: original (mx.image.ImageIter)"), ours, lists, s,
+    rows = against_original(("(c) loader alone: ours (LstDataset, %d worker processes)" % s.workers,
+                             "(c) loader alone: original (mx.image.ImageIter, 1 process)"), ours, lists, s,
                             s.loader_batches, target=1.5)
+    rows[0].cores = min(max(1, s.workers), _runtime.usable_cores())
+    for row in rows[1:]:
+        row.cores = 1  # ImageIter decodes in the training process, one image after another
+    return rows
 
 
 def bench_real_vs_synthetic(lists, tasks, s: Settings):
@@ -322,9 +362,9 @@ def bench_original(lists, tasks, s: Settings, root):
     net.hybridize(static_alloc=True, static_shape=True)
     step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
     ours = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
-    return against_original(("(d) job, classic resnet-50: ours (--model PREFIX)",
-                             "(d) job, classic resnet-50: original (Module API)"), ours, lists, s, s.batches,
-                            prefix=prefix)
+    return against_original(("(d) training loop, classic resnet-50: ours (--model PREFIX)",
+                             "(d) training loop, classic resnet-50: original (Module API)"), ours, lists, s,
+                            s.batches, prefix=prefix)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -352,22 +392,26 @@ def machine_lines(s: Settings):
         "threads, ours: " + ", ".join("%s=%s" % kv for kv in sorted(_runtime.THREAD_SETTINGS.items()))
         + "".join(", %s=%s" % (k, os.environ[k]) for k in THREAD_VARIABLES[3:] if k in os.environ)
         + "; loader: %d worker processes, 1 OpenCV thread each" % s.workers,
-        "threads, original ((c) ImageIter, (d) job): a subprocess without %s, so MXNet's defaults"
-        % ", ".join(THREAD_VARIABLES[:3]),
+        "threads, original ((c) ImageIter, (d) job): a subprocess with OMP_NUM_THREADS=%s as ours (equal "
+        "threads), and%s as shipped (no thread variable: MXNet's defaults)"
+        % (os.environ.get("OMP_NUM_THREADS"), "" if s.as_shipped else " (not measured this time)"),
         "settings: %s at %dx%d, batch %d; %d JPEGs of %dx%d; %s after %d warm-up batches; %d repeat(s), medians"
         % (s.network, s.size, s.size, s.batch_size, s.images, s.photo[0], s.photo[1], timed, s.warmup, s.repeats)]
 
 
 def table_lines(rows):
     """The figures: measurement, img/s (median), ratio, target, pass/fail, and the runs' range."""
-    out = ["%-56s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "ratio", "target", "result", "runs (img/s)")]
+    out = ["%-78s %9s %9s %6s %8s %6s  %s" % ("measurement", "img/s", "img/s/core", "ratio", "target", "result",
+                                               "runs (img/s)")]
     for row in rows:
         ratio = "%.3f" % row.ratio if row.ratio is not None else ""
         target = ">= %.1f" % row.target if row.target is not None else ("-" if row.ratio is not None else "")
         result = ("pass" if row.ratio >= row.target else "FAIL") if row.target is not None else target
         spread = "%.2f-%.2f" % (min(row.runs), max(row.runs)) if len(row.runs) > 1 else ""
-        out.append("%-56s %9.2f %6s %8s %6s  %s" % (row.name, row.speed, ratio, target, result, spread))
-    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original, the speed-up of the whole job")
+        per_core = "%.1f" % (row.speed / row.cores) if row.cores else ""
+        out.append("%-78s %9.2f %9s %6s %8s %6s  %s" % (row.name, row.speed, per_core, ratio, target, result, spread))
+    out.append("ratio: (a)/(b); (c) ours/ImageIter; (d) ours/original, the training loop's speed-up; on an "
+               "'as shipped' row: ours/that row. img/s/core: (c) img/s / min(loader processes, usable cores)")
     notes = {}
     for row in rows:
         if row.note:
@@ -395,6 +439,14 @@ def main(argv=None):
     rows.sort(key=lambda r: order[r.name[:3]])
     print("\n".join([""] + table_lines(rows)))
     print("took %.0f s; load average %.2f %.2f %.2f at the end" % ((time.time() - started,) + os.getloadavg()))
+    common.write_result("bench_training", [row_figures(r) for r in rows], notes=machine_lines(s)[3:])
+
+
+def row_figures(row):
+    """One table row as JSON: name, median img/s, runs, ratio, target, img/s per core, note."""
+    return {"name": row.name, "img_s": round(row.speed, 2), "runs": [round(x, 2) for x in row.runs],
+            "ratio": None if row.ratio is None else round(row.ratio, 3), "target": row.target,
+            "img_s_per_core": round(row.speed / row.cores, 2) if row.cores else None, "note": row.note}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ read it; checked on MXNet 1.9.1: it has no effect, so it is left out here.)
 
 With ``--loader-only`` it times the same ImageIter alone (the original's loader).
 Prints one JSON line: img/s over the timed batches, and the threads MXNet chose.
+
+With ``--job`` it runs the original's whole job instead, untimed inside (the caller times
+the whole process): ``Module.fit`` for ``--num-epoch`` epochs with ``eval_data`` (an
+ImageIter over ``--val-lst``, resize + mean/std, as the original's), its
+``validation_metric``, and ``do_checkpoint`` writing ``--save-prefix`` every epoch, as
+``train_multitask.py`` does. Threads are whatever the caller's environment says.
 """
 import argparse
 import ctypes
@@ -132,9 +138,16 @@ class BatchTimer:
         return self.timed * self.batch_size / (self.t1 - self.t0)
 
 
-def image_iter(args):
-    """The original's training iterator: ImageIter with resize, random crop, mirror, mean and std."""
+def image_iter(args, lst=None):
+    """The original's training iterator: ImageIter with resize, random crop, mirror, mean and std.
+
+    With ``lst`` (a validation list) its validation iterator: resize, mean and std, in order.
+    """
     shape = (3, args.size, args.size)
+    if lst is not None:
+        return mx.image.ImageIter(
+            batch_size=args.batch_size, data_shape=shape, label_width=1, path_imglist=lst, path_root=args.root,
+            data_name="data", aug_list=mx.image.CreateAugmenter(shape, resize=args.size, mean=True, std=True))
     return mx.image.ImageIter(
         batch_size=args.batch_size, data_shape=shape, label_width=1, path_imglist=args.lst,
         path_root=args.root, shuffle=True, data_name="data",
@@ -154,9 +167,8 @@ def load_only(args):
     return timer
 
 
-def train(args):
-    """Module.fit as the original calls it, stopped by the timer; returns the timer."""
-    train_iter = image_iter(args)
+def fit_original(args, batch_callbacks, job=False):
+    """Module.fit as the original calls it (with ``job``: validation and checkpoints too)."""
     sym, arg_params, aux_params = mx.model.load_checkpoint(args.prefix, 0)
     epoch_size = max(int(20000 / args.batch_size), 1)  # the original's --num-examples default
     steps = [epoch_size * x for x in (5, 10)]
@@ -166,13 +178,22 @@ def train(args):
                            data_names=["data"], label_names=["softmax_label", "softmax_multitask_label"])
     metric = mx.metric.CompositeEvalMetric()
     metric.add(MultiAccuracy(2, ["softmax_output", "softmax_multitask_output"]))
+    extra = {}
+    if job:
+        extra = {"eval_data": MultiTaskIter(image_iter(args, args.val_lst)), "validation_metric": metric,
+                 "epoch_end_callback": mx.callback.do_checkpoint(args.save_prefix)}
+    module.fit(MultiTaskIter(image_iter(args)), num_epoch=args.num_epoch if job else 1, eval_metric=metric,
+               kvstore=mx.kvstore.create("device"), optimizer="sgd", optimizer_params=optimizer_params,
+               arg_params=arg_params, aux_params=aux_params, allow_missing=True,
+               initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
+               batch_end_callback=[mx.callback.Speedometer(args.batch_size, 20)] + batch_callbacks, **extra)
+
+
+def train(args):
+    """Module.fit as the original calls it, stopped by the timer; returns the timer."""
     timer = BatchTimer(args.batch_size, args.warmup, args.batches, args.seconds)
     try:
-        module.fit(MultiTaskIter(train_iter), num_epoch=1, eval_metric=metric, kvstore=mx.kvstore.create("device"),
-                   optimizer="sgd", optimizer_params=optimizer_params, arg_params=arg_params,
-                   aux_params=aux_params, allow_missing=True,
-                   initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
-                   batch_end_callback=[mx.callback.Speedometer(args.batch_size, 20), timer])
+        fit_original(args, [timer])
     except StopTiming:
         pass
     return timer
@@ -199,8 +220,18 @@ def main():
     parser.add_argument("--batches", type=int, default=20, help="timed batches (at most)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop timing after this long (0: off)")
     parser.add_argument("--loader-only", action="store_true", help="time the ImageIter alone, no training")
+    parser.add_argument("--job", action="store_true",
+                        help="the whole job, untimed: fit with validation and a checkpoint per epoch")
+    parser.add_argument("--val-lst", help="validation .lst for --job")
+    parser.add_argument("--num-epoch", type=int, default=1, help="epochs of --job")
+    parser.add_argument("--save-prefix", help="checkpoint prefix of --job (PREFIX-symbol.json, PREFIX-NNNN.params)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="original: %(message)s")
+    if args.job:
+        fit_original(args, [], job=True)
+        print(json.dumps({"omp_max_threads": omp_max_threads(),
+                          "environment": {k: os.environ.get(k, "unset") for k in THREAD_VARIABLES}}))
+        return
     timer = load_only(args) if args.loader_only else train(args)
     if timer.t1 is None:
         raise SystemExit("the list ran out before %d warm-up + timed batches" % args.warmup)

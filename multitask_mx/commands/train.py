@@ -12,6 +12,7 @@ from mxnet import gluon
 
 from .. import augment, checkpoints, data, devices, distributed, finetune, metrics as metrics_mod, model, plots, \
     precision, schedules, tasks as tasks_mod, training, weighting
+from .. import phases
 from . import plain_args
 from ..checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..finetune import FinetuneConfig, apply_freezing, apply_rate_multipliers
@@ -158,6 +159,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
     best.restore(saver.read_best())
     save_every = _mid_epoch_saver(saver, net, trainer, args.checkpoint_every, batches_done)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
+        phases.switch("training loop")
         tic = time.time()
         lr = trainer.optimizer.lr_scheduler(trainer.optimizer.num_update + 1)  # this epoch's first lr
         if apply_freezing(net, finetune_cfg, epoch):
@@ -171,10 +173,12 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start):
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
         val_values = None
         if val_loader is not None:
+            phases.switch("validation")
             val_values = training.evaluate(net, val_loader, ctxs, loss_fn, val_metrics)
             _logger.info("Epoch[%d] Validation: %s", epoch, summarise(val_values))
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
+        phases.switch("checkpoint and curves")
         saver.save_epoch(net, trainer, epoch, record, best)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(CURVES_FILE))
@@ -311,10 +315,12 @@ def prepare_lists(args, kv):
     _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
     threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers()
+    phases.switch("image check")
     if args.check_images != "none":
         full = args.check_images == "full"
         train = check_images_or_skip(train, args.skip_bad_images, full, threads)
         val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
+    phases.switch("lists")
     train = distributed.equalize_shards(train, kv)
     preflight_report(tasks, train, val)
     return train, val, tasks, threads
@@ -338,6 +344,7 @@ def run(args):
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
+    phases.start()  # logs the start-up (interpreter, imports) to train.log
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
@@ -347,6 +354,7 @@ def run(args):
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
 
+    phases.switch("lists")
     train, val, tasks, threads = prepare_lists(args, kv)
     class_names = tasks_mod.read_class_names(tasks, args.classes)
     loss_fn = build_loss(args, tasks, train, ctxs)
@@ -356,12 +364,14 @@ def run(args):
     if args.plot_lr or augment.preview_settings(args):
         return draw_and_exit(args, train, image_shape, epoch_size)
 
+    phases.switch("network build")
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
     precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
     net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
 
+    phases.switch("loaders and trainer")
     train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization)
     loaders = make_loaders(args, train_set, val_set, threads)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params())
@@ -382,5 +392,7 @@ def run(args):
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
     history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start)
+    phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
+    phases.finish()
     return history

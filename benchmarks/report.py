@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Write the benchmark figures into README.md and docs/serving.md from benchmarks/results/*.json.
+
+Every figure in those files' generated blocks comes from a stored result (write_result in
+common.py), and each block names its result file, machine, date and command. A result whose
+run was not quiet (other processes busy on the cores) is listed as "under load, not published"
+with no figures. Smoke results (results/smoke/) are never used.
+
+Blocks sit between marker comments; the start marker may name the results it shows:
+
+    <!-- bench:start -->                 every result, in RESULT_ORDER
+    <!-- bench:start bench_serve -->     only bench_serve.json
+    <!-- bench:end -->
+
+    python benchmarks/report.py            # rewrite the blocks in README.md and docs/serving.md
+    python benchmarks/report.py --check    # exit 1 if a block is not what the results give
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+TARGETS = ("README.md", os.path.join("docs", "serving.md"))
+BLOCK = re.compile(r"(<!-- bench:start([^>]*?)-->\n)(.*?)(<!-- bench:end -->)", re.S)
+RESULT_ORDER = ("bench_training", "bench_original", "bench_finetune", "bench_predict", "bench_serve",
+                "bench_distributed")
+# result name -> (title, where its rows are in "figures", [(column key, header)], extra lines)
+LAYOUTS = {
+    "bench_training": ("Training speed: real loader, synthetic batches, loaders, the original's training loop",
+                       None, [("name", "measurement"), ("img_s", "img/s"), ("img_s_per_core", "img/s per core"),
+                              ("ratio", "ratio"), ("target", "target")]),
+    "bench_original": ("The original's job, whole process, equal threads", "rows",
+                       [("side", "side"), ("omp_num_threads", "OMP_NUM_THREADS"), ("loader", "loader"),
+                        ("wall_s", "wall s"), ("cpu_s", "CPU s"), ("train_img_s", "img/s"),
+                        ("train_img_s_per_core", "img/s per core"),
+                        ("speedup_vs_original_equal_threads", "vs original, equal threads")]),
+    "bench_finetune": ("Fine-tuning: --freeze-trunk, --cache-images", "rows",
+                       [("name", "measurement"), ("img_s", "img/s"), ("ratio", "ratio")]),
+    "bench_predict": ("predict: batched against one image at a time", "rows",
+                      [("path", "path"), ("batch", "batch"), ("img_s", "img/s"), ("vs_loop", "vs loop"),
+                       ("baseline", "baseline")]),
+    "bench_serve": ("serve: load test, batching on and off", "rows",
+                    [("server", "server"), ("max_batch", "max batch"), ("omp_wait_policy", "OMP_WAIT_POLICY"),
+                     ("req_s", "req/s"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("mean_batch", "mean batch"),
+                     ("errors", "errors")]),
+    "bench_distributed": ("Distributed training on one machine", "jobs",
+                          [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
+}
+
+
+def load_results(folder=RESULTS):
+    """{name: record} for every results/*.json (not the smoke folder)."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        record["_file"] = os.path.relpath(path, REPO)
+        out[record.get("name") or os.path.splitext(os.path.basename(path))[0]] = record
+    return out
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return "%.3f" % value if abs(value) < 10 else "%.1f" % value
+    return str(value).replace("|", "\\|")
+
+
+def _rows(record, where):
+    figures = record["figures"]
+    if where is None:
+        return figures if isinstance(figures, list) else figures.get("rows", [])
+    return figures.get(where, [])
+
+
+def machine_line(record):
+    """'AMD EPYC, 2 usable cores, 23.5 GB; AVX-512: no, AMX: no' from a record's machine."""
+    m = record.get("machine", {})
+    flags = m.get("flags", {})
+    isa = [name for name in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if flags.get(name)]
+    return "%s, %s usable of %s cores, %s GB, CPU flags: %s" % (
+        m.get("cpu", "?"), m.get("usable_cores", "?"), m.get("cpu_count", "?"), m.get("memory_gb", "?"),
+        ", ".join(isa) if isa else "no AVX-512/AMX")
+
+
+def render_one(name, record):
+    """Markdown for one result: title, provenance, then its table (or the under-load note)."""
+    title, where, columns = LAYOUTS.get(name, (name, None, None))
+    v = record.get("versions", {})
+    lines = ["#### %s" % title, "",
+             "`%s` (from `%s`, %s UTC); %s; python %s, mxnet %s, numpy %s, opencv %s; threads %s." % (
+                 record["_file"], record.get("command", "?"), record.get("utc", "?"), machine_line(record),
+                 v.get("python"), v.get("mxnet"), v.get("numpy"), v.get("opencv"),
+                 ", ".join("%s=%s" % kv for kv in sorted(record.get("threads", {}).get("environment", {}).items()))
+                 or "program defaults"), ""]
+    if not record.get("quiet"):
+        busy = record.get("others_busy_cores", {})
+        lines += ["**Under load, not published**: other processes kept %s cores busy during the run (limit %s; "
+                  "load average %s at the start). Rerun it on a quiet machine." % (
+                      busy.get("during"), busy.get("limit"),
+                      " ".join("%.2f" % x for x in record.get("load_average", {}).get("start", []))), ""]
+        return lines
+    rows = _rows(record, where)
+    if columns is None:  # a result this script does not know: every key of its rows
+        columns = [(k, k) for k in dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (list, dict)))]
+    lines += ["| " + " | ".join(h for _, h in columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
+    lines.append("")
+    lines += extra_lines(name, record)
+    return lines
+
+
+def extra_lines(name, record):
+    """What a result carries beside its table (notes, our phase breakdown, pushpull times)."""
+    figures, out = record["figures"], []
+    if name == "bench_original" and figures.get("our_phases_s"):
+        out.append("Our side's phases (train.log, medians): " + ", ".join(
+            "%s %.1f s" % kv for kv in figures["our_phases_s"].items()) + ".")
+    if name == "bench_distributed":
+        out += ["%s: %.1f ms per pushpull of %d arrays" % (p["name"], p["ms_median"], p["arrays"])
+                for p in figures.get("pushpull", [])]
+    notes = record.get("notes")
+    if notes:
+        out.append("Notes: " + ("; ".join(notes) if isinstance(notes, list) else str(notes)) + ".")
+    return out + ([""] if out else [])
+
+
+def render(results, names=None):
+    """The block's text for ``names`` (default: every result, known ones first)."""
+    chosen = names or [n for n in RESULT_ORDER if n in results] + sorted(set(results) - set(RESULT_ORDER))
+    lines = []
+    for name in chosen:
+        if name in results:
+            lines += render_one(name, results[name])
+        else:
+            lines += ["`benchmarks/results/%s.json`: no stored run yet (see benchmarks/README.md)." % name, ""]
+    if not lines:
+        lines = ["No stored benchmark run yet: see benchmarks/README.md.", ""]
+    return "\n".join(lines)
+
+
+def update_text(text, results):
+    """``text`` with every bench block regenerated from ``results``."""
+    def block(match):
+        names = match.group(2).split() or None
+        return match.group(1) + render(results, names) + match.group(4)
+    return BLOCK.sub(block, text)
+
+
+def main(argv=None):
+    """Rewrite (or --check) the generated blocks of the target files."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=RESULTS, help="folder of result files")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    parser.add_argument("files", nargs="*", default=[os.path.join(REPO, t) for t in TARGETS])
+    args = parser.parse_args(argv)
+    results, stale = load_results(args.results), []
+    for path in args.files:
+        with open(path) as f:
+            text = f.read()
+        new = update_text(text, results)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                with open(path, "w") as f:
+                    f.write(new)
+    print(("stale: " if args.check else "updated: ") + (", ".join(os.path.relpath(p) for p in stale) or "none"))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

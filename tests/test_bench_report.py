@@ -1,0 +1,72 @@
+"""benchmarks/common.write_result and benchmarks/report.py on small stored results (no benchmark runs)."""
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import common  # noqa: E402
+import report  # noqa: E402
+
+DOC = "# Title\n\ntext before\n\n<!-- bench:start -->\nold figures 99.9\n<!-- bench:end -->\n\n" \
+      "## Serving\n\n<!-- bench:start bench_serve -->\n<!-- bench:end -->\nafter\n"
+
+
+def store(folder, name, figures, quiet):
+    """A real result file from write_result, then its quiet flag set as a run on a (not) busy machine would."""
+    path = common.write_result(name, figures, command="python benchmarks/%s.py" % name, smoke=False,
+                               results_dir=str(folder))
+    with open(path) as f:
+        record = json.load(f)
+    record["quiet"] = quiet
+    with open(path, "w") as f:
+        json.dump(record, f)
+    return path
+
+
+def test_write_result_records_machine_load_versions_and_command(tmp_path):
+    path = common.write_result("bench_x", {"rows": [{"img_s": 1.5}]}, notes="n", smoke=False,
+                               results_dir=str(tmp_path))
+    assert path == str(tmp_path / "bench_x.json")
+    record = json.loads(open(path).read())
+    assert record["figures"] == {"rows": [{"img_s": 1.5}]}
+    assert set(record["machine"]["flags"]) == set(common.CPU_FLAGS)
+    assert record["machine"]["usable_cores"] >= 1 and record["machine"]["cpu"]
+    assert len(record["load_average"]["start"]) == 3 and len(record["load_average"]["end"]) == 3
+    assert record["versions"]["numpy"] and record["versions"]["python"]
+    assert isinstance(record["quiet"], bool) and record["utc"].endswith("Z")
+    assert record["command"].startswith(".venv/bin/python")
+    smoke = common.write_result("bench_x", [], smoke=True, results_dir=str(tmp_path))
+    assert smoke == str(tmp_path / "smoke" / "bench_x.json")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # written through a renamed temp file
+
+
+def test_report_shows_quiet_figures_and_hides_runs_under_load(tmp_path):
+    store(tmp_path, "bench_serve", {"rows": [{"server": "batching on", "max_batch": 16, "omp_wait_policy": "PASSIVE",
+                                              "req_s": 41.7, "p50_ms": 180, "p95_ms": 230, "mean_batch": 4.0,
+                                              "errors": 0}]}, quiet=True)
+    store(tmp_path, "bench_original", {"rows": [{"side": "ours", "wall_s": 12.25}], "our_phases_s": {"lists": 0.1}},
+          quiet=False)
+    results = report.load_results(str(tmp_path))
+    text = report.update_text(DOC, results)
+    assert "old figures 99.9" not in text and text.startswith("# Title\n\ntext before") and text.endswith("after\n")
+    top, serving = text.split("## Serving")
+    assert "41.7" in top and "41.7" in serving  # one stored run feeds both places
+    assert "bench_serve.json" in serving and "python benchmarks/bench_serve.py" in serving
+    assert "Under load, not published" in top and "12.2" not in top  # the busy run's figure is withheld
+    assert "bench_original" not in serving
+    assert report.update_text(text, results) == text  # regenerating changes nothing
+
+
+def test_report_check_flags_a_stale_file(tmp_path):
+    store(tmp_path / "results", "bench_predict", {"rows": [{"path": "(a)", "batch": 32, "img_s": 30.5}]}, quiet=True)
+    doc = tmp_path / "README.md"
+    doc.write_text(DOC)
+    args = ["--results", str(tmp_path / "results"), str(doc)]
+    assert report.main(args + ["--check"]) == 1
+    assert report.main(args) == 0 and "30.5" in doc.read_text()
+    assert report.main(args + ["--check"]) == 0
+
+
+def test_report_leaves_files_without_markers_alone():
+    assert report.update_text("no markers at all\n", {}) == "no markers at all\n"
