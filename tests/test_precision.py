@@ -170,3 +170,13 @@ def test_int8_calibration_without_images_is_a_clear_error(trained, shapes):
     proc = run_cli("predict", shapes["val"], "--image-root", shapes["root"], "--save-result", trained,
                    "--precision", "int8", "--calib-list", str(shapes["base"] / "missing.lst"), "--quiet", expect=2)
     assert "INT8 calibration needs images" in proc.stderr and "--calib-list" in proc.stderr
+
+
+def test_doctor_reports_bf16_vnni_amx_and_the_bf16_speed():
+    out = run_cli("doctor", "--network", "resnet18_v1", "--image-shape", "3,32,32", "--seconds", "0.5").stdout
+    assert "low precision on this CPU:" in out and "int8 VNNI" in out and "AMX       bf16" in out
+    assert _runtime.CPU_FEATURES["amx"] in out  # the request's outcome, as this process decided it too
+    if BF16_CPU:
+        assert "bf16 training speed: " in out and "against fp32" in out
+    else:
+        assert "bf16 training speed: not measured (this CPU has no AVX-512)" in out

@@ -1,14 +1,13 @@
-"""``multitask-mx doctor``: versions, devices, threads and a short synthetic training speed test."""
+"""``multitask-mx doctor``: versions, devices, threads, CPU bf16/VNNI/AMX, short synthetic training speed tests."""
 import platform
-import time
 
-from .. import _runtime
+from .. import _runtime, precision
 import mxnet as mx
-from mxnet import autograd, gluon
 
 from ..logs import setup_logging
 
-DESCRIPTION = "print versions, devices, thread settings and a 10-second training throughput"
+DESCRIPTION = ("print versions, devices, thread settings, bf16/VNNI/AMX support and 10-second training "
+               "throughputs (fp32, and bf16 where the CPU has it)")
 
 
 def add_arguments(parser):
@@ -42,28 +41,34 @@ def synthetic_throughput(network, image_shape, batch, seconds, ctx):
     """Training img/s of ``network`` on random in-memory batches for about ``seconds``."""
     from ..model import TrunkSpec, build_net
     from ..tasks import build_tasks
-    tasks = build_tasks([4])
-    net = build_net(TrunkSpec(network=network), tasks, [ctx], image_shape)
+    net = build_net(TrunkSpec(network=network), build_tasks([4]), [ctx], image_shape)
     net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "momentum": 0.9})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    x = mx.nd.random.uniform(shape=(batch,) + tuple(image_shape), ctx=ctx)
-    y = mx.nd.zeros((batch,), ctx=ctx)
+    return precision.synthetic_train_speed(net, image_shape, batch, ctx, seconds=seconds, warmup=1)
 
-    def step():
-        with autograd.record():
-            outs = net(x)
-            total = mx.nd.add_n(*[loss(o, y) for o in outs])
-        total.backward()
-        trainer.step(batch)
-        total.wait_to_read()
 
-    step()  # warm-up: memory planning and kernel selection
-    done, tic = 0, time.time()
-    while time.time() - tic < seconds:
-        step()
-        done += batch
-    return done / (time.time() - tic)
+def print_cpu_precision():
+    """The CPU's bf16/VNNI/AMX features and whether Linux granted AMX to this process."""
+    _runtime.request_amx()
+    features = _runtime.CPU_FEATURES
+    print("low precision on this CPU:")
+    print("  bf16      %s" % ("native (avx512_bf16)" if features["avx512_bf16"] else "emulated (AVX-512)"
+                              if features["avx512_core"] else "no (needs AVX-512): --dtype bfloat16 unavailable"))
+    print("  int8 VNNI %s" % ("yes" if features["vnni"] else "no (INT8 still runs, slower)"))
+    print("  AMX       bf16 %s, int8 %s; %s" % ("yes" if features["amx_bf16"] else "no",
+                                                "yes" if features["amx_int8"] else "no", features["amx"]))
+
+
+def compare_bf16(args, shape, ctx, fp32_speed):
+    """After the fp32 test: the same test in bf16 (AMP stays on afterwards, so it comes last)."""
+    if ctx.device_type != "cpu" or not _runtime.bf16_supported():
+        print("bf16 training speed: not measured (%s)" % ("CPU only" if ctx.device_type != "cpu"
+                                                          else "this CPU has no AVX-512"))
+        return
+    precision.init_amp("bfloat16")
+    speed = synthetic_throughput(args.network, shape, args.batch_size, args.seconds, ctx)
+    print("bf16 training speed: %.2f img/s against fp32 %.2f (%.2fx; AMX %s). Use --dtype bfloat16 where it is "
+          "faster, or --dtype auto." % (speed, fp32_speed, speed / max(fp32_speed, 1e-9),
+                                        "on" if _runtime.amx_enabled() else "off"))
 
 
 def run(args):
@@ -87,4 +92,6 @@ def run(args):
         args.network, "x".join(map(str, shape[1:])), args.batch_size, ctx, args.seconds), flush=True)
     speed = synthetic_throughput(args.network, shape, args.batch_size, args.seconds, ctx)
     print("  %.2f img/s (synthetic data; compare with `train` speed to spot a slow loader)" % speed)
+    print_cpu_precision()
+    compare_bf16(args, shape, ctx, speed)
     return 0
