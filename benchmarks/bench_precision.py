@@ -14,7 +14,7 @@ Accuracy (real images: data_example/, 240 training and 80 validation JPEGs, thro
   - ``evaluate --precision int8`` of the fp32 run on the validation list: top-1 agreement
     with fp32 (target >= 98 %) and the accuracy change.
 
-    python benchmarks/bench_precision.py            # ResNet-50 at 224 + parity run (about 30 min on 2 cores)
+    python benchmarks/bench_precision.py            # ResNet-50 at 224 + parity run (minutes on a quiet 2-core machine)
     python benchmarks/bench_precision.py --smoke    # seconds: resnet18_v1 at 32, 1 epoch on 48 images
 """
 import argparse
