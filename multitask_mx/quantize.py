@@ -42,6 +42,7 @@ class PrecisionConfig:
     calib_images: int = 64
     calib_mode: str = "naive"
     calib_list: Optional[str] = None
+    calib_root: Optional[str] = None
 
     @classmethod
     def from_args(cls, args, precision=None):
@@ -49,7 +50,7 @@ class PrecisionConfig:
         if args.calib_images < 1:
             raise UserInputError("--calib-images %d: give 1 or more (e.g. 64)." % args.calib_images)
         return cls(precision=precision or args.precision, calib_images=args.calib_images,
-                   calib_mode=args.calib_mode, calib_list=args.calib_list)
+                   calib_mode=args.calib_mode, calib_list=args.calib_list, calib_root=args.calib_root)
 
 
 def add_arguments(parser, choose_precision=True):
@@ -65,12 +66,14 @@ def add_arguments(parser, choose_precision=True):
                        help="INT8 calibration: naive = min/max of each layer, entropy = KL-optimal thresholds")
     group.add_argument("--calib-list", default=None, metavar="LST",
                        help="INT8: .lst of calibration images (default: the training list named in config.json)")
+    group.add_argument("--calib-root", default=None, metavar="DIR",
+                       help="folder the --calib-list paths are relative to (default: the list's folder)")
 
 
 def calibration_paths(config, cfg: PrecisionConfig):
     """Paths of ``cfg.calib_images`` images spread evenly over the calibration list."""
     if cfg.calib_list:
-        lst_path, root = cfg.calib_list, None
+        lst_path, root = cfg.calib_list, cfg.calib_root
     else:
         train_args = config.get("args", {})
         lst_path, root = train_args.get("data_train"), train_args.get("image_train")
