@@ -140,7 +140,7 @@ def predicted(proc):
 def test_int8_export_and_predict_agree_with_fp32(trained, shapes):
     out = str(shapes["base"] / "deploy")
     proc = run_cli("export", "--save-result", trained, "--out", out, "--int8", "--calib-images", 16, "--quiet")
-    assert "INT8, naive calibration on 16 images" in proc.stdout
+    assert "INT8, entropy calibration on 16 images" in proc.stdout
     info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
     assert info["files"]["int8"]["symbol"] == "multitask-int8-symbol.json"
     common = ["predict", shapes["val"], "--image-root", shapes["root"], "--save-result", trained, "--json", "-",
