@@ -3,8 +3,8 @@
 ``--precision int8`` quantizes the checkpoint with MXNet's ``quantize_net`` (oneDNN
 backend), calibrated on ``--calib-images`` images spread over the training list
 (or ``--calib-list``): ``entropy`` (the default) picks the thresholds that keep the
-most information, ``naive`` takes each layer's min/max (faster, less faithful). The heads stay float32: they
-cost nothing next to the trunk and decide the top-1. ``--precision bf16`` converts
+most information, ``naive`` takes each layer's min/max (faster, less faithful). The
+heads stay float32: they cost nothing next to the trunk and decide the top-1. ``--precision bf16`` converts
 the graph with ``amp.convert_model`` (weights cast where AMP decides, outputs
 float32). ``predict``, ``evaluate`` and ``serve`` all go through ``apply_precision``;
 ``export --int8`` writes the same INT8 model next to the float32 export. The
@@ -108,7 +108,7 @@ def _load_block(symbol, params_file):
         return gluon.SymbolBlock.imports(symbol, ["data"], params_file, ctx=mx.cpu())
 
 
-def quantize_checkpoint(symbol_file, params_file, calib, mode="naive"):
+def quantize_checkpoint(symbol_file, params_file, calib, mode="entropy"):
     """An INT8 SymbolBlock of a float32 checkpoint, calibrated on ``calib`` (N, C, H, W) on the CPU."""
     block = _load_block(symbol_file, params_file)
     batches = mx.io.NDArrayIter(calib, batch_size=min(len(calib), 16), data_name="data")
