@@ -39,7 +39,7 @@ class PrecisionConfig:
     """Which precision to run a trained model in, and how INT8 is calibrated."""
 
     precision: str = "fp32"
-    calib_images: int = 64
+    calib_images: int = 128
     calib_mode: str = "entropy"
     calib_list: Optional[str] = None
     calib_root: Optional[str] = None
@@ -60,7 +60,8 @@ def add_arguments(parser, choose_precision=True):
         group.add_argument("--precision", choices=PRECISIONS, default="fp32",
                            help="run the model in fp32, bf16 (CPU with AVX-512; fast with AMX) or int8 (quantized "
                                 "here from the fp32 checkpoint, calibrated as below; fast with VNNI/AMX)")
-    group.add_argument("--calib-images", type=int, default=64,
+    # 128: top-1 agreement with fp32 98.75 % against 95 % with 64 (entropy; resnet18_v1 at 64 px, 80 images)
+    group.add_argument("--calib-images", type=int, default=128,
                        help="INT8: calibration images, spread over the training list (or --calib-list)")
     # entropy: top-1 agreed with fp32 on 80/80 real validation images where naive min/max gave 78/80
     # (resnet18_v1, 64 px, data_example/); naive on more images was worse (outliers widen the ranges)
