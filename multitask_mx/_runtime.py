@@ -116,7 +116,8 @@ def request_amx(cpuinfo_text=None, syscall=None):
 
     On success, and unless the user set it, ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX`` lets oneDNN 2.4
     dispatch AMX kernels (it lists them as initial support, left out of its default choice).
-    Elsewhere (no amx flag, other OS) nothing is requested and nothing changes.
+    Elsewhere (no amx flag, other OS) nothing is requested and nothing changes. The grant is
+    per process and forked children (DataLoader workers, which only decode images) inherit it.
     """
     if "amx" in CPU_FEATURES:
         return CPU_FEATURES["amx"]

@@ -55,6 +55,7 @@ class SavedModel:
     net: gluon.SymbolBlock
     ctxs: list
     weights: str = "raw"  # "ema": the moving average of the weights (train --ema)
+    precision: str = "fp32"  # quantize.apply_precision sets bf16 or int8
 
     @property
     def image_shape(self):
@@ -79,7 +80,8 @@ class SavedModel:
         """JSON-friendly summary of which weights these are."""
         return {"save_result": self.save_dir, "save_name": self.save_name, "epoch": self.epoch,
                 "params_file": self.params_file, "weights": self.weights, "network": self.config.get("network"),
-                "image_shape": list(self.image_shape), "normalization": self.normalization}
+                "image_shape": list(self.image_shape), "normalization": self.normalization,
+                "precision": self.precision}
 
 
 def read_config(save_dir):

@@ -18,7 +18,7 @@ from mxnet.gluon import nn
 
 from .errors import UserInputError
 from .mxerrors import describe_mxnet_error
-from .precision import amp_symbol
+from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 from .flagtypes import fraction, non_negative_int
 
@@ -104,6 +104,8 @@ class MultiTaskNet(gluon.HybridBlock):
 
     def hybrid_forward(self, F, x):
         features = self.trunk(x)
+        if amp_dtype() == "bfloat16":  # logits back to float32: CPU metrics and argmax have no bf16 kernels
+            return tuple(F.amp_cast(head(features), dtype="float32") for head in self.heads)
         return tuple(head(features) for head in self.heads)
 
     def trunk_params(self):

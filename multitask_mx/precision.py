@@ -192,7 +192,8 @@ def _child_main(job_file):
     with open(job_file) as f:
         job = json.load(f)
     spec = TrunkSpec(network=job["network"], symbol_json=job["symbol_json"], input_name=job["input_name"])
-    speeds = precision.time_train_dtypes(spec, job["classes"], tuple(job["image_shape"]), job["batch"], steps=job["steps"])
+    speeds = precision.time_train_dtypes(spec, job["classes"], tuple(job["image_shape"]), job["batch"],
+                                         steps=job["steps"])
     print(json.dumps(speeds))
 
 

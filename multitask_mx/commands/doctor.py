@@ -1,14 +1,15 @@
-"""``multitask-mx doctor``: versions, devices, threads and a short synthetic training speed test."""
+"""``multitask-mx doctor``: versions, devices, threads, CPU bf16/VNNI/AMX, short synthetic training speed tests."""
 import os
 import platform
 
-from .. import _runtime
+from .. import _runtime, precision
 import mxnet as mx
 
 from ..logs import setup_logging
 from ..flagtypes import non_negative_int, positive_float
 
-DESCRIPTION = "print versions, devices, thread settings and a 10-second training throughput"
+DESCRIPTION = ("print versions, devices, thread settings, bf16/VNNI/AMX support and 10-second training "
+               "throughputs (fp32, and bf16 where the CPU has it)")
 
 
 def add_arguments(parser):
@@ -54,8 +55,7 @@ def synthetic_throughput(network, image_shape, batch, seconds, ctx):
 
     One untimed step first: memory planning and kernel selection (cuDNN autotune on GPUs).
     """
-    from ..precision import synthetic_train_speed
-    return synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
+    return precision.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
                                  warmup=1)
 
 
@@ -70,9 +70,8 @@ def batch_filling_memory(free_bytes, bytes_per_image, cap=256, floor=8):
 
 def gpu_batch(network, image_shape, ctx, probe=16):
     """A batch that fills ``ctx``'s GPU: memory used by a ``probe``-image training step, scaled to the free memory."""
-    from ..precision import synthetic_train_speed
     free_before, _ = mx.context.gpu_memory_info(ctx.device_id)
-    synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
+    precision.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
     free_after, _ = mx.context.gpu_memory_info(ctx.device_id)
     return batch_filling_memory(free_before, max(1, free_before - free_after) / probe)
 
@@ -100,6 +99,31 @@ def print_cuda_stack():
             ",".join(map(str, cuda_libs.nvrtc_archs() or [])) or "?", os.environ.get("MXNET_USE_FUSION", "1 (default)")))
 
 
+def print_cpu_precision():
+    """The CPU's bf16/VNNI/AMX features and whether Linux granted AMX to this process."""
+    _runtime.request_amx()
+    features = _runtime.CPU_FEATURES
+    print("low precision on this CPU:")
+    print("  bf16      %s" % ("native (avx512_bf16)" if features["avx512_bf16"] else "emulated (AVX-512)"
+                              if features["avx512_core"] else "no (needs AVX-512): --dtype bfloat16 unavailable"))
+    print("  int8 VNNI %s" % ("yes" if features["vnni"] else "no (INT8 still runs, slower)"))
+    print("  AMX       bf16 %s, int8 %s; %s" % ("yes" if features["amx_bf16"] else "no",
+                                                "yes" if features["amx_int8"] else "no", features["amx"]))
+
+
+def compare_bf16(args, shape, batch, ctx, fp32_speed):
+    """After the fp32 test: the same test in bf16 (AMP stays on afterwards, so it comes last)."""
+    if ctx.device_type != "cpu" or not _runtime.bf16_supported():
+        print("bf16 training speed: not measured (%s)" % ("CPU only" if ctx.device_type != "cpu"
+                                                          else "this CPU has no AVX-512"))
+        return
+    precision.init_amp("bfloat16")
+    speed = synthetic_throughput(args.network, shape, batch, args.seconds, ctx)
+    print("bf16 training speed: %.2f img/s against fp32 %.2f (%.2fx; AMX %s). Use --dtype bfloat16 where it is "
+          "faster, or --dtype auto." % (speed, fp32_speed, speed / max(fp32_speed, 1e-9),
+                                        "on" if _runtime.amx_enabled() else "off"))
+
+
 def run(args):
     """Entry point of ``multitask-mx doctor``."""
     setup_logging()
@@ -124,4 +148,6 @@ def run(args):
         args.network, "x".join(map(str, shape[1:])), batch, ctx, args.seconds), flush=True)
     speed = synthetic_throughput(args.network, shape, batch, args.seconds, ctx)
     print("  %.2f img/s (synthetic data; compare with `train` speed to spot a slow loader)" % speed)
+    print_cpu_precision()
+    compare_bf16(args, shape, batch, ctx, speed)
     return 0

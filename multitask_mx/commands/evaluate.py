@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from .. import inference
+from .. import inference, quantize
 from ..atomic import atomic_write_json, check_output_file
 from ..errors import UserInputError
 from ..lists import read_list
@@ -21,6 +21,7 @@ DESCRIPTION = "evaluate a trained model on an .lst file (per-task accuracy, top-
 def add_arguments(parser):
     """Evaluate flags: the model, the data, the reports."""
     inference.add_arguments(parser)
+    quantize.add_arguments(parser)
     group = parser.add_argument_group("data")
     group.add_argument("--data", "--data-val", dest="data", required=True,
                        help="the .lst file to evaluate on (e.g. PREFIX_test.lst from make-list)")
@@ -137,6 +138,21 @@ def per_image_rows(model, image_list, labels, predictions):
     return rows
 
 
+def precision_change(model, labels, reference, predictions):
+    """{task: accuracy in this precision and in fp32, the change, top-1 agreement} on the same images."""
+    ok = reference.ok() & predictions.ok()
+    out = {}
+    for k, task in enumerate(model.tasks):
+        ours, theirs = (np.argmax(p.log_probs[k][ok], axis=1) for p in (predictions, reference))
+        labelled = labels[ok, k] >= 0
+        acc = float((ours == labels[ok, k])[labelled].mean()) if labelled.any() else float("nan")
+        acc32 = float((theirs == labels[ok, k])[labelled].mean()) if labelled.any() else float("nan")
+        out[task.name] = {"accuracy": acc, "fp32_accuracy": acc32, "change": acc - acc32,
+                          "top1_agreement": float((ours == theirs).mean()) if ok.any() else float("nan"),
+                          "num_images": int(ok.sum())}
+    return out
+
+
 def confusion_paths(path, task_names):
     """{task: png path}: ``path`` itself for one task, ``stem_<task>.png`` for several."""
     if len(task_names) == 1:
@@ -162,15 +178,24 @@ def run(args):
             check_output_file(path, flag)  # before the predictions, not after
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
+    precision_cfg = quantize.PrecisionConfig.from_args(args)
     image_list = read_eval_list(args.data, args.image_root)
     labels = list_labels(model, image_list)
-    predictions = inference.predict_paths(model, [e.path for e in image_list.entries], cfg)
+    paths = [e.path for e in image_list.entries]
+    reference = None
+    if precision_cfg.precision != "fp32":  # the fp32 figures on the same list, to report the change
+        quantize.check_precision(precision_cfg.precision, model.ctxs)
+        reference = inference.predict_paths(model, paths, cfg)
+        model = quantize.apply_precision(model, precision_cfg)
+    predictions = inference.predict_paths(model, paths, cfg)
     if len(predictions.failed) == len(image_list.entries):
         raise UserInputError("none of the %d images of %s could be read (first: %s %s). Is --image-root the "
                              "folder the paths are relative to? It is %s."
                              % (len(image_list.entries), image_list.source, predictions.paths[0],
                                 predictions.failed[0], image_list.image_root))
     report = build_report(model, image_list, labels, predictions, ks, args.per_image)
+    if reference is not None:
+        report["precision_change"] = precision_change(model, labels, reference, predictions)
     print("evaluated %s epoch %s on %d image(s) of %s" % (model.save_name, model.epoch, report["num_images"],
                                                           image_list.source))
     for name, task in report["tasks"].items():
@@ -178,6 +203,10 @@ def run(args):
     for name, value in report.get("agreement", {}).items():
         if value is not None:
             print("agreement of %s's head with the answer its source head implies: %.4f" % (name, value))
+    for name, change in report.get("precision_change", {}).items():
+        print("%s in %s: accuracy %.4f vs fp32 %.4f (change %+.4f); top-1 agrees with fp32 on %.2f%% of images"
+              % (name, model.precision, change["accuracy"], change["fp32_accuracy"], change["change"],
+                 100 * change["top1_agreement"]))
     if args.json:
         write_json(args.json, report)
     if args.confusion_png:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import inference
+from .. import inference, quantize
 from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
 from ..lists import read_list
@@ -25,6 +25,7 @@ def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders (searched recursively) or .lst files")
     inference.add_arguments(parser)
+    quantize.add_arguments(parser)
     group = parser.add_argument_group("inputs")
     group.add_argument("--image-root", default=None,
                        help="folder the paths of an .lst INPUT are relative to (default: the list's folder)")
@@ -145,6 +146,7 @@ def run(args):
     items = collect_inputs(args.inputs, args.image_root, extensions)
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
+    model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
     predictions = inference.predict_paths(model, [i.path for i in items], cfg)
     rows = prediction_rows(model, items, predictions, args.top_k)
     if args.json:

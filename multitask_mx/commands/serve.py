@@ -3,7 +3,7 @@ import logging
 import signal
 import sys
 
-from .. import inference, serve
+from .. import inference, quantize, serve
 from ..devices import parse_contexts
 from ..errors import UserInputError
 from ..logs import setup_logging
@@ -17,6 +17,7 @@ DESCRIPTION = "serve a trained model over HTTP: POST /predict, GET /health and a
 def add_arguments(parser):
     """Serve flags: the model and its device, the server, the uploads, the batching."""
     inference.add_arguments(parser, prediction=False)
+    quantize.add_arguments(parser)
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1; '' for CPU")
     group = parser.add_argument_group("server")
@@ -71,6 +72,7 @@ def run(args):
     serve.require_web_stack()
     model = inference.load_model(args.save_result, args.save_name, args.epoch, parse_contexts(args.gpus),
                                  weights=args.weights)
+    model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
     batcher = serve.start_batcher(model, cfg)
     try:
         server = serve.create_server(serve.create_app(model, batcher, cfg), cfg)
