@@ -26,7 +26,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from multitask_mx import _runtime, launch  # noqa: E402  (neither imports mxnet)
+from multitask_mx import _runtime
+from multitask_mx.training import cluster as launch  # noqa: E402  (neither imports mxnet)
 import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 from photos import Lists, make_photos  # noqa: E402
 
@@ -105,7 +106,7 @@ def pushpull_worker(iterations, network="resnet50_v1"):
     """Run as a launched worker: time kv.pushpull over ``network``'s trained parameters."""
     import mxnet as mx
     from gluoncv.model_zoo import get_model
-    from multitask_mx import distributed
+    from multitask_mx.training import distributed
 
     kv = distributed.create_kvstore("dist_sync")
     net = get_model(network, pretrained=False)

@@ -26,12 +26,13 @@ _runtime.configure_threads()
 import mxnet as mx  # noqa: E402
 
 from bench_training import TrainEpochs, loading_sources  # noqa: E402
-from multitask_mx import model  # noqa: E402
+from multitask_mx.model import network as model  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.data import make_loader  # noqa: E402
-from multitask_mx.finetune import FinetuneConfig, apply_freezing  # noqa: E402
-from multitask_mx.lists import read_list  # noqa: E402
-from multitask_mx.tasks import build_tasks  # noqa: E402
+from multitask_mx.training import pipeline  # noqa: E402
+from multitask_mx.data.datasets import make_loader  # noqa: E402
+from multitask_mx.model.finetune import FinetuneConfig, apply_freezing  # noqa: E402
+from multitask_mx.data.lists import read_list  # noqa: E402
+from multitask_mx.data.tasks import build_tasks  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "data_example")
@@ -68,7 +69,7 @@ def train_flags(args):
 def datasets(args, flags, tasks):
     """data_example's training set with train's transform preset."""
     train = read_list(os.path.join(EXAMPLE, "train_data.lst"), os.path.join(EXAMPLE, "images"))
-    dataset, _ = train_command.build_datasets(flags, train, None, tasks, (3, args.size, args.size), "imagenet")
+    dataset, _ = pipeline.build_datasets(flags, train, None, tasks, (3, args.size, args.size), "imagenet")
     return dataset
 
 

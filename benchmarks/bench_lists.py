@@ -10,7 +10,7 @@ which exercises the duplicate-path warning. The tree is kept in ``--workdir`` fo
 
 Each case runs in its own process (``--case``), so its peak RSS is its own:
 
-    read_list   multitask_mx.lists.read_list alone
+    read_list   multitask_mx.data.lists.read_list alone
     header      read_list + data.check_images_or_skip (the default header check, loader-worker count)
     train_none  ``multitask-mx train ... --check-images none --plot-lr F.png``: the whole preflight as
                 train runs it (lists, tasks, label checks, preflight report, loss), stopped before the
@@ -135,7 +135,8 @@ def run_case(case, lst, root, out_dir):
     from multitask_mx import _runtime
     _runtime.configure_threads()
     tic = time.time()
-    from multitask_mx import cli, data, lists
+    from multitask_mx import cli
+    from multitask_mx.data import datasets as data, lists
     parser = cli.build_parser()  # imports every command module (and mxnet), as `multitask-mx` does
     imported = time.time()
     if case == "read_list":

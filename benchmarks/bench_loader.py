@@ -38,14 +38,15 @@ def parse_args():
 def time_loader(lists, tasks, args, workers, uint8):
     """img/s of a second pass over ``args.batches`` batches of train's loader."""
     from multitask_mx.commands import train as train_command
-    from multitask_mx.data import make_loader
-    from multitask_mx.lists import read_list
+    from multitask_mx.training import pipeline
+    from multitask_mx.data.datasets import make_loader
+    from multitask_mx.data.lists import read_list
     path = lists.path(args.batches * args.batch_size)
     parser = argparse.ArgumentParser()
     train_command.add_arguments(parser)
     flags = parser.parse_args(["--data-train", path, "--save-result", "unused", "--batch-size",
                                str(args.batch_size), "--image-shape", "3,%d,%d" % (args.size, args.size)])
-    dataset, _ = train_command.build_datasets(flags, read_list(path, lists.root), None, tasks,
+    dataset, _ = pipeline.build_datasets(flags, read_list(path, lists.root), None, tasks,
                                               (3, args.size, args.size), "imagenet", uint8=uint8)
     loader = make_loader(dataset, args.batch_size, True, workers, last_batch="rollover")
     for _ in loader:  # first pass: starts the workers, warms the page cache
@@ -64,7 +65,7 @@ def main():
     import numpy as np
     from common import machine_header
     from photos import Lists, make_photos
-    from multitask_mx.tasks import build_tasks
+    from multitask_mx.data.tasks import build_tasks
     cores = _runtime.usable_cores()
     counts = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, cores})
     header = machine_header()

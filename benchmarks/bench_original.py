@@ -11,7 +11,7 @@ process (interpreter start-up and imports included), timed from outside.
 Threads: both sides get the same ``OMP_NUM_THREADS`` (``--threads``, default the usable
 cores) and no other thread variable. The original as shipped (MXNet's own default, which
 halves the cores on x86) is measured beside it with ``--as-shipped`` (on by default).
-Our side's train.log phase breakdown (multitask_mx/phases.py) goes into the result.
+Our side's train.log phase breakdown (multitask_mx/training/phases.py) goes into the result.
 
     python benchmarks/bench_original.py                # 320 + 64 JPEGs at 224, batch 16, 1 epoch
     python benchmarks/bench_original.py --repeats 3    # what the README's figure uses

@@ -35,9 +35,10 @@ _runtime.configure_threads()  # OpenMP reads OMP_NUM_THREADS once, when mxnet lo
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from multitask_mx import precision, quantize  # noqa: E402
-from multitask_mx.model import TrunkSpec, build_net  # noqa: E402
-from multitask_mx.tasks import build_tasks  # noqa: E402
+from multitask_mx.model import precision
+from multitask_mx.use import quantize  # noqa: E402
+from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
+from multitask_mx.data.tasks import build_tasks  # noqa: E402
 
 EXAMPLE = os.path.join(REPO, "data_example")
 

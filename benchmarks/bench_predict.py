@@ -36,13 +36,13 @@ import cv2  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from multitask_mx import inference  # noqa: E402
-from multitask_mx.checkpoints import CheckpointSaver  # noqa: E402
+from multitask_mx.use import inference  # noqa: E402
+from multitask_mx.training.checkpoints import CheckpointSaver  # noqa: E402
 from common import machine_header  # noqa: E402
 from multitask_mx.devices import parse_contexts  # noqa: E402
-from multitask_mx.images import decode_image  # noqa: E402
-from multitask_mx.model import TrunkSpec, build_net  # noqa: E402
-from multitask_mx.tasks import build_tasks  # noqa: E402
+from multitask_mx.data.images import decode_image  # noqa: E402
+from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
+from multitask_mx.data.tasks import build_tasks  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -15,3 +15,18 @@ __version__ = "0.1.0"
 patch_numpy_for_mxnet()
 request_amx()
 preload_cuda_libraries()
+
+# The Python API (multitask_mx/api.py): ``multitask_mx.train(**flags)``, ``multitask_mx.load(run_dir)``.
+# Resolved on first use, so ``import multitask_mx`` still loads no mxnet (threads are set first).
+_API = ("train", "load", "Model", "parse_flags")
+
+
+def __getattr__(name):
+    if name in _API:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError("module 'multitask_mx' has no attribute %r" % name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

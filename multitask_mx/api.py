@@ -33,7 +33,7 @@ def _command_parser(command):
     module = importlib.import_module("multitask_mx.commands." + command)
     parser = _RaisingParser(prog="multitask_mx.%s" % command, add_help=False)
     module.add_arguments(parser)
-    return parser, module
+    return parser
 
 
 def _flag_argv(parser, flags):
@@ -60,7 +60,7 @@ def _flag_argv(parser, flags):
 
 def parse_flags(command, **flags):
     """The ``argparse.Namespace`` that ``multitask-mx COMMAND`` would build from these flags."""
-    parser, _ = _command_parser(command)
+    parser = _command_parser(command)
     return parser.parse_args(_flag_argv(parser, flags))
 
 
@@ -72,9 +72,8 @@ def train(**flags):
     ``gpus="0,1"``, ``resume=True``, ...); see ``multitask-mx train --help``.
     """
     _runtime.configure_threads(int(flags.get("cpus") or 1))
-    parser, module = _command_parser("train")
-    args = parser.parse_args(_flag_argv(parser, flags))
-    return module.run(args)
+    from .training import pipeline
+    return pipeline.train(parse_flags("train", **flags))
 
 
 def load(save_result, epoch="best", save_name=None, gpus=None):
@@ -82,7 +81,7 @@ def load(save_result, epoch="best", save_name=None, gpus=None):
 
     Returns a ``Model`` whose ``predict(paths)`` gives the top classes of every task.
     """
-    from . import inference
+    from .use import inference
     from .devices import parse_contexts
     ctxs = parse_contexts(gpus, 1) if gpus else None
     return Model(inference.load_model(save_result, save_name, inference.parse_epoch(epoch), ctxs))
@@ -101,8 +100,9 @@ class Model:
 
     def predict(self, paths, top_k=1, batch_size=32, tta="none"):
         """Per image: ``{"path", "tasks": {task: [{"index", "class", "prob"}, ...]}}`` or ``{"path", "error"}``."""
-        from . import inference
+        from .use import inference
+        from .use.predictions import prediction_rows
         paths = [str(p) for p in paths]
         cfg = inference.PredictConfig(batch_size=batch_size, workers=0, tta=tta, progress=False)
         predictions = inference.predict_paths(self.saved, paths, cfg)
-        return inference.prediction_rows(self.saved, paths, predictions, top_k)
+        return prediction_rows(self.saved, paths, predictions, top_k)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from multitask_mx import augment as images
-from multitask_mx.augment import AugmentConfig, TrainTransform, preview_samples
-from multitask_mx.augment_presets import PRESETS, Situation, choose_preset, resolve_augmentation
+from multitask_mx.data import augment as images
+from multitask_mx.data.augment import AugmentConfig, TrainTransform, preview_samples
+from multitask_mx.data.augment_presets import PRESETS, Situation, choose_preset, resolve_augmentation
 from multitask_mx.errors import UserInputError
-from multitask_mx.images import NORMALIZATIONS, to_chw_float
+from multitask_mx.data.images import NORMALIZATIONS, to_chw_float
 
 OUT_HW = (40, 56)
 

@@ -75,10 +75,10 @@ def test_report_leaves_files_without_markers_alone():
 def test_phases_add_up_repeated_phases_and_bench_original_reads_the_summary(tmp_path, caplog):
     import logging
     import bench_original
-    from multitask_mx import phases
+    from multitask_mx.training import phases
 
     timer = phases.Phases()
-    with caplog.at_level(logging.DEBUG, logger="multitask_mx.phases"):
+    with caplog.at_level(logging.DEBUG, logger="multitask_mx.training.phases"):
         timer.start()
         for _ in range(2):
             timer.switch("training loop")

@@ -8,8 +8,8 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from mxnet import autograd, gluon
-from multitask_mx import checkpoints
-from multitask_mx.checkpoints import BestTracker, CheckpointSaver
+from multitask_mx.training import checkpoints
+from multitask_mx.training.checkpoints import BestTracker, CheckpointSaver
 from multitask_mx.errors import UserInputError
 
 

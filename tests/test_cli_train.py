@@ -90,7 +90,8 @@ def test_saved_checkpoint_reloads_with_same_predictions(two_device_run):
     for a, b in zip(gluon_out, module.get_outputs()):
         np.testing.assert_allclose(a, b.asnumpy(), rtol=1e-4, atol=1e-4 * np.abs(a).max())
     # and our own rebuild path (used by --resume) gives the same numbers
-    from multitask_mx import model, tasks
+    from multitask_mx.model import network as model
+    from multitask_mx.data import tasks
     config = json.load(open(os.path.join(save, "config.json")))
     task_list = [tasks.Task.from_dict(t) for t in config["tasks"]]
     net = model.build_net(model.TrunkSpec(config["network"]), task_list, [mx.cpu()], (3, 32, 32))

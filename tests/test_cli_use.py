@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import CLASS_NAMES, make_images, run_cli
-from multitask_mx import inference
+from multitask_mx.use import inference
 
 import mxnet as mx
 
@@ -185,7 +185,7 @@ def test_export_mxnet_and_onnx_agree_with_the_gluon_model(pipeline, tmp_path):
 
     model = inference.load_model(pipeline["save"])
     transform = model.transform()
-    from multitask_mx.images import decode_image
+    from multitask_mx.data.images import decode_image
     test_rows = read_lst(pipeline["prefix"] + "_test.lst")
     batch = np.stack([transform(decode_image(os.path.join(pipeline["root"], rel), transform.decode_size))
                       for _, _, rel in test_rows])

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from multitask_mx.data import (BAD_SAMPLE, LstDataset, check_images_or_skip, find_bad_images, make_loader,
-                               preflight_report)
+from multitask_mx.data.datasets import (BAD_SAMPLE, LstDataset, check_images_or_skip, find_bad_images, make_loader,
+    preflight_report)
 from multitask_mx.errors import UserInputError
-from multitask_mx.augment import TrainTransform
-from multitask_mx.images import EvalTransform
-from multitask_mx.lists import read_list
-from multitask_mx.tasks import build_tasks
+from multitask_mx.data.augment import TrainTransform
+from multitask_mx.data.images import EvalTransform
+from multitask_mx.data.lists import read_list
+from multitask_mx.data.tasks import build_tasks
 
 from conftest import make_images, run_cli, write_list
 
@@ -122,7 +122,7 @@ def test_check_images_stops_with_lines_named(tiny_data, train_list):
 def test_check_images_skip_mode_drops_bad_lines(train_list, caplog):
     os.remove(train_list.entries[0].path)
     cut_in_half(train_list.entries[10].path)
-    with caplog.at_level(logging.WARNING, logger="multitask_mx.data"):
+    with caplog.at_level(logging.WARNING, logger="multitask_mx.data.datasets"):
         kept = check_images_or_skip(train_list, skip_bad=True, threads=2)
     assert len(kept) == 22 and len(train_list) == 24
     assert [e.line for e in kept.entries] == [n for n in range(2, 25) if n != 11]
@@ -201,7 +201,7 @@ def test_preflight_report_overlap_duplicates_and_empty_classes(tmp_path, tiny_da
     rel = [os.path.relpath(e.path, root) for e in train.entries]
     val_path = write_list(tmp_path / "leaky_val.lst", [(rel[0], 0), (rel[7], 1), (rel[0], 0), (rel[20], -1)])
     val = read_list(val_path, root)
-    with caplog.at_level(logging.INFO, logger="multitask_mx.data"):
+    with caplog.at_level(logging.INFO, logger="multitask_mx.data.datasets"):
         report = preflight_report(build_tasks([4]), train, val)
     assert report["overlap"] == sorted(os.path.realpath(os.path.join(root, rel[i])) for i in (0, 7, 20))
     assert report["val"]["label"] == {"counts": [2, 1, 0, 0], "missing": 1}
@@ -216,7 +216,7 @@ def test_preflight_warns_about_classes_without_training_images(tmp_path, tiny_da
     rows = [(os.path.relpath(e.path, root), e.labels[0]) for e in read_list(tiny_data["train"], root).entries
             if e.labels[0] != 2]
     train = read_list(write_list(tmp_path / "no2.lst", rows), root)
-    with caplog.at_level(logging.WARNING, logger="multitask_mx.data"):
+    with caplog.at_level(logging.WARNING, logger="multitask_mx.data.datasets"):
         report = preflight_report(build_tasks([4]), train)
     assert report["train"]["label"]["counts"] == [6, 6, 0, 6]
     assert "task label has no training images of class(es) [2]" in caplog.text
@@ -254,7 +254,7 @@ def test_gif_is_refused_at_preflight_naming_file_and_line(tmp_path, tiny_data, t
 
 
 def test_the_check_in_worker_processes_finds_what_one_process_finds(train_list):
-    from multitask_mx.image_checks import bad_positions
+    from multitask_mx.data.image_checks import bad_positions
     os.remove(train_list.entries[3].path)
     cut_in_half(train_list.entries[17].path)
     serial = bad_positions(train_list, workers=1)
@@ -273,7 +273,7 @@ def test_a_100k_line_list_gets_one_short_warning_per_kind(tmp_path, tiny_data, c
         f.writelines("%d\t%d\t%s\n" % (i, i % 4, rel[i % 24]) for i in range(good))
         f.writelines("%d\t%d\tmissing/%d.jpg\n" % (i, i % 4, i) for i in range(good, good + missing))
     image_list = read_list(str(tmp_path / "big.lst"), root)
-    with caplog.at_level(logging.INFO, logger="multitask_mx.data"):
+    with caplog.at_level(logging.INFO, logger="multitask_mx.data.datasets"):
         kept = check_images_or_skip(image_list, skip_bad=True, threads=2)
         preflight_report(build_tasks([4]), kept)
     assert len(kept) == good and kept.skipped == missing

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_images, write_list
-from multitask_mx import cli, distributed, launch
+from multitask_mx import cli
+from multitask_mx.training import distributed, cluster as launch
 from multitask_mx.errors import UserInputError
-from multitask_mx.lists import ImageList, ListEntry
+from multitask_mx.data.lists import ImageList, ListEntry
 
 import mxnet as mx
 
@@ -206,9 +207,9 @@ def test_shards_have_equal_lengths_and_cover_the_list(n, workers):
 
 
 def test_shard_padding_is_not_reported_as_duplicate_paths(caplog):
-    from multitask_mx.data import preflight_report
-    from multitask_mx.lists import find_duplicates
-    from multitask_mx.tasks import build_tasks
+    from multitask_mx.data.datasets import preflight_report
+    from multitask_mx.data.lists import find_duplicates
+    from multitask_mx.data.tasks import build_tasks
     shard = distributed.shard_list(_image_list(7), 1, 2)  # lines 2, 4, 6, then line 2 again as padding
     assert shard.lines.tolist() == [2, 4, 6, 2]
     assert find_duplicates(shard) == {}
@@ -265,7 +266,7 @@ def test_failing_worker_stops_every_other_process_and_its_children(tmp_path, cap
              _node("worker", 0, spawner),
              _node("worker", 1, "import sys, time; time.sleep(1.5); print('[worker 1/2] bad flag'); sys.exit(3)")]
     tic = time.time()
-    with caplog.at_level(logging.INFO, logger="multitask_mx.launch"):
+    with caplog.at_level(logging.INFO, logger="multitask_mx.training.cluster"):
         code = launch.run_nodes(nodes, str(tmp_path / "logs"), timeout=60, echo=None, grace=1.0)
     assert code == 1 and time.time() - tic < 20
     assert "worker 1/2 (slot 1) exited with status 3" in caplog.text and "    [worker 1/2] bad flag" in caplog.text

@@ -1,4 +1,4 @@
-"""--ema: the weights' moving average (multitask_mx/ema.py), its files, best choice, inference and resume."""
+"""--ema: the weights' moving average (multitask_mx/training/ema.py), its files, best choice, inference and resume."""
 import json
 import os
 import shutil
@@ -11,9 +11,9 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from conftest import make_images, run_cli, write_list
-from multitask_mx import inference
-from multitask_mx.checkpoints import BestTracker, CheckpointSaver, atomic_write_json
-from multitask_mx.ema import WeightEMA
+from multitask_mx.use import inference
+from multitask_mx.training.checkpoints import BestTracker, CheckpointSaver, atomic_write_json
+from multitask_mx.training.ema import WeightEMA
 
 SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.02",
          "--data-nthreads", "0", "--quiet", "--seed", "3", "--no-augment"]

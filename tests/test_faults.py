@@ -18,7 +18,7 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from conftest import REPO, make_images, run_cli, write_list
-from multitask_mx.checkpoints import CheckpointSaver
+from multitask_mx.training.checkpoints import CheckpointSaver
 
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.01",
         "--data-nthreads", "1", "--quiet"]
@@ -202,8 +202,8 @@ def test_bad_validation_image_keeps_the_epoch(data, tmp_path):
 
 
 def test_padding_of_a_distributed_shard_is_not_a_duplicate(data):
-    from multitask_mx import distributed
-    from multitask_mx.lists import find_duplicates, read_list
+    from multitask_mx.training import distributed
+    from multitask_mx.data.lists import find_duplicates, read_list
     full = read_list(data["train"], data["root"])
     shard = distributed.shard_list(full.take(range(5)), 1, 2)
     assert len(shard) == 3 and shard.entries[2].line == shard.entries[0].line  # rank 1 of 5 images: 2 + 1 padding

@@ -5,7 +5,8 @@ import pytest
 
 import multitask_mx  # noqa: F401
 import mxnet as mx
-from multitask_mx import finetune, model, tasks
+from multitask_mx.model import finetune, network as model
+from multitask_mx.data import tasks
 from multitask_mx.errors import UserInputError
 
 
@@ -56,7 +57,7 @@ def test_trunk_lr_mult_and_no_wd():
 
 def test_trunk_lr_mult_scales_the_real_sgd_update():
     from mxnet import autograd, gluon
-    from multitask_mx.training import MultiTaskLoss
+    from multitask_mx.training.loop import MultiTaskLoss
 
     def update_sizes(mult):
         mx.random.seed(3)

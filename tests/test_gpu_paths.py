@@ -18,10 +18,12 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from conftest import REPO, run_cli
-from multitask_mx import _runtime, cli, cuda_libs, data, devices, model, tasks
-from multitask_mx.augment import AugmentConfig, TrainTransform
+from multitask_mx import _runtime, cli, cuda_libs, devices
+from multitask_mx.data import datasets as data, tasks
+from multitask_mx.model import network as model
+from multitask_mx.data.augment import AugmentConfig, TrainTransform
 from multitask_mx.errors import UserInputError
-from multitask_mx.images import EvalTransform, decode_image
+from multitask_mx.data.images import EvalTransform, decode_image
 from multitask_mx.mxerrors import clean_mxnet_error, device_error_kind, is_device_error
 
 CU112 = ("mxnet-cu112", "1.9.1")
@@ -219,7 +221,7 @@ def _args(**kw):
 
 
 def test_float16_refusals():
-    from multitask_mx.commands.train import check_devices_and_dtype
+    from multitask_mx.training.pipeline import check_devices_and_dtype
     with pytest.raises(UserInputError, match="dist_async.*loss scaling"):
         check_devices_and_dtype(_args(), [mx.gpu(0)])  # a Context object; nothing runs on it
     with pytest.raises(UserInputError, match="needs GPUs"):
@@ -270,7 +272,7 @@ def test_doctor_batch_fills_the_free_memory():
 
 
 def test_ssh_plan_numbers_the_gpus_per_host():
-    from multitask_mx.launch import Host, plan_ssh
+    from multitask_mx.training.cluster import Host, plan_ssh
     argv = [sys.executable, "-m", "multitask_mx", "train", "--kv-store", "dist_device_sync", "--gpus", "0"]
     nodes = plan_ssh(4, 1, [Host("a"), Host("b")], argv, "10.0.0.1", port=9000, gpus_per_worker=2)
     workers = [(n.host.name, " ".join(n.argv)) for n in nodes if n.role == "worker"]

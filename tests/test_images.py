@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from multitask_mx.errors import UserInputError
-from multitask_mx.augment import AugmentConfig, TrainTransform
-from multitask_mx.images import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform,
-                                 check_image_file, decode_image, decode_image_bytes, jpeg_size,
-                                 parse_image_shape)
+from multitask_mx.data.augment import AugmentConfig, TrainTransform
+from multitask_mx.data.images import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, check_image_file, decode_image,
+    decode_image_bytes, jpeg_size, parse_image_shape)
 
 
 def write_image(path, img, params=()):
@@ -272,7 +271,7 @@ def test_parse_image_shape_bad(text):
 def test_motion_photo_with_video_after_the_jpeg_is_not_truncated(tmp_path):
     import cv2
     import numpy as np
-    from multitask_mx.images import check_image_file
+    from multitask_mx.data.images import check_image_file
     ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
     path = tmp_path / "motion.jpg"
     path.write_bytes(buf.tobytes() + b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
@@ -292,7 +291,7 @@ def write_gif(path):
 
 
 def test_gif_is_accepted_only_if_opencv_decodes_it(tmp_path):
-    from multitask_mx.images import image_file_problem, read_checked_image, readable_formats
+    from multitask_mx.data.images import image_file_problem, read_checked_image, readable_formats
     path = write_gif(tmp_path / "anim.gif")
     decodes = cv2.imread(path) is not None
     assert ("GIF" in readable_formats()) == decodes
@@ -307,7 +306,7 @@ def test_gif_is_accepted_only_if_opencv_decodes_it(tmp_path):
 
 @pytest.mark.parametrize("ext", ["ppm", "pgm", "ras", "tiff", "webp", "hdr", "pfm"])
 def test_other_formats_opencv_decodes_pass_the_check(tmp_path, ext):
-    from multitask_mx.images import readable_formats, sniff_format
+    from multitask_mx.data.images import readable_formats, sniff_format
     img = noise(24, 32)
     if ext == "pgm":
         img = img[:, :, 0]
@@ -322,7 +321,7 @@ def test_other_formats_opencv_decodes_pass_the_check(tmp_path, ext):
 
 
 def test_files_that_are_not_images_the_check_refuses(tmp_path):
-    from multitask_mx.images import image_file_problem
+    from multitask_mx.data.images import image_file_problem
     riff = tmp_path / "sound.webp"  # RIFF, but a WAV, not a WebP
     riff.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 64)
     assert "unknown format" in image_file_problem(str(riff))

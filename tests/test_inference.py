@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_images, run_cli, write_list
-from multitask_mx import inference, reports
+from multitask_mx.use import inference, predictions, reports
 from multitask_mx.errors import UserInputError
 
 import mxnet as mx
@@ -79,8 +79,8 @@ def trained(tmp_path_factory):
 
 def gluon_reference(model, paths, flip=False):
     """Log-probabilities from the training network class (MultiTaskNet) rebuilt from config.json."""
-    from multitask_mx.images import decode_image
-    from multitask_mx.model import TrunkSpec, build_net, load_checkpoint_params
+    from multitask_mx.data.images import decode_image
+    from multitask_mx.model.network import TrunkSpec, build_net, load_checkpoint_params
     net = build_net(TrunkSpec(network=model.config["network"]), model.tasks, [mx.cpu()], model.image_shape)
     load_checkpoint_params(net, model.params_file)
     transform = model.transform()
@@ -167,8 +167,8 @@ def test_unreadable_images_are_collected_and_the_rest_predicted(trained, tmp_pat
 
 
 def test_top_k_and_find_image_files(tmp_path):
-    assert inference.top_k(np.array([0.1, 0.5, 0.2, 0.2]), 3).tolist() == [1, 2, 3]
-    assert inference.top_k(np.array([0.6, 0.4]), 5).tolist() == [0, 1]
+    assert predictions.top_k(np.array([0.1, 0.5, 0.2, 0.2]), 3).tolist() == [1, 2, 3]
+    assert predictions.top_k(np.array([0.6, 0.4]), 5).tolist() == [0, 1]
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/x.JPG", "a/deep/y.png", "a/notes.txt", "a/.hidden.jpg", "z.jpeg"):
         (tmp_path / name).write_bytes(b"")

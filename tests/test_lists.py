@@ -4,8 +4,8 @@ import os
 import pytest
 
 from multitask_mx.errors import UserInputError
-from multitask_mx.lists import (MISSING_LABEL, check_label_range, drop_entries, find_duplicates,
-                                find_overlap, infer_num_classes, read_list)
+from multitask_mx.data.lists import (MISSING_LABEL, check_label_range, drop_entries, find_duplicates, find_overlap,
+    infer_num_classes, read_list)
 
 from conftest import write_list
 
@@ -226,7 +226,7 @@ def test_folder_given_as_list_says_so(tmp_path):
 def test_blocks_split_lines_as_text_mode_does(tmp_path, monkeypatch, block):
     # Line ends of every kind, a BOM, blank lines and a last line without an end, read in blocks
     # that cut anywhere (also between \r and \n): the same entries as Python's text mode gives.
-    import multitask_mx.lst_format as lst_format
+    import multitask_mx.data.lst_format as lst_format
     text = "\ufeff0\t1\ta.jpg\r\n\r\n1\t2\tcafé b.jpg\r2\t-1\tc.jpg\n   \n\n3\t0.000000\td/e.jpg\r\r4\t1\tf.jpg"
     path = write_text(tmp_path / "mixed.lst", text.encode("utf-8"), "wb")
     with open(path, encoding="utf-8-sig") as f:
@@ -239,7 +239,7 @@ def test_blocks_split_lines_as_text_mode_does(tmp_path, monkeypatch, block):
 
 
 def test_bad_bytes_and_bad_labels_in_a_later_block_name_their_line(tmp_path, monkeypatch):
-    import multitask_mx.lst_format as lst_format
+    import multitask_mx.data.lst_format as lst_format
     monkeypatch.setattr(lst_format, "_BLOCK", 64)
     good = "".join("%d\t1.000000\timg_%d.jpg\n" % (i, i) for i in range(40))
     path = write_text(tmp_path / "a.lst", good.encode() + b"40\t1\tcaf\xe9.jpg\n", "wb")

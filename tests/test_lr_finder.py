@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from multitask_mx import lr_finder, model, tasks as tasks_mod, training
-from multitask_mx.augment_presets import PRESETS
-from multitask_mx.augment import TrainTransform
-from multitask_mx.data import LstDataset, make_loader
+from multitask_mx.training import lr_finder, loop as training
+from multitask_mx.model import network as model
+from multitask_mx.data import tasks as tasks_mod
+from multitask_mx.data.augment_presets import PRESETS
+from multitask_mx.data.augment import TrainTransform
+from multitask_mx.data.datasets import LstDataset, make_loader
 from multitask_mx.errors import UserInputError
-from multitask_mx.lists import read_list
-from multitask_mx.lr_finder import FinderConfig, find_lr
+from multitask_mx.data.lists import read_list
+from multitask_mx.training.lr_finder import FinderConfig, find_lr
 
 import mxnet as mx
 

@@ -7,7 +7,8 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from conftest import CLASSIC_SYMBOL, make_classic_checkpoint
-from multitask_mx import model, pretrained, tasks
+from multitask_mx.model import network as model, pretrained
+from multitask_mx.data import tasks
 from multitask_mx.errors import UserInputError
 
 TASKS = tasks.build_tasks([4])

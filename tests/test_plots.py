@@ -5,8 +5,8 @@ import os
 import cv2
 import numpy as np
 
-from multitask_mx import plots
-from multitask_mx.schedules import ScheduleConfig, lr_curve
+from multitask_mx.training import plots
+from multitask_mx.training.schedules import ScheduleConfig, lr_curve
 
 
 def _history(epochs, with_val=True):

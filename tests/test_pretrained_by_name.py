@@ -13,9 +13,9 @@ import multitask_mx  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from conftest import REPO, run_cli
-from multitask_mx import model, pretrained
+from multitask_mx.model import network as model, pretrained
 from multitask_mx.errors import UserInputError
-from multitask_mx.tasks import build_tasks
+from multitask_mx.data.tasks import build_tasks
 
 UNROUTABLE_REPO = "http://192.0.2.1/"  # TEST-NET-1 (RFC 5737): nothing answers there
 R18_FILE = "resnet18_v1-a0666292.params"

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_cli, write_list
-from multitask_mx import inference, serve
-from multitask_mx.images import read_checked_image
+from multitask_mx.use import inference, server as serve
+from multitask_mx.data.images import read_checked_image
 
 CLASSES = ["background", "circle", "square", "triangle"]
 

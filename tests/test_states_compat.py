@@ -5,7 +5,7 @@ import pickle
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from multitask_mx import checkpoints, schedules
+from multitask_mx.training import checkpoints, schedules
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pre-move-schedule.states")
 

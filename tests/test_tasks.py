@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from multitask_mx.errors import UserInputError
-from multitask_mx.lists import read_list
-from multitask_mx.tasks import (Task, build_tasks, class_histograms, parse_derived_task, parse_num_classes,
-                                read_class_names, task_labels)
+from multitask_mx.data.lists import read_list
+from multitask_mx.data.tasks import (Task, build_tasks, class_histograms, parse_derived_task, parse_num_classes,
+    read_class_names, task_labels)
 
 from conftest import write_list
 

@@ -12,13 +12,14 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from conftest import make_images, write_list
-from multitask_mx import model, tasks
+from multitask_mx.model import network as model
+from multitask_mx.data import tasks
 from multitask_mx.cli import build_parser
-from multitask_mx.commands import train as train_cmd
-from multitask_mx.data import LstDataset
+from multitask_mx.training import pipeline as train_cmd
+from multitask_mx.data.datasets import LstDataset
 from multitask_mx.errors import UserInputError
-from multitask_mx.lists import read_list
-from multitask_mx.metrics import TaskMetrics, summarise
+from multitask_mx.data.lists import read_list
+from multitask_mx.training.metrics import TaskMetrics, summarise
 
 
 def identity(img):

@@ -7,10 +7,12 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from mxnet import autograd, gluon
-from multitask_mx import model, tasks, weighting
+from multitask_mx.model import network as model
+from multitask_mx.data import tasks
+from multitask_mx.training import weighting
 from multitask_mx.errors import UserInputError
-from multitask_mx.metrics import TaskMetrics
-from multitask_mx.training import LoopConfig, MultiTaskLoss, train_step
+from multitask_mx.training.metrics import TaskMetrics
+from multitask_mx.training.loop import LoopConfig, MultiTaskLoss, train_step
 
 TWO_TASKS = tasks.build_tasks([4, 3], ["a", "b"])
 
@@ -197,7 +199,7 @@ def test_inverse_frequency_has_mean_one_over_present_classes():
 
 def test_auto_class_weights_come_from_the_training_list(tmp_path):
     from conftest import write_list
-    from multitask_mx.lists import read_list
+    from multitask_mx.data.lists import read_list
     rows = [("a.jpg", [0, 1]), ("b.jpg", [0, 1]), ("c.jpg", [0, 0]), ("d.jpg", [1, -1])]
     image_list = read_list(write_list(tmp_path / "t.lst", rows))
     built = tasks.build_tasks([2, 2], derived=[])

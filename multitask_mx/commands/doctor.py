@@ -2,7 +2,8 @@
 import os
 import platform
 
-from .. import _runtime, precision
+from .. import _runtime
+from ..model import precision
 import mxnet as mx
 
 from ..logs import setup_logging
@@ -43,8 +44,8 @@ def build_features():
 
 def _network(network, image_shape, ctx):
     """A hybridized MultiTaskNet of ``network`` with one 4-class head on ``ctx``."""
-    from ..model import TrunkSpec, build_net
-    from ..tasks import build_tasks
+    from ..model.network import TrunkSpec, build_net
+    from ..data.tasks import build_tasks
     net = build_net(TrunkSpec(network=network), build_tasks([4]), [ctx], image_shape)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -128,7 +129,7 @@ def run(args):
     """Entry point of ``multitask-mx doctor``."""
     setup_logging()
     from ..devices import parse_contexts
-    from ..images import parse_image_shape
+    from ..data.images import parse_image_shape
     print("multitask-mx doctor")
     for key, value in versions().items():
         print("  %-10s %s" % (key, value))

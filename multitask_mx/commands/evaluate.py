@@ -5,13 +5,13 @@ import sys
 
 import numpy as np
 
-from .. import inference, quantize
+from ..use import inference, quantize
 from ..atomic import atomic_write_json, check_output_file
 from ..errors import UserInputError
-from ..lists import read_list
+from ..data.lists import read_list
 from ..logs import setup_logging
-from ..reports import format_task_report, plot_confusion, task_report
-from ..tasks import agreement_pairs, task_labels
+from ..use.reports import format_task_report, plot_confusion, task_report
+from ..data.tasks import agreement_pairs, task_labels
 
 _logger = logging.getLogger(__name__)
 

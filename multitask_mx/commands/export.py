@@ -12,13 +12,14 @@ import warnings
 
 import numpy as np
 
-from .. import __version__, inference, quantize
+from .. import __version__
+from ..use import inference, quantize
 import mxnet as mx
 from mxnet import gluon
 
 from ..atomic import atomic_prefix, atomic_write_bytes, atomic_write_json, check_output_dir, temp_prefix
 from ..errors import UserInputError
-from ..images import EVAL_CROP_FRACTION, NORMALIZATIONS, to_chw_float
+from ..data.images import EVAL_CROP_FRACTION, NORMALIZATIONS, to_chw_float
 from ..logs import setup_logging
 
 _logger = logging.getLogger(__name__)

@@ -7,13 +7,15 @@ saved run (with --resume it starts from that run's weights, read only).
 import logging
 import os
 
-from .. import devices, distributed, lr_finder, training
-from ..checkpoints import CheckpointSaver
+from .. import devices
+from ..training import distributed, lr_finder, loop as training
+from ..training.checkpoints import CheckpointSaver
 from ..errors import UserInputError
-from ..finetune import FinetuneConfig, apply_rate_multipliers
-from ..images import parse_image_shape
+from ..model.finetune import FinetuneConfig, apply_rate_multipliers
+from ..data.images import parse_image_shape
 from ..logs import setup_logging
-from . import train
+from . import train as train_command
+from ..training import pipeline, resume
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ DESCRIPTION = "find a learning rate: the lr range test on your data and network 
 
 def add_arguments(parser):
     """The training flags (the test uses them all) and where the curve goes."""
-    train.add_arguments(parser)
+    train_command.add_arguments(parser)
     parser.add_argument("--find-lr-out", default="lr_finder.png", metavar="FILE.png",
                         help="the PNG of loss against lr; the curve's numbers go to FILE.json beside it")
 
@@ -36,19 +38,19 @@ def run(args):
     cfg = lr_finder.FinderConfig.from_args(args)
     FinetuneConfig.from_args(args)
     kv = distributed.create_kvstore("local")
-    train.seed_everything(args.seed)
+    pipeline.seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
-    train.check_devices_and_dtype(args, ctxs)
-    train_list, val, tasks, threads = train.prepare_lists(args, kv)
-    loss_fn = train.build_loss(args, tasks, train_list, ctxs)
-    recipe = train.choose_augmentation(args, train_list, tasks, image_shape)
+    pipeline.check_devices_and_dtype(args, ctxs)
+    train_list, val, tasks, threads = pipeline.prepare_lists(args, kv)
+    loss_fn = pipeline.build_loss(args, tasks, train_list, ctxs)
+    recipe = pipeline.choose_augmentation(args, train_list, tasks, image_shape)
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
-    net, _, normalization, _ = train.prepare_net(args, tasks, ctxs, image_shape, saver)
+    net, _, normalization, _ = resume.prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
-    train_set, _ = train.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
-    loader, _ = train.make_loaders(args, train_set, None, threads)
+    train_set, _ = pipeline.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
+    loader, _ = pipeline.make_loaders(args, train_set, None, threads)
     result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=training.LoopConfig(
         progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)

@@ -9,9 +9,10 @@ import os
 import shlex
 import sys
 
-from .. import _runtime, distributed
+from .. import _runtime
+from ..training import distributed
 from ..errors import UserInputError
-from ..launch import parse_hostfile, plan_local, plan_ssh, run_nodes, this_host_address
+from ..training.cluster import parse_hostfile, plan_local, plan_ssh, run_nodes, this_host_address
 from ..logs import setup_logging
 from ..flagtypes import non_negative_float, port, positive_int
 

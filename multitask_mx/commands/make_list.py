@@ -11,10 +11,11 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import _runtime, inference
-from ..checkpoints import atomic_write_bytes
+from .. import _runtime
+from ..use import inference
+from ..training.checkpoints import atomic_write_bytes
 from ..errors import UserInputError
-from ..images import read_checked_image
+from ..data.images import read_checked_image
 from ..logs import setup_logging
 from ..flagtypes import non_negative_int
 

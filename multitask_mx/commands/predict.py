@@ -5,13 +5,12 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
-from .. import inference, quantize
+from ..use import inference, quantize
+from ..use.predictions import Item, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
-from ..lists import read_list
+from ..data.lists import read_list
 from ..logs import setup_logging
 from ..flagtypes import positive_int
 
@@ -38,15 +37,6 @@ def add_arguments(parser):
                        help="write one row per image, task and rank as CSV ('-': stdout)")
 
 
-@dataclass
-class Item:
-    """One image to predict: the name shown, the file read, and its .lst line if any."""
-
-    name: str
-    path: str
-    line: Optional[int] = None
-
-
 def collect_inputs(inputs, image_root, extensions):
     """Expand INPUTs (files, folders, .lst files) into Items, in order."""
     if image_root and not os.path.isdir(image_root):
@@ -71,26 +61,6 @@ def collect_inputs(inputs, image_root, extensions):
         else:
             raise UserInputError("INPUT %s does not exist: give image files, folders or .lst files." % text)
     return items
-
-
-def prediction_rows(model, items, predictions, k):
-    """Per image: {"path", "line"?, "tasks": {task: [{"index", "class", "prob"}]}} or {"path", "error"}."""
-    rows = []
-    probs = [predictions.probs(i) for i in range(len(model.tasks))]
-    for n, item in enumerate(items):
-        row = {"path": item.name}
-        if item.line is not None:
-            row["line"] = item.line
-        if n in predictions.failed:
-            row["error"] = predictions.failed[n]
-        else:
-            row["tasks"] = {}
-            for t, task in enumerate(model.tasks):
-                names = model.classes[task.name]
-                row["tasks"][task.name] = [{"index": int(c), "class": names[c], "prob": float(probs[t][n, c])}
-                                           for c in inference.top_k(probs[t][n], k)]
-        rows.append(row)
-    return rows
 
 
 def table_text(model, rows):

@@ -3,7 +3,7 @@ import logging
 import signal
 import sys
 
-from .. import inference, quantize, serve
+from ..use import inference, quantize, server as serve
 from ..devices import parse_contexts
 from ..errors import UserInputError
 from ..logs import setup_logging

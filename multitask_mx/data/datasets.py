@@ -17,12 +17,12 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 
-from .errors import UserInputError
+from ..errors import UserInputError
 from .image_checks import bad_positions
 from .images import NORMALIZATIONS, decode_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
 from .tasks import Task, class_histograms, task_label_matrix
-from .flagtypes import non_negative_int, positive_int
+from ..flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 from .images import center_crop, decode_image, resize_short, to_chw_float
-from .flagtypes import finite_float
+from ..flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 

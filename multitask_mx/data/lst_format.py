@@ -12,7 +12,7 @@ import logging
 import math
 from array import array
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import List
 import numpy as np
 from mxnet import gluon
 
-from . import training
+from . import loop as training
 from .checkpoints import atomic_write_bytes
-from .errors import UserInputError
+from ..errors import UserInputError
 from .metrics import TaskMetrics, total_loss
 
 _logger = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ import pickle
 import re
 import shutil
 
-from .atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes,  # noqa: F401 (re-exported)
-                     atomic_write_json, is_temp_name, remove_stale_temps)
-from .errors import UserInputError
-from .flagtypes import non_negative_int
+from ..atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,
+    is_temp_name, remove_stale_temps)
+from ..errors import UserInputError
+from ..flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ def load_trainer_states(trainer, path):
     states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
     if states is None:
         raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
-    from .devices import states_on_cpu
+    from ..devices import states_on_cpu
     updaters = trainer._updaters
     if len(states) != len(updaters):
         # Data-parallel devices apply identical updates, so their states are copies.

@@ -17,11 +17,11 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .data import BAD_SAMPLE, SHOWN, device_normalize
-from .devices import split_batch
+from ..data.datasets import BAD_SAMPLE, SHOWN, device_normalize
+from ..devices import split_batch
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
-from .flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from ..flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 _logger = logging.getLogger(__name__)
 

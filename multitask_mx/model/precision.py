@@ -25,11 +25,11 @@ import sys
 import tempfile
 import time
 
-from . import _runtime
+from .. import _runtime
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def time_train_dtypes(trunk_spec, task_classes, image_shape, batch, ctx=None, st
     Calls ``amp.init`` for the bf16 half, which stays on for the rest of the process:
     run it in a process of its own (``measure_in_child``) or at the end (doctor).
     """
-    from .model import build_net
-    from .tasks import build_tasks
+    from .network import build_net
+    from ..data.tasks import build_tasks
     ctx = ctx or mx.cpu()
     tasks = build_tasks(list(task_classes))
     speeds = {}
@@ -151,7 +151,7 @@ def measure_in_child(trunk_spec, task_classes, image_shape, batch, steps=3):
             json.dump({"network": trunk_spec.network, "symbol_json": trunk_spec.symbol_json,
                        "input_name": trunk_spec.input_name, "classes": list(task_classes),
                        "image_shape": list(image_shape), "batch": batch, "steps": steps}, f)
-        done = subprocess.run([sys.executable, "-m", "multitask_mx.precision", job], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "multitask_mx.model.precision", job], capture_output=True,
                               text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     if done.returncode != 0:
         tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
@@ -187,8 +187,8 @@ def resolve_dtype(dtype, ctxs, trunk_spec, task_classes, image_shape, batch):
 
 def _child_main(job_file):
     # Through the package's module, not this __main__ copy: the model reads the AMP state there.
-    from multitask_mx import precision
-    from multitask_mx.model import TrunkSpec
+    from . import precision
+    from .network import TrunkSpec
     with open(job_file) as f:
         job = json.load(f)
     spec = TrunkSpec(network=job["network"], symbol_json=job["symbol_json"], input_name=job["input_name"])

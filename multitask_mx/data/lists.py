@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 from .lst_format import MISSING_LABEL, read_columns
 
 _logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .checkpoints import atomic_write_bytes
+from ..training.checkpoints import atomic_write_bytes
 
 _logger = logging.getLogger(__name__)
 

@@ -19,19 +19,19 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import _runtime
+from .. import _runtime
 import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
-from .checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
-from .data import SHOWN, make_loader as make_data_loader
-from .devices import parse_contexts, split_batch
-from .errors import UserInputError
-from .images import EvalTransform, read_checked_image
-from .mxerrors import describe_mxnet_error
-from .tasks import Task
-from .flagtypes import non_negative_int, positive_int
+from ..training.checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
+from ..data.datasets import SHOWN, make_loader as make_data_loader
+from ..devices import parse_contexts, split_batch
+from ..errors import UserInputError
+from ..data.images import EvalTransform, read_checked_image
+from ..mxerrors import describe_mxnet_error
+from ..data.tasks import Task
+from ..flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def forward_log_probs(net, data, ctxs, tta="none"):
             for outs in zip(*per_device)]
 
 
-def make_loader(dataset, cfg: PredictConfig):
+def make_predict_loader(dataset, cfg: PredictConfig):
     """DataLoader over ``dataset``; worker processes only when there is more than a batch."""
     workers = cfg.workers if len(dataset) > cfg.batch_size else 0
     return make_data_loader(dataset, cfg.batch_size, False, workers, "keep", _Collate(shared=workers > 0))
@@ -310,7 +310,7 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
     if cfg.tta not in ("none", "flip"):
         raise UserInputError("--tta %r: choose none or flip." % cfg.tta)
     paths = list(paths)
-    loader = make_loader(ImagePathDataset(paths, model.transform()), cfg)
+    loader = make_predict_loader(ImagePathDataset(paths, model.transform()), cfg)
     bar = tqdm(total=len(paths), desc="predict", unit="img", leave=False, dynamic_ncols=True,
                disable=not (cfg.progress and sys.stderr.isatty() and len(paths) > cfg.batch_size))
     chunks, failed, pending, start = [], {}, None, 0
@@ -337,13 +337,6 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
     return Predictions(paths, log_probs, failed)
 
 
-def top_k(probs_row, k):
-    """Indices of the ``k`` largest probabilities, largest first."""
-    k = min(k, len(probs_row))
-    best = np.argpartition(-probs_row, k - 1)[:k]
-    return best[np.argsort(-probs_row[best], kind="stable")]
-
-
 def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
     """Image files under ``folder`` (by extension, case-insensitive), sorted; hidden entries skipped."""
     extensions = tuple(e.lower() for e in extensions)
@@ -355,11 +348,6 @@ def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
         if not recursive:
             break
     return sorted(found)
-
-
-def default_workers():
-    """Loader worker processes when none are asked for: the cores, at most 4."""
-    return _runtime.default_loader_workers()
 
 
 def _epoch_flag(text):
@@ -403,5 +391,5 @@ def predict_config(args):
     """PredictConfig from the parsed prediction flags."""
     if args.batch_size < 1:
         raise UserInputError("--batch-size %d: give 1 or more." % args.batch_size)
-    workers = default_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
+    workers = _runtime.default_loader_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
     return PredictConfig(batch_size=args.batch_size, workers=workers, tta=args.tta, progress=not args.quiet)

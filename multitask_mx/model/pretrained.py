@@ -12,8 +12,8 @@ import os
 
 import mxnet as mx
 
-from .errors import UserInputError
-from .mxerrors import clean_mxnet_error
+from ..errors import UserInputError
+from ..mxerrors import clean_mxnet_error
 
 _logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from .errors import UserInputError
-from .mxerrors import describe_mxnet_error
+from ..errors import UserInputError
+from ..mxerrors import describe_mxnet_error
 from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
-from .flagtypes import fraction, non_negative_int
+from ..flagtypes import fraction, non_negative_int
 
 _logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Sequence
 import mxnet as mx
 import numpy as np
 
-from .errors import UserInputError
-from .tasks import agreement_pairs
-from .flagtypes import positive_int
+from ..errors import UserInputError
+from ..data.tasks import agreement_pairs
+from ..flagtypes import positive_int
 
 # rows of the on-device sums, one column per task
 _LOSS, _CORRECT, _COUNT, _TOPK, _AGREE = range(5)

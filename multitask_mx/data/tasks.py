@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 from .lists import MISSING_LABEL
 
 _logger = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import UserInputError
-from .lists import ImageList
+from ..atomic import atomic_path
+from ..errors import UserInputError
+from ..data.lists import ImageList
 
 _logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class WeightEMA:
         """Continue from saved shadows ({parameter name: NDArray}, e.g. an EMA .params file)."""
         missing = [name for name, _ in self._params if name not in arrays]
         if missing:
-            from .errors import UserInputError
+            from ..errors import UserInputError
             raise UserInputError("%s lack %s, so they are not this network's moving average. Delete the file to "
                                  "start the average afresh." % (source, ", ".join(missing[:5])))
         for name, _ in self._params:

@@ -8,10 +8,10 @@ import logging
 import os
 import sys
 
-from . import model
-from .atomic import check_output_dir
+from ..model import network as model
+from ..atomic import check_output_dir
 from .checkpoints import CheckpointSaver, params_loadable
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 

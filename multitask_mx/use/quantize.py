@@ -19,13 +19,13 @@ from typing import Optional
 
 import numpy as np
 
-from . import _runtime
+from .. import _runtime
 import mxnet as mx
 from mxnet import gluon
 
-from .errors import UserInputError
-from .images import read_checked_image
-from .lists import read_list
+from ..errors import UserInputError
+from ..data.images import read_checked_image
+from ..data.lists import read_list
 
 _logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import UserInputError
-from .flagtypes import non_negative_float, non_negative_int
+from ..errors import UserInputError
+from ..flagtypes import non_negative_float, non_negative_int
 
 _logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def trainable_split(net, unfreeze_from):
 
 
 def _short(name):
-    from .model import NET_PREFIX
+    from .network import NET_PREFIX
     return name[len(NET_PREFIX):] if name.startswith(NET_PREFIX) else name
 
 

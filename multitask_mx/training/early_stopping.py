@@ -9,7 +9,7 @@ N is raised).
 """
 import logging
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 

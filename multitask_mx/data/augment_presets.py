@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from .augment import AugmentConfig, explicit_flags
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .atomic import atomic_write_json
-from .errors import UserInputError
+from ..atomic import atomic_write_json
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def dmlc_env(role, root_uri, root_port, num_workers, num_servers):
 
 def node_command(python=None):
     """What scheduler and servers run: ``run_node``."""
-    return [python or sys.executable, "-c", "from multitask_mx.launch import run_node; run_node()"]
+    return [python or sys.executable, "-c", "from multitask_mx.training.cluster import run_node; run_node()"]
 
 
 def run_node():

@@ -28,9 +28,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .errors import UserInputError
-from .tasks import class_histograms, config_lines
-from .flagtypes import finite_float
+from ..errors import UserInputError
+from ..data.tasks import class_histograms, config_lines
+from ..flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
 

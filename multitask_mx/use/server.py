@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import _runtime
-from . import inference
-from .errors import UserInputError
-from .images import decode_image_bytes, image_bytes_problem
+from .. import _runtime
+from . import inference, predictions
+from ..errors import UserInputError
+from ..data.images import decode_image_bytes, image_bytes_problem
 
 import mxnet as mx
 
@@ -258,17 +258,6 @@ def model_summary(model):
             "image_shape": list(model.image_shape), "tasks": model.task_names}
 
 
-def top_classes(model, log_probs, k):
-    """{task: [{"index", "class", "prob"}]} of one image, most probable first, as ``predict --json``."""
-    result = {}
-    for task, lp in zip(model.tasks, log_probs):
-        probs = np.exp(lp)
-        names = model.classes[task.name]
-        result[task.name] = [{"index": int(c), "class": names[c], "prob": float(probs[c])}
-                             for c in inference.top_k(probs, k)]
-    return result
-
-
 def read_request_image(max_bytes):
     """The uploaded bytes: a multipart field "image" or "file", or a raw body with an image/* type."""
     request = flask.request
@@ -335,7 +324,7 @@ def create_app(model, batcher, cfg: ServeConfig):
             future.cancel()
             return error_response(503, "the model did not answer within %.0f s" % cfg.timeout_s)
         return jsonify({"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
-                        "tasks": top_classes(model, log_probs, cfg.top_k)})
+                        "tasks": predictions.top_classes(model, [np.exp(lp) for lp in log_probs], cfg.top_k)})
 
     _add_error_handlers(app, cfg)
     _add_logging_and_headers(app)

@@ -13,7 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Reading the data: .lst lists, image files, augmentation, tasks, datasets and loaders."""

@@ -1,0 +1,1 @@
+"""The network: trunk + heads, pretrained weights, fine-tuning, precision."""

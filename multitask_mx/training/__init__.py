@@ -1,0 +1,1 @@
+"""Training: loss, loop, metrics, schedules, checkpoints, distributed training."""

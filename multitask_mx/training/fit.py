@@ -1,0 +1,119 @@
+"""The epoch loop of a training run: train, validate, checkpoint, stop early."""
+import logging
+import time
+
+from . import distributed, plots, loop as training, weighting
+from . import early_stopping, ema as ema_mod, phases, rundir
+from .checkpoints import BestTracker
+from ..model.finetune import FinetuneConfig, apply_freezing
+from ..errors import UserInputError
+from .metrics import TaskMetrics, summarise
+
+_logger = logging.getLogger(__name__)
+
+
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet"):
+    """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
+    begin_epoch, batches_done = start
+    train_loader, val_loader = loaders
+    finetune_cfg = FinetuneConfig.from_args(args)
+    train_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k, agreement=False)
+    val_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
+    loss_fn.weighting.restore(saver.history)
+    cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
+                              skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
+                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization)
+    best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
+    best.restore(saver.read_best())
+    ema = ema_mod.start(args.ema, net, saver, start)
+    stopper = early_stopping.EarlyStopping(args.early_stop, best, begin_epoch)
+    if stopper.stopped_before(begin_epoch):
+        return saver.history
+    save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
+                                                          batches_done, ema))
+    for epoch in range(begin_epoch + 1, args.num_epoch + 1):
+        phases.switch("training loop")
+        tic = time.time()
+        lr = trainer.optimizer.lr_scheduler(trainer.optimizer.num_update + 1)  # this epoch's first lr
+        if apply_freezing(net, finetune_cfg, epoch):
+            net.hybridize(static_alloc=True, static_shape=True)  # rebuild the graph for the new grad_req
+        remaining = len(train_loader) - batches_done if batches_done else None
+        loss_fn.weighting.start_epoch(saver.history)
+        train_values, speed, skipped = training.train_one_epoch(
+            net, trainer, train_loader, ctxs, loss_fn, train_metrics, epoch, cfg, save_every, remaining)
+        train_values = distributed.end_epoch(net, trainer, train_values)
+        batches_done = 0
+        _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
+        val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
+                                             (epoch, lr, train_values, speed, skipped, tic), normalization)
+        record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
+        record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
+        record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
+            net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
+        phases.switch("checkpoint and curves")
+        _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
+        if saver.writer:
+            plots.plot_curves(saver.history, saver.path(rundir.CURVES_FILE))
+        _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
+        if epoch < args.num_epoch and stopper.should_stop(epoch):
+            saver.record_stop(record, stopper.stop_record(epoch))
+            break
+    return saver.history
+
+
+def _weights_and_agreement(epoch, task_weighting, val_metrics):
+    """Log and return the epoch's loss weights and (after validation) derived heads' agreement."""
+    extras = task_weighting.record()
+    _logger.info("Epoch[%d] Loss weights (%s): %s", epoch, task_weighting.name,
+                 weighting.format_weights(extras["loss_weights"]))
+    if val_metrics is not None and val_metrics.agreement_tasks:
+        extras["agreement"] = val_metrics.agreement()
+        _logger.info("Epoch[%d] Validation agreement of derived heads with their source heads: %s", epoch,
+                     weighting.format_weights(extras["agreement"]))
+    return extras
+
+
+def _save_finite_epoch(saver, net, trainer, epoch, record, best, ema=None):
+    """Save the epoch's checkpoint, never with NaN or infinite weights (FloatingPointError instead)."""
+    if saver.writer:
+        training.check_weights_finite(net.collect_params().values(), epoch)
+    saver.save_epoch(net, trainer, epoch, record, best, ema)
+
+
+def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer, epoch_info,
+                            normalization="imagenet"):
+    """Validation values (None without --data-val); an unreadable validation image never loses the epoch.
+
+    Without --skip-bad-images a validation image that fails to decode raises; the
+    epoch just trained is saved first (without validation figures), then the error is
+    shown with what to do. With --skip-bad-images such images are counted and logged.
+    """
+    if val_loader is None:
+        return None
+    epoch, lr, train_values, speed, skipped, tic = epoch_info
+    phases.switch("validation")
+    try:
+        values, val_skipped = training.evaluate_counting(net, val_loader, ctxs, loss_fn, val_metrics,
+                                                                 normalization=normalization)
+    except UserInputError as exc:
+        record = training.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
+        _save_finite_epoch(saver, net, trainer, epoch, record, None)
+        raise UserInputError("validation after epoch %d: %s. Epoch %d is saved (without validation figures); fix "
+                             "or remove that image, or pass --skip-bad-images, and continue with --resume."
+                             % (epoch, exc, epoch)) from None
+    if val_skipped:
+        _logger.warning("Epoch[%d] validation skipped %d unreadable image(s)", epoch, val_skipped)
+    _logger.info("Epoch[%d] Validation: %s", epoch, summarise(values))
+    return values
+
+
+def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):
+    if not every:
+        return None
+
+    def on_batch(epoch, done):
+        if (done + offset) % every == 0:
+            if saver.writer:  # never write NaN weights that every --resume would reload
+                training.check_weights_finite(net.collect_params().values(), epoch, done + offset)
+            saver.save_progress(net, trainer, epoch, done + offset, ema)
+    return on_batch

@@ -1,0 +1,330 @@
+"""The training pipeline: flags -> lists, tasks, network, loaders, trainer -> ``fit``.
+
+``train(args)`` is what ``multitask-mx train`` and ``multitask_mx.train(...)`` run.
+"""
+import json
+import logging
+import os
+import random
+
+from .. import _runtime
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from ..data import augment, augment_presets, datasets as data, tasks as tasks_mod
+from . import distributed, lr_finder, plots, schedules, loop as training, weighting
+from .. import devices
+from ..model import network as model, precision
+from . import early_stopping
+from . import phases
+from . import rundir
+from .checkpoints import CheckpointSaver, load_trainer_states
+from ..model.finetune import FinetuneConfig, apply_rate_multipliers
+from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
+from ..errors import UserInputError
+from ..data.augment import AugmentConfig, TrainTransform, preview_samples
+from ..data.images import EvalTransform, parse_image_shape
+from ..data.lists import check_label_range, infer_num_classes, read_list
+from ..logs import setup_logging
+from ..mxerrors import clean_mxnet_error
+from .schedules import ScheduleConfig, make_scheduler
+
+from .fit import fit
+from .resume import check_save_result, prepare_net
+
+_logger = logging.getLogger(__name__)
+
+
+def read_lists(args):
+    """Training and validation lists (whole: workers shard after the tasks are known), with their checks done."""
+    train = read_list(args.data_train, args.image_train)
+    val = read_list(args.data_val, args.image_val) if args.data_val else None
+    if val is not None and val.num_label_columns != train.num_label_columns:
+        raise UserInputError("%s has %d label column(s) but %s has %d; both lists need the same columns."
+                             % (val.source, val.num_label_columns, train.source, train.num_label_columns))
+    return train, val
+
+
+def resolve_tasks(args, train, val):
+    """Tasks from --num-classes (or the lists), --task-names and --derived-task; each has labels in train."""
+    names = args.task_names.split(",") if args.task_names else None
+    num_classes = tasks_mod.parse_num_classes(args.num_classes)
+    if num_classes is None:
+        columns = names if names and len(names) == train.num_label_columns else \
+            tasks_mod.default_column_names(train.num_label_columns)
+        tasks_mod.check_columns_labelled(train, columns)  # else a column would infer 0 classes
+        num_classes = infer_num_classes([lst for lst in (train, val) if lst is not None])
+        _logger.info("--num-classes not given: inferred %s from the lists", ",".join(map(str, num_classes)))
+    for lst in filter(None, (train, val)):
+        check_label_range(lst, num_classes)
+    derived = [] if args.no_derived_task else args.derived_task
+    tasks = tasks_mod.build_tasks(num_classes, names, derived)
+    tasks_mod.check_tasks_labelled(tasks, train)
+    return tasks
+
+
+def build_loss(args, tasks, train, ctxs):
+    """The masked multi-task loss with its task weighting and class weights (flags checked here)."""
+    weights = weighting.make_weighting(weighting.WeightingConfig.from_args(args), [t.name for t in tasks], ctxs)
+    class_weights = weighting.make_class_weights(args.class_weights, tasks, train)
+    return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
+                                  weighting=weights, class_weights=class_weights)
+
+
+def choose_augmentation(args, train, tasks, image_shape):
+    """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
+    situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
+                                          num_epoch=args.num_epoch,
+                                          images_per_class=len(train) / float(tasks[0].num_classes))
+    return augment_presets.resolve_augmentation(args, situation)
+
+
+def resolve_lr(args, run_finder=None):
+    """--lr as a number: the one given, the finder's suggestion (--lr auto), or the default policy; logged."""
+    if isinstance(args.lr, float):
+        return args.lr
+    if args.lr == "auto" and run_finder is not None:
+        lr = run_finder()
+        _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
+        return lr
+    lr, why = schedules.default_lr(args.batch_size, is_finetuning(args))
+    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if args.lr == "auto"
+                 else "--lr not given, the default policy", why)
+    return lr
+
+
+def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
+    """--lr auto: the range test on this network and data (weights restored after); returns the suggestion."""
+    if kv.type.startswith("dist"):
+        raise UserInputError("--lr auto runs the lr finder on one machine: run `multitask-mx find-lr` with the "
+                             "same flags first, then pass its suggestion as --lr.")
+    result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(args),
+                               loop=training.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
+                               **lr_finder.optimizer_settings(args))
+    if png_path:
+        _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
+    return result.suggestion
+
+
+def is_finetuning(args):
+    """True when the trunk starts from pretrained weights (--model, --pretrained) rather than from scratch."""
+    return bool(args.model or args.pretrained)
+
+
+def build_datasets(args, train, val, tasks, image_shape, normalization, augment: AugmentConfig, uint8=False):
+    """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
+    out_hw = image_shape[1:]
+    train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
+    if uint8 and data.uint8_capable(train_tf):
+        train_tf, val_tf = data.Uint8Output(train_tf), data.Uint8Output(val_tf)
+        _logger.info("loader: uint8 batches, %s normalisation on the device", normalization)
+    train_set = LstDataset(train, tasks, train_tf, args.skip_bad_images)
+    val_set = LstDataset(val, tasks, val_tf, args.skip_bad_images) if val else None
+    return train_set, val_set
+
+
+def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
+    """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
+
+    ``extra_params`` (the loss's learned weights) are updated with the network's.
+
+    Updates run on each device (update_on_kvstore=False) except for dist_async,
+    so every device's optimizer state can be saved and restored.
+    """
+    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr), epoch_size)
+    params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
+    if args.optimizer in ("sgd", "nag"):
+        params["momentum"] = args.mom
+    if args.dtype == "float16":
+        params["multi_precision"] = True
+    on_kvstore = None if "async" in args.kv_store else False
+    devices_used = len(next(iter(net.collect_params().values())).list_ctx())
+    store = kv if devices_used > 1 or kv.type.startswith("dist") else None  # one local device: nothing to reduce
+    try:
+        trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), args.optimizer,
+                                params, kvstore=store, update_on_kvstore=on_kvstore)
+        return trainer, schedule
+    except (ValueError, AssertionError, mx.base.MXNetError) as exc:
+        raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
+
+
+def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None):
+    """What later commands need to rebuild and use the model (config.json)."""
+    return {
+        "format": 1,
+        "network": trunk_spec.network,
+        "trunk": {"kind": "symbol" if trunk_spec.from_symbol else "zoo", "network": trunk_spec.network,
+                  "input_name": trunk_spec.input_name,
+                  "symbol_file": model.TRUNK_SYMBOL_FILE if trunk_spec.from_symbol else None},
+        "image_shape": list(image_shape),
+        "normalization": normalization,
+        "tasks": [t.to_dict() for t in tasks],
+        "classes": class_names,
+        "save_name": args.save_name,
+        "head_hidden": args.head_hidden,
+        "head_dropout": args.head_dropout,
+        "args": plain_args(args),
+        "augmentation": augmentation,
+    }
+
+
+def seed_everything(seed):
+    """Seed Python, numpy and MXNet random streams."""
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        mx.random.seed(seed)
+
+
+def check_devices_and_dtype(args, ctxs):
+    """Refuse a --dtype the devices or kvstore cannot run (float16 on CPU or with dist_async, ...) before any work."""
+    precision.check_dtype(args.dtype, ctxs)
+    if args.dtype == "float16" and "async" in args.kv_store:
+        raise UserInputError("--dtype float16 with --kv-store %s: float16 needs dynamic loss scaling, which "
+                             "needs the updates on the workers, but dist_async updates on the servers. Use "
+                             "--kv-store dist_device_sync (or dist_sync) with float16, or float32 with dist_async."
+                             % args.kv_store)
+
+
+def resolve_train_dtype(args, ctxs, tasks, image_shape):
+    """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
+    if args.dtype != "auto":
+        return args.dtype
+    classic = args.model and not args.model.endswith(".params")
+    spec = model.resolve_trunk(args.network, args.model, args.epoch, args.normalization)[0] if classic else \
+        model.TrunkSpec(network=args.network or "resnet50_v1")
+    return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
+                                   args.batch_size)
+
+
+def draw_and_exit(args, train, image_shape, epoch_size, recipe):
+    """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
+    if args.plot_lr:
+        cfg = ScheduleConfig.from_args(args, resolve_lr(args))
+        plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
+        _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
+    preview = augment.preview_settings(args)
+    if preview:
+        count, path = preview
+        transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
+        paths = [e.path for e in train.entries[:count]]
+        plots.plot_augmentation_grid(preview_samples(paths, transform, count, args.seed or 0), path)
+        _logger.info("wrote %d augmented training samples (preset %s) to %s", count, recipe.preset, path)
+    return 0
+
+
+def prepare_lists(args, kv, gpus=0):
+    """Read, check and shard the lists; returns (train, val, tasks, loader workers).
+
+    Tasks are resolved on the whole lists, so that every distributed worker infers
+    the same classes; then each worker keeps its shard.
+    """
+    train, val = read_lists(args)
+    tasks = resolve_tasks(args, train, val)
+    train = distributed.shard_list(train, kv.rank, kv.num_workers)
+    val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
+    _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
+                 ", = %s" % t.expression if t.expression else "") for t in tasks))
+    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
+    phases.switch("image check")
+    if args.check_images != "none":
+        full = args.check_images == "full"
+        train = check_images_or_skip(train, args.skip_bad_images, full, threads)
+        val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
+    phases.switch("lists")
+    train = distributed.equalize_shards(train, kv)
+    preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
+    return train, val, tasks, threads
+
+
+def make_loaders(args, train_set, val_set, threads, pin_memory=False):
+    """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
+    if args.cache_images:
+        for dataset in filter(None, (train_set, val_set)):
+            dataset.cache_images(threads)
+    batch = args.batch_size
+    train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
+                               last_batch="rollover" if len(train_set) >= batch else "keep")
+    val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None
+    return train_loader, val_loader
+
+
+def train(args):
+    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
+
+    The stages in order: lists and tasks, the network (fresh or resumed), loaders,
+    trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
+    """
+    kv = distributed.create_kvstore(args.kv_store)
+    check_save_result(args, kv)
+    setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
+                  rank_label=distributed.rank_label(kv))
+    distributed.check_rank_params_pattern(args.dump_rank_params, kv)
+    phases.start()  # logs the start-up (interpreter, imports) to train.log
+    _runtime.log_thread_settings()
+    _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
+    FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
+    early_stopping.check_args(args)
+    seed_everything(args.seed)
+    image_shape = parse_image_shape(args.image_shape)
+    ctxs = devices.parse_contexts(args.gpus, args.cpus)
+    check_devices_and_dtype(args, ctxs)
+    _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
+
+    phases.switch("lists")
+    gpus = sum(c.device_type == "gpu" for c in ctxs)
+    train, val, tasks, threads = prepare_lists(args, kv, gpus)
+    class_names = tasks_mod.read_class_names(tasks, args.classes)
+    loss_fn = build_loss(args, tasks, train, ctxs)
+
+    num_examples = args.num_examples or len(train) * kv.num_workers
+    epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
+    recipe = choose_augmentation(args, train, tasks, image_shape)
+    if args.plot_lr or augment.preview_settings(args):
+        return draw_and_exit(args, train, image_shape, epoch_size, recipe)
+
+    phases.switch("network build")
+    saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
+    precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
+    net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
+    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
+    net.hybridize(static_alloc=True, static_shape=True)
+
+    phases.switch("loaders and trainer")
+    train_set, val_set = build_datasets(args, train, val, tasks, image_shape, normalization, recipe.config,
+                                        uint8=gpus > 0)
+    loaders = make_loaders(args, train_set, val_set, threads, pin_memory=gpus > 0)
+    base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
+        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None))
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
+    if args.dtype == "float16":
+        from mxnet.contrib import amp
+        amp.init_trainer(trainer)
+    start = (point[0], point[3]) if point else (0, 0)
+    distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
+    if point is not None:
+        load_trainer_states(trainer, point[2])
+        # the update count comes from the states; the schedule from today's flags
+        trainer._optimizer.lr_scheduler = schedule
+
+    if point is None:
+        saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
+                                       recipe.to_dict()))
+        if trunk_spec.from_symbol:
+            saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
+    _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
+                 len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
+    try:
+        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
+    except FloatingPointError as exc:
+        raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
+    phases.switch("finish")
+    distributed.finish(kv, net, args.dump_rank_params)
+    phases.finish()
+    return history
+
+
+def plain_args(args):
+    """The parsed flags as a JSON-friendly dict (without the dispatch function)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("run", "command")}

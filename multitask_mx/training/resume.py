@@ -1,0 +1,88 @@
+"""Where a run starts: a fresh network, or the one --resume continues (and the checks that keep runs apart)."""
+import logging
+import os
+
+from ..data import augment
+from . import checkpoints
+from ..model import network as model
+from . import rundir
+from ..errors import UserInputError
+
+_logger = logging.getLogger(__name__)
+
+
+def prepare_net(args, tasks, ctxs, image_shape, saver):
+    """The network, fresh (pretrained trunk or scratch) or restored for --resume.
+
+    Returns (net, trunk spec, normalisation, resume point or None).
+    """
+    point = find_resume_point(args, saver)
+    if point is not None:
+        saved = saver.read_config()
+        check_resume_compatible(saved, args, tasks, image_shape)
+        trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
+                                     symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
+                                     if saved["trunk"]["kind"] == "symbol" else None)
+        net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout, defer=True)
+        rundir.load_resume_params(net, saver, point[1])
+        _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
+                     " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
+        return net, trunk_spec, saved["normalization"], point
+    weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
+    trunk_spec, normalization, classic_params = model.resolve_trunk(
+        args.network, weights, args.epoch, args.normalization)
+    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
+                          defer=bool(weights))  # the weights come next: not drawn at random first
+    if weights:
+        model.load_pretrained_trunk(net, weights, trunk_spec, classic_params)
+    else:
+        _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
+    return net, trunk_spec, normalization, None
+
+
+def check_save_result(args, kv):
+    """Before the log opens: --save-result writable and holding no run this one would mix with."""
+    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
+    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
+                             args.overwrite)
+
+
+def continues_run(args):
+    """--resume, or --model SAVE_RESULT/SAVE_NAME --epoch N (the original's way to continue a run)."""
+    own_prefix = os.path.join(args.save_result, args.save_name)
+    return bool(args.resume or (args.model and os.path.abspath(args.model) == os.path.abspath(own_prefix)))
+
+
+def find_resume_point(args, saver):
+    """Where --resume (or --model SAVE_PREFIX --epoch N, the original's way) continues from."""
+    own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(saver.prefix)
+    if not (args.resume or own_prefix):
+        return None
+    if not os.path.exists(saver.path(checkpoints.CONFIG_FILE)):
+        raise UserInputError("--resume: %s has no config.json, so there is no run to resume there. Check "
+                             "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
+    point = saver.resume_point()
+    if own_prefix and not args.resume:
+        if not os.path.exists(saver.params_file(args.epoch)):
+            raise UserInputError("--model %s --epoch %d: no such checkpoint; saved epochs: %s"
+                                 % (args.model, args.epoch, saver.saved_epochs() or "none"))
+        point = (args.epoch, saver.params_file(args.epoch), saver.states_file(args.epoch), 0)
+        saver.history = [r for r in saver.history if r["epoch"] <= args.epoch]
+    if point is None:
+        _logger.info("--resume: no finished epoch in %s yet; starting from the beginning", saver.save_dir)
+    return point
+
+
+def check_resume_compatible(saved, args, tasks, image_shape):
+    """Stop if --resume would continue a run of another network, tasks or image shape."""
+    problems = []
+    if args.network and saved["trunk"]["kind"] == "zoo" and args.network != saved["network"]:
+        problems.append("network %s, not %s" % (saved["network"], args.network))
+    saved_tasks = [(t["name"], t["num_classes"]) for t in saved["tasks"]]
+    if saved_tasks != [(t.name, t.num_classes) for t in tasks]:
+        problems.append("tasks %s, not %s" % (saved_tasks, [(t.name, t.num_classes) for t in tasks]))
+    if list(saved["image_shape"]) != list(image_shape):
+        problems.append("image shape %s, not %s" % (saved["image_shape"], list(image_shape)))
+    if problems:
+        raise UserInputError("--resume: the run in %s was trained with %s. Resume with the same settings, or "
+                             "use a new --save-result." % (args.save_result, "; ".join(problems)))

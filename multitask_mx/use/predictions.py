@@ -1,0 +1,50 @@
+"""Predictions as rows: the top classes of every task per image, as predict, serve and the Python API give them."""
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Item:
+    """One image to predict: the name shown, the file read, and its .lst line if any."""
+
+    name: str
+    path: str
+    line: Optional[int] = None
+
+
+def top_k(probs_row, k):
+    """Indices of the ``k`` largest probabilities, largest first."""
+    k = min(k, len(probs_row))
+    best = np.argpartition(-probs_row, k - 1)[:k]
+    return best[np.argsort(-probs_row[best], kind="stable")]
+
+
+def top_classes(model, probs, k):
+    """{task: [{"index", "class", "prob"}]} of one image (``probs``: one row per task), most probable first."""
+    result = {}
+    for task, row in zip(model.tasks, probs):
+        names = model.classes[task.name]
+        result[task.name] = [{"index": int(c), "class": names[c], "prob": float(row[c])} for c in top_k(row, k)]
+    return result
+
+
+def prediction_rows(model, items, predictions, k):
+    """Per image: {"path", "line"?, "tasks": {task: [{"index", "class", "prob"}]}} or {"path", "error"}.
+
+    ``items``: ``Item``s or plain paths, in the order ``predictions`` (``inference.predict_paths``) has them.
+    """
+    rows = []
+    probs = [predictions.probs(i) for i in range(len(model.tasks))]
+    for n, item in enumerate(items):
+        item = item if isinstance(item, Item) else Item(str(item), str(item))
+        row = {"path": item.name}
+        if item.line is not None:
+            row["line"] = item.line
+        if n in predictions.failed:
+            row["error"] = predictions.failed[n]
+        else:
+            row["tasks"] = top_classes(model, [p[n] for p in probs], k)
+        rows.append(row)
+    return rows
