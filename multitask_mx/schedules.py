@@ -30,7 +30,7 @@ _logger = logging.getLogger(__name__)
 
 # --lr when not given: SGD lr for a batch of 256 (Goyal et al.'s linear scaling: lr grows with the batch)
 SCRATCH_LR_PER_256 = 0.1
-FINETUNE_LR_PER_256 = 0.02
+FINETUNE_LR_PER_256 = 0.05
 
 
 def default_lr(batch_size, finetune):
