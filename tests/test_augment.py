@@ -27,7 +27,8 @@ def picture():
     return img
 
 
-ONE_AT_A_TIME = [("random_crop", True), ("pad_crop", 0.125), ("hflip", True), ("vflip", True), ("brightness", 0.4), ("contrast", 0.4),
+ONE_AT_A_TIME = [("random_crop", True), ("pad_crop", 0.125), ("hflip", True), ("vflip", True), ("brightness", 0.4),
+                 ("contrast", 0.4),
                  ("saturation", 0.4), ("hue", 0.2), ("rotate", 30.0), ("aspect_stretch", 0.3),
                  ("pca_lighting", 0.1)]
 

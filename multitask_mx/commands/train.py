@@ -92,7 +92,7 @@ def choose_augmentation(args, train, tasks, image_shape):
 
 
 def resolve_lr(args, run_finder=None, resumed_lr=None):
-    """--lr as a number: the one given, the resumed run's, the finder's suggestion (--lr auto), or the default; logged."""
+    """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
     if isinstance(args.lr, float):
         return args.lr
     if resumed_lr is not None:
