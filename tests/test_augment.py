@@ -172,6 +172,8 @@ def test_pad_crop_shifts_the_whole_image_by_at_most_the_padding(picture):
 
 
 SITUATIONS = [  # (situation, preset auto picks, a word of the reason)
+    (Situation(image_side=224, finetune=False, num_epoch=4, images_per_class=1000), "none", "very short run"),
+    (Situation(image_side=224, finetune=True, num_epoch=3, images_per_class=1000), "none", "very short run"),
     (Situation(image_side=224, finetune=True, num_epoch=90, images_per_class=1000), "light", "fine-tuning"),
     (Situation(image_side=224, finetune=False, num_epoch=10, images_per_class=1000), "light", "short run"),
     (Situation(image_side=32, finetune=False, num_epoch=100, images_per_class=5000), "light", "small images"),
@@ -225,9 +227,9 @@ def test_auto_through_the_cli_logs_its_choice_and_records_the_recipe(tiny_data, 
                    "--num-epoch", "1", "--data-train", tiny_data["train"], "--image-train", tiny_data["root"],
                    "--save-result", save, "--seed", "1", "--quiet", "--data-nthreads", "1", "--saturation", "0.2")
     log = open(os.path.join(save, "train.log")).read()
-    assert "augmentation: light (short run (1 epochs < 30)" in log and "overridden by --saturation" in log
+    assert "augmentation: none (very short run (1 epochs < 5)" in log and "overridden by --saturation" in log
     recipe = json.load(open(os.path.join(save, "config.json")))["augmentation"]
-    assert (recipe["preset"], recipe["overrides"]) == ("light", ["--saturation"])
-    assert recipe["params"]["pad_crop"] == 0.125 and recipe["params"]["saturation"] == 0.2
+    assert (recipe["preset"], recipe["overrides"]) == ("none", ["--saturation"])
+    assert recipe["params"]["random_crop"] is False and recipe["params"]["saturation"] == 0.2
     # the default lr policy is logged with its reason: 0.1 x 8 / 256 from scratch
     assert "lr 0.003125: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]
