@@ -87,7 +87,8 @@ def choose_augmentation(args, train, tasks, image_shape):
     """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
     situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
                                           num_epoch=args.num_epoch,
-                                          images_per_class=len(train) / float(tasks[0].num_classes))
+                                          images_per_class=len(train) / float(tasks[0].num_classes),
+                                          num_updates=args.num_epoch * -(-len(train) // args.batch_size))
     return augment_presets.resolve_augmentation(args, situation)
 
 
