@@ -31,7 +31,7 @@ PRESET_NAMES = ["auto"] + list(PRESETS)
 # ``auto`` picks "none" for runs of fewer optimizer updates than this: they end before the network
 # fits its training images, so augmentation only slows learning. Measured (val acc of `label`): digits
 # at 32 px, ResNet-20, 600 images, 3 epochs = 57 updates: none 0.72, light 0.44; data_example (make demo),
-# resnet18_v1 from scratch, 15 epochs = 120 updates: none 0.56, light 0.49; issue 10's photo run,
+# resnet18_v1 from scratch, 15 epochs = 120 updates: none 0.56 and 0.46, light 0.49 (noise); issue 10's photo run,
 # 5 epochs of 2,000 images (~310 updates), gained from pad-crop + flip: 0.80-0.82 vs 0.78-0.80.
 NONE_BELOW_UPDATES = 300
 # ``auto`` picks "standard" only for runs at least this long, ...
