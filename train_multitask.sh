@@ -25,9 +25,9 @@ if [ -f "$MODEL-symbol.json" ] && [ -f "$MODEL-0000.params" ]; then
 else
   # No pretrained weights here (nothing is downloaded): train a small network from
   # scratch on the 64x64 example images, which takes a couple of minutes on 2 cores.
+  # lr, schedule and augmentation are the defaults (README "Defaults that learn").
   echo "train_multitask.sh: no $MODEL-0000.params, training resnet18_v1 from scratch (see pretrained_model/README.md)"
-  NET="--network resnet18_v1 --image-shape 3,64,64 --batch-size 32 --lr 0.01 --num-epoch 15
-       --lr-scheduler cosine --warmup-epochs 1 --rand-crop-scale 0.5,1"
+  NET="--network resnet18_v1 --image-shape 3,64,64 --batch-size 32 --num-epoch 15"
 fi
 
 $PYTHON -m multitask_mx train $NET --num-classes $NUM_CLASSES \

@@ -27,7 +27,8 @@ def picture():
     return img
 
 
-ONE_AT_A_TIME = [("random_crop", True), ("pad_crop", 0.125), ("hflip", True), ("vflip", True), ("brightness", 0.4), ("contrast", 0.4),
+ONE_AT_A_TIME = [("random_crop", True), ("pad_crop", 0.125), ("hflip", True), ("vflip", True), ("brightness", 0.4),
+                 ("contrast", 0.4),
                  ("saturation", 0.4), ("hue", 0.2), ("rotate", 30.0), ("aspect_stretch", 0.3),
                  ("pca_lighting", 0.1)]
 
@@ -170,13 +171,20 @@ def test_pad_crop_shifts_the_whole_image_by_at_most_the_padding(picture):
                    for dy in range(-4, 5) for dx in range(-4, 5)) for s in shifted)
 
 
+def _situation(side, finetune, epochs, per_class, updates=5000):
+    return Situation(image_side=side, finetune=finetune, num_epoch=epochs, images_per_class=per_class,
+                     num_updates=updates)
+
+
 SITUATIONS = [  # (situation, preset auto picks, a word of the reason)
-    (Situation(image_side=224, finetune=True, num_epoch=90, images_per_class=1000), "light", "fine-tuning"),
-    (Situation(image_side=224, finetune=False, num_epoch=10, images_per_class=1000), "light", "short run"),
-    (Situation(image_side=32, finetune=False, num_epoch=100, images_per_class=5000), "light", "small images"),
-    (Situation(image_side=128, finetune=False, num_epoch=100, images_per_class=50), "light", "few images"),
-    (Situation(image_side=64, finetune=False, num_epoch=30, images_per_class=200), "standard", "long run"),
-    (Situation(image_side=224, finetune=False, num_epoch=90, images_per_class=1300), "standard", "long run"),
+    (_situation(224, False, 3, 60, updates=57), "none", "very short run"),
+    (_situation(224, True, 90, 10, updates=299), "none", "very short run"),
+    (_situation(224, True, 90, 1000), "light", "fine-tuning"),
+    (_situation(224, False, 10, 1000), "light", "short run"),
+    (_situation(32, False, 100, 5000), "light", "small images"),
+    (_situation(128, False, 100, 50), "light", "few images"),
+    (_situation(64, False, 30, 200), "standard", "long run"),
+    (_situation(224, False, 90, 1300), "standard", "long run"),
 ]
 
 
@@ -194,7 +202,7 @@ def test_presets_are_what_the_readme_says():
     assert standard.pad_crop == 0 and standard.scale == (0.35, 1.0) and standard.brightness == 0.2
 
 
-SHORT_RUN = Situation(image_side=32, finetune=False, num_epoch=5, images_per_class=100)
+SHORT_RUN = _situation(32, False, 5, 100, updates=1000)
 
 
 @pytest.mark.parametrize("argv, preset, expected", [
@@ -224,9 +232,9 @@ def test_auto_through_the_cli_logs_its_choice_and_records_the_recipe(tiny_data, 
                    "--num-epoch", "1", "--data-train", tiny_data["train"], "--image-train", tiny_data["root"],
                    "--save-result", save, "--seed", "1", "--quiet", "--data-nthreads", "1", "--saturation", "0.2")
     log = open(os.path.join(save, "train.log")).read()
-    assert "augmentation: light (short run (1 epochs < 30)" in log and "overridden by --saturation" in log
+    assert "augmentation: none (very short run (3 updates < 300)" in log and "overridden by --saturation" in log
     recipe = json.load(open(os.path.join(save, "config.json")))["augmentation"]
-    assert (recipe["preset"], recipe["overrides"]) == ("light", ["--saturation"])
-    assert recipe["params"]["pad_crop"] == 0.125 and recipe["params"]["saturation"] == 0.2
+    assert (recipe["preset"], recipe["overrides"]) == ("none", ["--saturation"])
+    assert recipe["params"]["random_crop"] is False and recipe["params"]["saturation"] == 0.2
     # the default lr policy is logged with its reason: 0.1 x 8 / 256 from scratch
     assert "lr 0.003125: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]

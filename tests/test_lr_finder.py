@@ -104,3 +104,4 @@ def test_train_lr_auto_runs_the_finder_then_trains_with_its_suggestion(tiny_data
     history = json.load(open(os.path.join(save, "history.json")))
     assert history[0]["lr"] == pytest.approx(curve["suggestion"])  # step schedule: --lr throughout epoch 1
     assert os.path.exists(os.path.join(save, "lr_finder.png"))
+    assert json.load(open(os.path.join(save, "config.json")))["lr"] == pytest.approx(curve["suggestion"])

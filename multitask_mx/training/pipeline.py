@@ -76,14 +76,18 @@ def choose_augmentation(args, train, tasks, image_shape):
     """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
     situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
                                           num_epoch=args.num_epoch,
-                                          images_per_class=len(train) / float(tasks[0].num_classes))
+                                          images_per_class=len(train) / float(tasks[0].num_classes),
+                                          num_updates=args.num_epoch * -(-len(train) // args.batch_size))
     return augment_presets.resolve_augmentation(args, situation)
 
 
-def resolve_lr(args, run_finder=None):
-    """--lr as a number: the one given, the finder's suggestion (--lr auto), or the default policy; logged."""
+def resolve_lr(args, run_finder=None, resumed_lr=None):
+    """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
     if isinstance(args.lr, float):
         return args.lr
+    if resumed_lr is not None:
+        _logger.info("lr %.4g: the one the resumed run chose (config.json)", resumed_lr)
+        return resumed_lr
     if args.lr == "auto" and run_finder is not None:
         lr = run_finder()
         _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
@@ -149,7 +153,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
 
 
-def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None):
+def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None):
     """What later commands need to rebuild and use the model (config.json)."""
     return {
         "format": 1,
@@ -166,6 +170,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "head_dropout": args.head_dropout,
         "args": plain_args(args),
         "augmentation": augmentation,
+        "lr": lr,
     }
 
 
@@ -296,7 +301,8 @@ def train(args):
                                         uint8=gpus > 0)
     loaders = make_loaders(args, train_set, val_set, threads, pin_memory=gpus > 0)
     base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
-        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None))
+        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None),
+        saver.read_config().get("lr") if point else None)
     trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
     if args.dtype == "float16":
         from mxnet.contrib import amp
@@ -310,7 +316,7 @@ def train(args):
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
-                                       recipe.to_dict()))
+                                       recipe.to_dict(), base_lr))
         if trunk_spec.from_symbol:
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
