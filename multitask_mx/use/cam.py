@@ -9,18 +9,20 @@ params file; the feature map between them is an NDArray that can ``attach_grad()
 
 The map of one image and task is relu(sum_k w_k A_k), with A_k the feature map's
 channels and w_k the mean of d(class logit)/dA_k over its positions; it is upsampled
-(bilinear) to the network input and divided by its maximum, so it lies in [0, 1].
+(bilinear) to the network input and scaled to [0, 1] (minimum 0, maximum 1; a flat map is all 0).
 
 The input is exactly the view ``predict`` feeds the network: the short side resized to
 size/0.875, then the centre crop. Heat maps are drawn over that same crop (``display_view``),
 decoded again at a display size of at least ``DISPLAY_SIDE`` pixels: what was cut off by the
 crop was not seen by the network and is not shown.
 """
+import base64
 import json
 import logging
 import math
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -32,7 +34,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from ..atomic import atomic_write_bytes, atomic_write_json
-from ..data.images import center_crop, read_checked_image, resize_short
+from ..data.images import center_crop, decode_image_bytes, read_checked_image, resize_short
 from ..errors import UserInputError
 from ..model.pretrained import feature_node_name
 
@@ -154,8 +156,10 @@ class GradCam:
 
     def _upsample(self, cam):
         cam = cv2.resize(cam, (self.image_shape[2], self.image_shape[1]), interpolation=cv2.INTER_LINEAR)
-        top = float(cam.max())
-        return cam / top if top > 0 else cam  # all zero: no position speaks for the class
+        low, high = float(cam.min()), float(cam.max())
+        # min-max, as pytorch-grad-cam shows maps: with few positions the relu'd map is often high
+        # everywhere, and divided by its maximum alone it would colour the whole picture alike
+        return (cam - low) / (high - low) if high > low else np.zeros_like(cam)
 
 
 # ---------------------------------------------------------------- images and pictures
@@ -336,3 +340,32 @@ def write_cams(model, items, out_dir, choices=None, predicted=None, batch_size=3
     _logger.info("wrote %d heat map(s) to %s (layer %s)", sum(len(r.get("cams", {})) for r in rows), out_dir,
                  explainer.layer)
     return document
+
+
+# ---------------------------------------------------------------- serve: POST /predict?cam=1
+
+class ServedCams:
+    """Heat maps for the server: the GradCam is built at the first request asking for one.
+
+    Requests take turns (a lock): heat maps are a look on request, not the served throughput,
+    and the two cached graphs are not run from several threads at once.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._explainer = None
+        self._lock = threading.Lock()
+
+    def for_upload(self, image, data, classes):
+        """{task: {"index", "class", "prob", "png": base64 PNG}} of an upload's network input ``image``
+        (CHW float32), its bytes ``data`` (for the picture) and a class index per task."""
+        transform = self.model.transform()
+        view = display_view(decode_image_bytes(data, display_view_decode_size(transform)), transform)
+        with self._lock:
+            if self._explainer is None:
+                self._explainer = GradCam.for_model(self.model)
+            results = self._explainer.explain(mx.nd.array(image[None]), [[int(c)] for c in classes])
+        return {task.name: {"index": int(r.classes[0]), "class": self.model.classes[task.name][int(r.classes[0])],
+                            "prob": float(r.probs[0]),
+                            "png": base64.b64encode(png_bytes(overlay(view, r.maps[0]))).decode("ascii")}
+                for task, r in zip(self.model.tasks, results)}
