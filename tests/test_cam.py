@@ -1,8 +1,10 @@
 """Grad-CAM heat maps (use/cam.py): the graph cut, maps that peak on a drawn object, predict --cam, serve ?cam=1.
 
-The end-to-end tests train one small resnet18_v1 (64 px, 3 epochs) on pictures of a white
-square or a yellow disc drawn in the left or the right half of a dark noisy image; a heat map
-of the predicted class should put most of its mass on the object's half.
+The end-to-end tests train one small resnet18_v1 (48 px, 5 epochs, no augmentation) on pictures
+of a white square or a yellow disc drawn in the left or the right half of a dark noisy image; a
+heat map of the predicted class should put most of its mass on the object's half. (With random
+crops and flips, 3 epochs at 64 px learnt the classes in some runs only: 43 to 80 of 80 maps on the
+right half over three runs; without augmentation 80 of 80 in each of two runs.)
 """
 import base64
 import http.client
@@ -24,7 +26,7 @@ from multitask_mx.model.pretrained import load_classic_checkpoint
 from multitask_mx.use import cam, inference
 from test_serve import ServerProcess, multipart, request
 
-SIZE = 64
+SIZE = 48
 
 
 def draw_object_images(root, per_class=20, seed=0):
@@ -37,11 +39,12 @@ def draw_object_images(root, per_class=20, seed=0):
         for i in range(per_class):
             img = (rng.rand(SIZE, SIZE, 3) * 80).astype(np.uint8)
             side = i % 2
-            x, y = rng.randint(14, 20) + 30 * side, rng.randint(14, 50)
+            half, r = SIZE // 2, SIZE // 6  # the object's centre well inside its half, after the centre crop too
+            x, y = rng.randint(r + 4, half - r - 2) + half * side, rng.randint(r + 4, SIZE - r - 4)
             if label == 1:
-                cv2.rectangle(img, (x - 9, y - 9), (x + 9, y + 9), (255, 255, 255), -1)
+                cv2.rectangle(img, (x - r, y - r), (x + r, y + r), (255, 255, 255), -1)
             elif label == 2:
-                cv2.circle(img, (x, y), 10, (0, 255, 255), -1)
+                cv2.circle(img, (x, y), r, (0, 255, 255), -1)
             name = "c%d_%s_%02d.png" % (label, "LR"[side], i)
             cv2.imwrite(os.path.join(root, name), img)
             items.append((name, label))
@@ -55,8 +58,8 @@ def trained(tmp_path_factory):
     root = str(base / "images")
     write_list(base / "train.lst", draw_object_images(root))
     save = str(base / "run")
-    run_cli("train", "--network", "resnet18_v1", "--image-shape", "3,%d,%d" % (SIZE, SIZE), "--num-epoch", 3,
-            "--batch-size", 8, "--lr", 0.05, "--augment", "light", "--data-train", base / "train.lst",
+    run_cli("train", "--network", "resnet18_v1", "--image-shape", "3,%d,%d" % (SIZE, SIZE), "--num-epoch", 5,
+            "--batch-size", 8, "--lr", 0.05, "--augment", "none", "--data-train", base / "train.lst",
             "--image-train", root, "--save-result", save, "--quiet", "--seed", 1)
     return save, root
 
