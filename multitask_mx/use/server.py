@@ -290,7 +290,7 @@ def error_response(status, message):
 def create_app(model, batcher, cfg: ServeConfig):
     """The Flask app: GET / (upload page), GET /health, POST /predict (?cam=1: Grad-CAM heat maps too)."""
     require_web_stack()
-    app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
+    app = flask.Flask(__name__, static_folder="../static", static_url_path="/static")  # multitask_mx/static
     app.request_class = _in_memory_request_class()
     jsonify = flask.jsonify
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
