@@ -25,7 +25,7 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -166,9 +166,13 @@ class GradCam:
 
 def display_view(img, transform, min_side=DISPLAY_SIDE):
     """The centre crop the network saw (``transform``: an EvalTransform) at >= ``min_side`` pixels."""
-    scale = max(1.0, min_side / float(min(transform.out_hw)))
+    scale = _display_scale(transform, min_side)
     out_hw = tuple(int(round(s * scale)) for s in transform.out_hw)
-    return center_crop(resize_short(img, int(math.ceil(transform.decode_size * scale))), out_hw)
+    return center_crop(resize_short(img, display_view_decode_size(transform, min_side)), out_hw)
+
+
+def _display_scale(transform, min_side):
+    return max(1.0, min_side / float(min(transform.out_hw)))
 
 
 def overlay(view, cam, alpha=OVERLAY_ALPHA):
@@ -197,7 +201,7 @@ def read_views(path, transform):
 
 def display_view_decode_size(transform, min_side=DISPLAY_SIDE):
     """Short side to decode an image at for ``display_view``."""
-    return int(math.ceil(transform.decode_size * max(1.0, min_side / float(min(transform.out_hw)))))
+    return int(math.ceil(transform.decode_size * _display_scale(transform, min_side)))
 
 
 # ---------------------------------------------------------------- the Python API
