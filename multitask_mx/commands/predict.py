@@ -6,9 +6,11 @@ import logging
 import os
 import sys
 
-from ..use import inference, quantize
+import numpy as np
+
+from ..use import cam, inference, quantize
 from ..use.predictions import Item, prediction_rows
-from ..atomic import atomic_write_bytes, check_output_file
+from ..atomic import atomic_write_bytes, check_output_dir, check_output_file
 from ..errors import UserInputError
 from ..data.lists import read_list
 from ..logs import setup_logging
@@ -35,6 +37,7 @@ def add_arguments(parser):
     group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
     group.add_argument("--csv", default=None, metavar="FILE",
                        help="write one row per image, task and rank as CSV ('-': stdout)")
+    cam.add_arguments(parser)
 
 
 def collect_inputs(inputs, image_root, extensions):
@@ -111,14 +114,23 @@ def run(args):
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path and path != "-":
             check_output_file(path, flag)  # before the predictions, not after
+    if args.cam_class and not args.cam:
+        raise UserInputError("--cam-class chooses the class of the heat maps that --cam DIR writes: give --cam DIR.")
+    if args.cam:
+        check_output_dir(args.cam, "--cam")
     extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
                        for e in args.exts.split(",") if e.strip())
     items = collect_inputs(args.inputs, args.image_root, extensions)
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
     model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
+    cam_classes = cam.parse_class_choices(args.cam_class, model) if args.cam else None
     predictions = inference.predict_paths(model, [i.path for i in items], cfg)
     rows = prediction_rows(model, items, predictions, args.top_k)
+    if args.cam:  # the class predict reports (after --tta, --precision); the maps come from the fp32 weights
+        predicted = {t: np.argmax(np.nan_to_num(lp, nan=0.0), axis=1) for t, lp in zip(model.task_names,
+                                                                                     predictions.log_probs)}
+        cam.write_cams(model, items, args.cam, cam_classes, predicted, cfg.batch_size)
     if args.json:
         document = {"model": model.describe(), "tta": args.tta, "tasks": model.task_names,
                     "num_images": len(items), "num_failed": len(predictions.failed), "predictions": rows}

@@ -46,6 +46,20 @@ function renderTask(name, classes) {
   return section;
 }
 
+// a heat map arrives as base64 PNG; shown through a blob: URL, which the page's CSP allows (data: it does not)
+function renderCam(cam) {
+  const bytes = Uint8Array.from(atob(cam.png), (ch) => ch.charCodeAt(0));
+  const figure = document.createElement("figure");
+  figure.className = "cam";
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+  img.alt = "Grad-CAM heat map for class " + cam.class;
+  const caption = document.createElement("figcaption");
+  caption.textContent = "where it sees " + cam.class + " (" + (100 * cam.prob).toFixed(1) + "%)";
+  figure.append(img, caption);
+  return figure;
+}
+
 function showPreview(file) {
   const img = $("picture");
   if (img.src) URL.revokeObjectURL(img.src);
@@ -63,7 +77,8 @@ async function predict(file) {
   form.append("image", file);
   let body;
   try {
-    const response = await fetch("/predict", { method: "POST", body: form });
+    const url = $("cam").checked ? "/predict?cam=1" : "/predict";
+    const response = await fetch(url, { method: "POST", body: form });
     body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
   } catch (err) {
@@ -72,7 +87,9 @@ async function predict(file) {
     return;
   }
   for (const [task, classes] of Object.entries(body.tasks)) {
-    $("results").appendChild(renderTask(task, classes));
+    const section = renderTask(task, classes);
+    if (body.cams && body.cams[task]) section.appendChild(renderCam(body.cams[task]));
+    $("results").appendChild(section);
   }
   setStatus("top " + body.top_k + " per task, " + body.model.save_name + " epoch " + body.model.epoch, false);
   document.body.dataset.state = "done";

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .. import _runtime
-from . import inference, predictions
+from . import cam, inference, predictions
 from ..errors import UserInputError
 from ..data.images import decode_image_bytes, image_bytes_problem
 
@@ -288,9 +288,9 @@ def error_response(status, message):
 
 
 def create_app(model, batcher, cfg: ServeConfig):
-    """The Flask app: GET / (upload page), GET /health, POST /predict."""
+    """The Flask app: GET / (upload page), GET /health, POST /predict (?cam=1: Grad-CAM heat maps too)."""
     require_web_stack()
-    app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
+    app = flask.Flask(__name__, static_folder="../static", static_url_path="/static")  # multitask_mx/static
     app.request_class = _in_memory_request_class()
     jsonify = flask.jsonify
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
@@ -298,6 +298,7 @@ def create_app(model, batcher, cfg: ServeConfig):
     summary = model_summary(model)
     transform = model.transform()
     decode_slots = threading.BoundedSemaphore(_runtime.usable_cores())  # bounds memory of big decodes
+    heat_maps = cam.ServedCams(model)
 
     @app.get("/")
     def index():
@@ -323,8 +324,11 @@ def create_app(model, batcher, cfg: ServeConfig):
         except FutureTimeout:
             future.cancel()
             return error_response(503, "the model did not answer within %.0f s" % cfg.timeout_s)
-        return jsonify({"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
-                        "tasks": predictions.top_classes(model, [np.exp(lp) for lp in log_probs], cfg.top_k)})
+        body = {"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
+                "tasks": predictions.top_classes(model, [np.exp(lp) for lp in log_probs], cfg.top_k)}
+        if flask.request.args.get("cam", "").lower() in ("1", "true", "yes"):  # of the top class of each task
+            body["cams"] = heat_maps.for_upload(image, data, [int(np.argmax(lp)) for lp in log_probs])
+        return jsonify(body)
 
     _add_error_handlers(app, cfg)
     _add_logging_and_headers(app)
