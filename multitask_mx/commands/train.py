@@ -8,6 +8,7 @@ from .. import devices
 from ..model import finetune, network as model
 from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop as training,
                         metrics as metrics_mod, pipeline, schedules, weighting)
+from ..training import gradients, tensorboard
 
 DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 
@@ -21,10 +22,12 @@ def add_arguments(parser):
     finetune.add_arguments(parser)
     training.add_arguments(parser)
     weighting.add_arguments(parser)
+    gradients.add_arguments(parser)
     metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
     lr_finder.add_arguments(parser)
     checkpoints.add_arguments(parser)
+    tensorboard.add_arguments(parser)
     early_stopping.add_arguments(parser)
     ema_mod.add_arguments(parser)
     devices.add_arguments(parser)

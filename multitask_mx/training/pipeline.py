@@ -16,7 +16,7 @@ from ..data import augment, augment_presets, datasets as data, tasks as tasks_mo
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
-from . import early_stopping
+from . import early_stopping, gradients, tensorboard
 from . import phases
 from . import rundir
 from .checkpoints import CheckpointSaver, load_trainer_states
@@ -270,6 +270,8 @@ def train(args):
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
+    gradients.GradientConfig.from_args(args)
+    tensorboard.require_tensorboardx(args)
     early_stopping.check_args(args)
     seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
@@ -321,10 +323,17 @@ def train(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
+    board = tensorboard.make_logger(args, tasks, class_names, net, loaders[1], ctxs, normalization, lambda: preview_samples(
+        [e.path for e in train.entries[:16]], TrainTransform(image_shape[1:], "imagenet", recipe.config),
+        tensorboard.PREVIEW_SAMPLES, args.seed or 0)) if saver.writer else None
     try:
-        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
+        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization,
+                      callbacks=[board] if board else [])
     except FloatingPointError as exc:
         raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
+    finally:
+        if board:
+            board.close()
     phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
     phases.finish()
