@@ -128,17 +128,28 @@ def hparams_of(args):
     return {k: v for k, v in sorted(vars(args).items()) if v is not None and k not in ("run", "command")}
 
 
-def make_logger(args, tasks, class_names, net, val_loader, ctxs, normalization, preview):
-    """The TensorBoardLogger of a run (None without --tensorboard); ``preview`` () -> augmented samples."""
-    if not args.tensorboard:
-        return None
+def make_loggers(args, writer, tasks, class_names, validation, preview):
+    """fit's callbacks for --tensorboard: [TensorBoardLogger], or [] without the flag or on a worker that does not write.
+
+    ``validation`` is (net, validation loader or None, contexts, normalization);
+    ``preview(count)`` gives the augmentation preview's samples.
+    """
+    if not args.tensorboard or not writer:
+        return []
+    net, val_loader, ctxs, normalization = validation
     confusions = None
     if val_loader is not None and any(is_classification(t) for t in tasks):
         def confusions():
             return validation_confusions(net, val_loader, ctxs, tasks, normalization)
     logger = TensorBoardLogger(args.tensorboard, args, class_names, confusions)
-    logger.add_preview(preview())
-    return logger
+    logger.add_preview(preview(PREVIEW_SAMPLES))
+    return [logger]
+
+
+def close_all(loggers):
+    """Close the loggers' event files (after fit, also when it stops with an error)."""
+    for logger in loggers:
+        logger.close()
 
 
 def add_arguments(parser):
