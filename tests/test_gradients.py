@@ -116,3 +116,13 @@ def test_grad_flags_refuse_float16(tmp_path, tiny_data):
                    "--network", "mobilenet0.25", "--image-shape", "3,32,32", "--save-result", tmp_path / "run",
                    "--grad-method", "pcgrad", "--dtype", "float16", expect=2)
     assert "--grad-method pcgrad" in proc.stderr and "float32" in proc.stderr
+
+
+def test_curves_get_a_gradient_panel_only_when_measured(tmp_path):
+    from matplotlib.image import imread
+    from multitask_mx.training import plots
+    record = {"epoch": 1, "lr": 0.1, "train": {"a": {"loss": 1.0, "acc": 0.5}, "b": {"loss": 0.7, "acc": 0.6}}}
+    plain = plots.plot_curves([record], str(tmp_path / "plain.png"))
+    measured = plots.plot_curves([dict(record, grad_cosine={"a|b": -0.3}, grad_norm={"a": 1.0, "b": 2.0}),
+                                  dict(record, epoch=2, grad_cosine={"a|b": 0.1})], str(tmp_path / "grads.png"))
+    assert imread(measured).shape[1] > imread(plain).shape[1]

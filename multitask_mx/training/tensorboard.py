@@ -88,7 +88,7 @@ class TensorBoardLogger:
         """The flags as hparams (the HParams tab), in this run's own event file: scalars' tags are the metrics."""
         from tensorboardX.summary import hparams
         flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams_of(args).items()}
-        experiment, start, _ = hparams(flags, {"val_loss": 0.0, "train_loss": 0.0})
+        experiment, start, self._session_end = hparams(flags, {"val_loss": 0.0, "train_loss": 0.0})
         file_writer = self.writer._get_file_writer()  # add_hparams would start a separate run folder
         file_writer.add_summary(experiment)
         file_writer.add_summary(start)
@@ -119,7 +119,8 @@ class TensorBoardLogger:
         return (imread(path)[:, :, :3] * 255).astype(np.uint8)
 
     def close(self):
-        """Flush and close the event file."""
+        """Mark the hparams session ended, flush and close the event file."""
+        self.writer._get_file_writer().add_summary(self._session_end)
         self.writer.close()
 
 
