@@ -11,6 +11,7 @@ list; the latest PNGs also stay in DIR/confusion/). Watch with
 import logging
 import math
 import os
+import time
 
 import mxnet as mx
 import numpy as np
@@ -42,7 +43,7 @@ def record_scalars(record, prefix=""):
     for key, value in record.items():
         if key in _SKIPPED_KEYS:
             continue
-        tag = prefix + str(key).replace("|", "_vs_")  # TensorBoard tags allow no '|' (task pairs: "a|b")
+        tag = prefix + str(key).replace("|", "_vs_")  # tensorboardX would rename a '|' (task pairs: "a|b")
         if isinstance(value, dict):
             out += record_scalars(value, tag + "/")
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -73,42 +74,53 @@ def validation_confusions(net, loader, ctxs, tasks, normalization):
 
 
 class TensorBoardLogger:
-    """The fit callback behind --tensorboard: called with each epoch's history record."""
+    """The fit callback behind --tensorboard: called with each epoch's history record.
+
+    Events are written and flushed in the calling thread with tensorboardX's
+    synchronous ``EventsWriter`` (SummaryWriter's background thread and queue would
+    leave an epoch's events unwritten until its next two-minute flush): after each
+    epoch the event file holds that epoch, for TensorBoard and for a crash alike.
+    """
 
     def __init__(self, logdir, args, class_names, confusions=None):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
+        os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
-        self.writer = SummaryWriter(logdir)
+        self.events = EventsWriter(os.path.join(logdir, "events"))
         self.class_names = class_names
         self.confusions = confusions  # () -> {task: matrix}, None without a validation list
         self._hparams(args)
         _logger.info("TensorBoard event files in %s (watch: tensorboard --logdir %s)", logdir, logdir)
 
+    def _write(self, summaries, step):
+        from tensorboardX.proto.event_pb2 import Event
+        for summary in summaries:
+            self.events.write_event(Event(summary=summary, wall_time=time.time(), step=step))
+        self.events.flush()
+
     def _hparams(self, args):
-        """The flags as hparams (the HParams tab), in this run's own event file: scalars' tags are the metrics."""
+        """The flags as hparams (the HParams tab); the scalars' tags are its metrics."""
         from tensorboardX.summary import hparams
         flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams_of(args).items()}
         experiment, start, self._session_end = hparams(flags, {"val_loss": 0.0, "train_loss": 0.0})
-        file_writer = self.writer._get_file_writer()  # add_hparams would start a separate run folder
-        file_writer.add_summary(experiment)
-        file_writer.add_summary(start)
+        self._write([experiment, start], 0)
 
     def add_preview(self, images):
         """The augmentation preview: HxWx3 uint8 samples as one grid image at step 0."""
         if images:
+            from tensorboardX.summary import image
             from .plots import augmentation_grid
-            self.writer.add_image("augmentation_preview", augmentation_grid(images, 8), 0, dataformats="HWC")
+            self._write([image("augmentation_preview", augmentation_grid(images, 8), dataformats="HWC")], 0)
 
     def __call__(self, record):
         """Write one epoch: its scalars, then the validation confusion matrices as images."""
+        from tensorboardX.summary import image, scalar
         epoch = record["epoch"]
-        for tag, value in record_scalars(record):
-            self.writer.add_scalar(tag, value, epoch)
+        summaries = [scalar(tag, value) for tag, value in record_scalars(record)]
         if self.confusions is not None:
-            for task, matrix in self.confusions().items():
-                self.writer.add_image("confusion/%s" % task, self._confusion_image(task, matrix, epoch),
-                                      epoch, dataformats="HWC")
-        self.writer.flush()
+            summaries += [image("confusion/%s" % task, self._confusion_image(task, matrix, epoch), dataformats="HWC")
+                          for task, matrix in self.confusions().items()]
+        self._write(summaries, epoch)
 
     def _confusion_image(self, task, matrix, epoch):
         from matplotlib.image import imread
@@ -119,9 +131,9 @@ class TensorBoardLogger:
         return (imread(path)[:, :, :3] * 255).astype(np.uint8)
 
     def close(self):
-        """Mark the hparams session ended, flush and close the event file."""
-        self.writer._get_file_writer().add_summary(self._session_end)
-        self.writer.close()
+        """Mark the hparams session ended and close the event file."""
+        self._write([self._session_end], 0)
+        self.events.close()
 
 
 def hparams_of(args):
