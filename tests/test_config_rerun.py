@@ -24,6 +24,7 @@ def _first_run(tmp_path, tiny_data):
     return run
 
 
+@pytest.mark.slow
 def test_config_repeats_the_flags_typed_ones_override(tmp_path, tiny_data):
     run = _first_run(tmp_path, tiny_data)
     run_cli("train", "--config", run / "config.json", "--batch-size", "4", "--quiet")
@@ -40,6 +41,7 @@ def test_config_repeats_the_flags_typed_ones_override(tmp_path, tiny_data):
     assert os.path.isdir(tmp_path / "runs" / "x-rerun2")
 
 
+@pytest.mark.slow
 def test_config_with_save_result_and_the_python_api(tmp_path, tiny_data):
     run = _first_run(tmp_path, tiny_data)
     mtx.train(config=str(run / "config.json"), save_result=str(tmp_path / "again"), seed=5, quiet=True)

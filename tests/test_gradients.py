@@ -91,6 +91,7 @@ def test_measuring_leaves_the_update_as_it_was_and_pcgrad_changes_only_the_trunk
         np.testing.assert_allclose(pc_trunk, plain_trunk, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sum", "pcgrad"])
 def test_train_stores_gradient_statistics_and_plots_them(tmp_path, method):
     root = tmp_path / "images"

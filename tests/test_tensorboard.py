@@ -47,6 +47,7 @@ def _two_task_lists(tmp_path):
     return str(root), write_list(tmp_path / "train.lst", train), write_list(tmp_path / "val.lst", val, 100)
 
 
+@pytest.mark.slow
 def test_event_files_hold_scalars_images_and_hparams(tmp_path):
     root, train, val = _two_task_lists(tmp_path)
     board = tmp_path / "tb"
