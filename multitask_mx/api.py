@@ -36,7 +36,7 @@ def _command_parser(command):
     return parser
 
 
-def _flag_argv(parser, flags):
+def flag_argv(parser, flags):
     """Keyword arguments -> argv for ``parser``; unknown names raise TypeError with suggestions."""
     actions = {a.dest: a for a in parser._actions if a.option_strings}  # argparse has no public listing
     argv = []
@@ -51,6 +51,9 @@ def _flag_argv(parser, flags):
         if isinstance(action, argparse._StoreTrueAction):
             if value:
                 argv.append(option)
+        elif isinstance(action, argparse._AppendAction) and isinstance(value, (list, tuple)):
+            for item in value:  # --derived-task A=.. --derived-task B=..
+                argv += [option, str(item)]
         elif isinstance(value, (list, tuple)):
             argv += [option, ",".join(str(v) for v in value)]
         else:
@@ -61,7 +64,7 @@ def _flag_argv(parser, flags):
 def parse_flags(command, **flags):
     """The ``argparse.Namespace`` that ``multitask-mx COMMAND`` would build from these flags."""
     parser = _command_parser(command)
-    return parser.parse_args(_flag_argv(parser, flags))
+    return parser.parse_args(flag_argv(parser, flags))
 
 
 def train(**flags):
@@ -70,9 +73,14 @@ def train(**flags):
     Keyword arguments are ``multitask-mx train``'s flags with ``_`` for ``-``
     (``data_train``, ``image_shape=(3, 64, 64)``, ``num_classes=4`` or ``"4,2"``,
     ``gpus="0,1"``, ``resume=True``, ...); see ``multitask-mx train --help``.
+    ``config="runs/x/config.json"`` repeats that run's flags, the keywords given override them.
     """
     _runtime.configure_threads(int(flags.get("cpus") or 1))
     from .training import pipeline
+    if flags.get("config"):  # config="runs/x/config.json": that run's flags, these keywords on top
+        from .commands.train import expand_config
+        parser = _command_parser("train")
+        return pipeline.train(parser.parse_args(expand_config(flag_argv(parser, flags))))
     return pipeline.train(parse_flags("train", **flags))
 
 

@@ -1,15 +1,26 @@
 """``multitask-mx train``: lists + images -> a multi-task network, checkpointed each epoch.
 
 A thin layer: flags are declared by the stages that read them; the work is
-``multitask_mx.training.pipeline.train``.
+``multitask_mx.training.pipeline.train``. ``--config runs/x/config.json`` repeats an
+earlier run's flags (``expand_config``), the flags typed beside it override them.
 """
+import argparse
+import json
+import logging
+import os
+
+from ..errors import UserInputError
 from ..data import augment, datasets as data, tasks as tasks_mod
 from .. import devices
 from ..model import finetune, network as model
 from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop as training,
                         metrics as metrics_mod, pipeline, schedules, weighting)
+from ..training import gradients, tensorboard
 
 DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
+# where a run writes: never taken from the repeated run (its folder holds that run)
+NOT_REPEATED = ("config", "save_result", "resume", "overwrite", "tensorboard")
+_logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -21,14 +32,81 @@ def add_arguments(parser):
     finetune.add_arguments(parser)
     training.add_arguments(parser)
     weighting.add_arguments(parser)
+    gradients.add_arguments(parser)
     metrics_mod.add_arguments(parser)
     schedules.add_arguments(parser)
     lr_finder.add_arguments(parser)
     checkpoints.add_arguments(parser)
+    tensorboard.add_arguments(parser)
     early_stopping.add_arguments(parser)
     ema_mod.add_arguments(parser)
     devices.add_arguments(parser)
     distributed.add_arguments(parser)
+    parser.add_argument("--config", default=None, metavar="CONFIG_JSON",
+                        help="repeat the run of this config.json (runs/x/config.json): its flags, overridden by "
+                        "those given here; --save-result defaults to a new folder beside it")
+
+
+def expand_config(argv):
+    """train's ``argv`` with ``--config FILE``'s saved flags put first, so that the typed ones win.
+
+    Which flags were typed comes from a second parse with every default suppressed.
+    Flags in NOT_REPEATED are never repeated; without --save-result the run goes to a
+    new folder beside the old one (``x-rerun``, ``x-rerun2``, ...).
+    """
+    typed = _typed_flags(argv)
+    if not typed.get("config"):
+        return argv
+    path = typed["config"]
+    saved = {k: v for k, v in read_config_args(path).items() if k not in typed and k not in NOT_REPEATED}
+    parser = _train_parser()
+    known = {a.dest for a in parser._actions}  # argparse has no public listing
+    dropped = sorted(set(saved) - known)
+    if dropped:
+        _logger.warning("--config %s: flag(s) this version does not have, not repeated: %s", path, ", ".join(dropped))
+    from ..api import flag_argv
+    extra = [] if "save_result" in typed else ["--save-result", _new_run_folder(os.path.dirname(os.path.abspath(path)))]
+    return flag_argv(parser, {k: v for k, v in saved.items() if k in known}) + extra + list(argv)
+
+
+def read_config_args(path):
+    """The "args" of a run's config.json (the flags it ran with), or UserInputError saying what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserInputError("--config %s: cannot read it as JSON (%s). Give the config.json of a run folder."
+                             % (path, exc))
+    if not isinstance(config, dict) or not isinstance(config.get("args"), dict):
+        raise UserInputError("--config %s: no \"args\" in it; give the config.json that train wrote in a run "
+                             "folder." % path)
+    return config["args"]
+
+
+def _train_parser(suppress=False):
+    parser = argparse.ArgumentParser(prog="multitask-mx train", add_help=False)
+    add_arguments(parser)
+    if suppress:  # only what argv names ends up in the namespace
+        for action in parser._actions:
+            action.default, action.required = argparse.SUPPRESS, False
+    return parser
+
+
+def _typed_flags(argv):
+    try:
+        return vars(_train_parser(suppress=True).parse_known_args(list(argv))[0])
+    except SystemExit:  # a bad flag: the real parse reports it
+        return {}
+
+
+def _new_run_folder(old):
+    """The first of ``old-rerun``, ``old-rerun2``, ... that does not exist yet."""
+    n, candidate = 1, old.rstrip(os.sep) + "-rerun"
+    while os.path.exists(candidate):
+        n += 1
+        candidate = "%s-rerun%d" % (old.rstrip(os.sep), n)
+    _logger.info("--config without --save-result: this run goes to %s", candidate)
+    return candidate
 
 
 def run(args):

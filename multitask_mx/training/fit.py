@@ -3,7 +3,7 @@ import logging
 import time
 
 from . import distributed, plots, loop as training, weighting
-from . import early_stopping, ema as ema_mod, phases, rundir
+from . import early_stopping, ema as ema_mod, gradients, phases, rundir
 from .checkpoints import BestTracker
 from ..model.finetune import FinetuneConfig, apply_freezing
 from ..errors import UserInputError
@@ -12,8 +12,12 @@ from .metrics import TaskMetrics, summarise
 _logger = logging.getLogger(__name__)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet"):
-    """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch."""
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet", callbacks=()):
+    """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch.
+
+    Each of ``callbacks`` (e.g. tensorboard.TensorBoardLogger) is called with the
+    epoch's history record once the epoch is saved.
+    """
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
     finetune_cfg = FinetuneConfig.from_args(args)
@@ -22,7 +26,8 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
     loss_fn.weighting.restore(saver.history)
     cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
-                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization)
+                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization,
+                              task_gradients=gradients.make_task_gradients(args, net, loss_fn, [t.name for t in tasks]))
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
     ema = ema_mod.start(args.ema, net, saver, start)
@@ -48,12 +53,15 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
                                              (epoch, lr, train_values, speed, skipped, tic), normalization)
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
+        record.update(cfg.task_gradients.record() if cfg.task_gradients is not None else {})
         record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
         _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
         if saver.writer:
             plots.plot_curves(saver.history, saver.path(rundir.CURVES_FILE))
+        for callback in callbacks:
+            callback(record)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
         if epoch < args.num_epoch and stopper.should_stop(epoch):
             saver.record_stop(record, stopper.stop_record(epoch))

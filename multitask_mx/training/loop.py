@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data.datasets import BAD_SAMPLE, SHOWN, device_normalize
 from ..devices import split_batch
 from .metrics import TaskMetrics, summarise, total_loss
+from .gradients import task_terms
 from .weighting import FixedWeighting
 from ..flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
@@ -111,6 +112,7 @@ class LoopConfig:
     amp: bool = False
     seed: Optional[int] = None
     normalization: str = "imagenet"  # applied on the device to uint8 batches (data.Uint8Output)
+    task_gradients: Optional[object] = None  # gradients.TaskGradients: per-task backward (stats, PCGrad)
 
 
 def _progress(loader, enabled, desc, total=None):
@@ -162,6 +164,8 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     image check left out of the list before training (``ImageList.skipped``).
     """
     metrics.reset()
+    if cfg.task_gradients is not None:
+        cfg.task_gradients.reset()
     rng = np.random.RandomState(None if cfg.seed is None else cfg.seed + epoch)
     skipped, seen, done, tic = 0, 0, 0, time.time()
     interval_start, interval_seen = tic, 0
@@ -171,7 +175,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
             break
         if cfg.skip_bad:
             skipped += _log_bad_samples(batch, loader._dataset, skipped)
-        train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng)
+        train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng, done + 1)
         done += 1
         seen += batch[0].shape[0]
         interval_seen += batch[0].shape[0]
@@ -192,10 +196,15 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     return values, seen / max(time.time() - tic, 1e-9), skipped
 
 
-def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng):
-    """One batch: split over devices, forward, summed task losses, backward, update, metrics."""
+def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng, batch_index=0):
+    """One batch: split over devices, forward, summed task losses, backward, update, metrics.
+
+    On batches that ``cfg.task_gradients`` wants, each task's loss is backpropagated
+    on its own (gradients.py: statistics, PCGrad) instead of the one summed backward.
+    """
     parts, valids = split_batch(batch[:2], ctxs)
-    results = []
+    results, terms = [], []
+    per_task = cfg.task_gradients is not None and cfg.task_gradients.wants(batch_index)
     with autograd.record():
         for (x, y), v in zip(parts, valids):
             x = device_normalize(x, cfg.normalization)
@@ -205,12 +214,16 @@ def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng
                 mix = (other, lam)
             outputs = net(x)
             results.append((outputs, loss_fn(outputs, y, v, mix)))
+            if per_task:
+                terms.append(task_terms(loss_fn.weighting, results[-1][1][1], results[-1][1][3], v))
         totals = [res[1][0] for res in results]
         if cfg.amp:
             from mxnet.contrib import amp
             with amp.scale_loss(totals, trainer) as scaled:
                 autograd.backward(scaled)
-    if not cfg.amp:
+    if per_task:
+        cfg.task_gradients.backward(terms, ctxs, batch[0].shape[0], batch_index)
+    elif not cfg.amp:
         autograd.backward(totals)
     trainer.step(batch[0].shape[0])
     for d, (outputs, (_, losses, labels, masks)) in enumerate(results):

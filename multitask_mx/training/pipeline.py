@@ -16,7 +16,7 @@ from ..data import augment, augment_presets, datasets as data, tasks as tasks_mo
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
-from . import early_stopping
+from . import early_stopping, gradients, tensorboard
 from . import phases
 from . import rundir
 from .checkpoints import CheckpointSaver, load_trainer_states
@@ -212,11 +212,15 @@ def draw_and_exit(args, train, image_shape, epoch_size, recipe):
     preview = augment.preview_settings(args)
     if preview:
         count, path = preview
-        transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
-        paths = [e.path for e in train.entries[:count]]
-        plots.plot_augmentation_grid(preview_samples(paths, transform, count, args.seed or 0), path)
+        plots.plot_augmentation_grid(augmentation_samples(args, train, image_shape, recipe, count), path)
         _logger.info("wrote %d augmented training samples (preset %s) to %s", count, recipe.preset, path)
     return 0
+
+
+def augmentation_samples(args, train, image_shape, recipe, count):
+    """``count`` augmented samples of the first training images (uint8 HxWx3), as --preview-augmentation draws."""
+    transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
+    return preview_samples([e.path for e in train.entries[:count]], transform, count, args.seed or 0)
 
 
 def prepare_lists(args, kv, gpus=0):
@@ -270,6 +274,8 @@ def train(args):
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
+    gradients.GradientConfig.from_args(args)
+    tensorboard.require_tensorboardx(args)
     early_stopping.check_args(args)
     seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
@@ -321,10 +327,14 @@ def train(args):
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
+    callbacks = tensorboard.make_loggers(args, saver.writer, tasks, class_names, (net, loaders[1], ctxs, normalization),
+                                         lambda count: augmentation_samples(args, train, image_shape, recipe, count))
     try:
-        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization)
+        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization, callbacks)
     except FloatingPointError as exc:
         raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
+    finally:
+        tensorboard.close_all(callbacks)
     phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
     phases.finish()

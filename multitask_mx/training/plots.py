@@ -72,9 +72,13 @@ def _plot_split_lines(ax, history, tasks, key):
 
 
 def plot_curves(history, path):
-    """Train/val loss and per-task accuracy against epoch, and the lr, into one PNG."""
-    fig = _figure(CURVES_SIZE)
-    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    """Train/val loss and per-task accuracy against epoch, the lr, and task-gradient cosines if measured, into one PNG."""
+    has_grads = any(r.get("grad_cosine") for r in history)
+    fig = _figure((CURVES_SIZE[0] * 4 // 3, CURVES_SIZE[1]) if has_grads else CURVES_SIZE)
+    axes = fig.subplots(1, 4 if has_grads else 3)
+    loss_ax, acc_ax, lr_ax = axes[:3]
+    if has_grads:
+        _plot_gradient_cosines(axes[3], history)
     tasks = _task_names(history)
     _plot_split_lines(loss_ax, history, tasks, "loss")
     loss_ax.set_title("loss")
@@ -89,6 +93,22 @@ def plot_curves(history, path):
     lr_ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plot_gradient_cosines(ax, history):
+    """--grad-stats-every's epoch means: one line per task pair, the cosine of their trunk gradients."""
+    pairs = []
+    for record in history:
+        pairs += [p for p in record.get("grad_cosine") or {} if p not in pairs]
+    for i, pair in enumerate(pairs):
+        points = [(r["epoch"], r["grad_cosine"][pair]) for r in history if pair in (r.get("grad_cosine") or {})]
+        ax.plot(*zip(*points), "o-", color="C%d" % (i % 10), markersize=3, label=pair.replace("|", " / "))
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.set_ylim(-1.02, 1.02)
+    ax.set_title("task gradients on the trunk: cosine")
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
 
 
 def plot_lr_schedule(lrs_by_update, epoch_size, path):
