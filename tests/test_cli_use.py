@@ -114,6 +114,9 @@ def test_make_list_check_images_reports_and_leaves_out_unreadable_files(tmp_path
     assert "broken.jpg" in proc.stderr and "1 unreadable" in proc.stdout
     run_cli("make-list", tmp_path / "m", root, "--split", "1")
     assert len(read_lst(str(tmp_path / "m.lst"))) == 7  # without the check it is listed
+    # header: the cheap check as in train, no decoding; it still sees the missing end-of-image marker
+    proc = run_cli("make-list", tmp_path / "h", root, "--split", "1", "--check-images", "header")
+    assert len(read_lst(str(tmp_path / "h.lst"))) == 6 and "broken.jpg" in proc.stderr
 
 
 # ---------------------------------------------------------------- evaluate

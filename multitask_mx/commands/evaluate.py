@@ -15,8 +15,6 @@ from ..data.tasks import agreement_pairs, task_labels
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "evaluate a trained model on an .lst file (per-task accuracy, top-k, per-class report, confusion)"
-
 
 def add_arguments(parser):
     """Evaluate flags: the model, the data, the reports."""

@@ -18,7 +18,6 @@ from ..flagtypes import non_negative_float, port, positive_int
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "run `train` on several workers: starts MXNet's scheduler, servers and workers (dist kvstores)"
 DIST_KV_STORES = [k for k in distributed.KV_STORES if k.startswith("dist")]
 
 

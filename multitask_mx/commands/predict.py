@@ -16,8 +16,6 @@ from ..flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "predict the classes of every task for images, folders of images or an .lst file"
-
 
 def add_arguments(parser):
     """Predict flags: inputs, the model, the output formats."""

@@ -11,8 +11,6 @@ from ..flagtypes import non_negative_float, non_negative_int, port, positive_flo
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "serve a trained model over HTTP: POST /predict, GET /health and an upload page at /"
-
 
 def add_arguments(parser):
     """Serve flags: the model and its device, the server, the uploads, the batching."""

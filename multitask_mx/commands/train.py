@@ -9,8 +9,6 @@ from ..model import finetune, network as model
 from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop as training,
                         metrics as metrics_mod, pipeline, schedules, weighting)
 
-DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
-
 
 def add_arguments(parser):
     """All training flags, grouped by the module they drive."""

@@ -29,6 +29,7 @@ from ..data.datasets import SHOWN, make_loader as make_data_loader
 from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
+from ..data.image_files import IMAGE_EXTENSIONS, find_image_files  # noqa: F401  (part of this module's API)
 from ..mxerrors import describe_mxnet_error
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
@@ -37,7 +38,6 @@ _logger = logging.getLogger(__name__)
 
 BEST = "best"
 WEIGHTS = ("raw", "ema")  # --weights: the trained weights, or their moving average (train --ema)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -335,19 +335,6 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
     if len(failed) > SHOWN:
         _logger.warning("%d image(s) of %d not predicted, the first %d named above", len(failed), len(paths), SHOWN)
     return Predictions(paths, log_probs, failed)
-
-
-def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
-    """Image files under ``folder`` (by extension, case-insensitive), sorted; hidden entries skipped."""
-    extensions = tuple(e.lower() for e in extensions)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.join(dirpath, f) for f in filenames
-                  if not f.startswith(".") and f.lower().endswith(extensions)]
-        if not recursive:
-            break
-    return sorted(found)
 
 
 def _epoch_flag(text):
