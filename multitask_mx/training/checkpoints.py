@@ -336,6 +336,14 @@ class BestTracker:
         self.higher_is_better = "acc" in metric or "topk" in metric
         self.value, self.epoch, self.weights = None, None, "raw"
 
+    @staticmethod
+    def check_form(metric):
+        """Refuse a --best-metric of no known form before any work (task names are checked with the tasks)."""
+        kind, _, task = metric.partition(":")
+        if not (metric in ("val-loss", "val-acc-mean", "train-loss") or (kind in ("val-acc", "val-topk") and task)):
+            raise UserInputError("--best-metric %r: choose val-loss, val-acc-mean, train-loss, val-acc:<task> or "
+                                 "val-topk:<task>." % metric)
+
     def value_of(self, record):
         """The metric's value in an epoch record."""
         if self.metric == "val-loss":

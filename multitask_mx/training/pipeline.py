@@ -19,7 +19,7 @@ from ..model import network as model, precision
 from . import early_stopping
 from . import phases
 from . import rundir
-from .checkpoints import CheckpointSaver, load_trainer_states
+from .checkpoints import BestTracker, CheckpointSaver, load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
@@ -255,12 +255,34 @@ def make_loaders(args, train_set, val_set, threads, pin_memory=False):
     return train_loader, val_loader
 
 
+def validate_train_config(args):
+    """Check every train flag that can be checked without the lists or the network; UserInputError if not.
+
+    Runs first in ``train``, so a wrong flag is reported in a second, not after the
+    lists are read, the images checked and the network built. Each stage's own
+    config check runs here once (and again where the stage uses it, which is cheap).
+    """
+    parse_image_shape(args.image_shape)
+    tasks_mod.parse_num_classes(args.num_classes)
+    augment_presets.check_flags(args)
+    augment.preview_settings(args)
+    FinetuneConfig.from_args(args)
+    early_stopping.check_args(args)
+    weighting.WeightingConfig.from_args(args)
+    BestTracker.check_form(args.best_metric)
+    # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
+    ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
+    if args.lr == "auto":
+        lr_finder.FinderConfig.from_args(args)
+
+
 def train(args):
     """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
 
     The stages in order: lists and tasks, the network (fresh or resumed), loaders,
     trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
     """
+    validate_train_config(args)
     kv = distributed.create_kvstore(args.kv_store)
     check_save_result(args, kv)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
@@ -269,8 +291,6 @@ def train(args):
     phases.start()  # logs the start-up (interpreter, imports) to train.log
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
-    FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
-    early_stopping.check_args(args)
     seed_everything(args.seed)
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
