@@ -18,6 +18,7 @@ from mxnet.gluon import nn
 
 from ..errors import UserInputError
 from ..mxerrors import describe_mxnet_error
+from .. import mxprivate
 from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 from ..flagtypes import fraction, non_negative_int
@@ -141,8 +142,8 @@ def initialize_net(net: MultiTaskNet, ctx, image_shape, defer=False):
 def materialize(net):
     """Make the arrays of parameters still waiting for them: loaded weights, else their initializer."""
     for param in net.collect_params().values():
-        if param._deferred_init:  # otherwise Gluon would make them at the first forward, not before a read
-            param._finish_deferred_init()
+        if mxprivate.is_deferred(param):  # otherwise Gluon would make them at the first forward, not before a read
+            mxprivate.finish_deferred_init(param)
     mx.nd.waitall()  # initializers and copies have run before anyone reads or sets a weight
 
 

@@ -21,6 +21,7 @@ import shutil
 from ..atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,
     is_temp_name, remove_stale_temps)
 from ..errors import UserInputError
+from .. import mxprivate
 from ..flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
@@ -388,33 +389,26 @@ class BestTracker:
             self.weights = saved.get("weights", "raw")
 
 
-def _trainer_ready(trainer):
-    # Trainer creates its kvstore and per-device updaters lazily, at the first step.
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-
-
 def save_trainer_states(trainer, path):
     """Save the optimizer state of every device (Trainer.save_states keeps only the first)."""
-    _trainer_ready(trainer)
-    if trainer._update_on_kvstore and trainer._distributed:
+    mxprivate.make_trainer_ready(trainer)  # Trainer creates its kvstore and updaters lazily, at the first step
+    if mxprivate.updates_on_kvstore(trainer) and mxprivate.trainer_is_distributed(trainer):
         # dist_async: the state lives on the servers, which MXNet cannot save from a worker
         atomic_write_bytes(path, pickle.dumps({"format": STATES_FORMAT, "devices": [], "on_servers": True}))
         return
-    if trainer._update_on_kvstore:  # the state lives in the kvstore
+    if mxprivate.updates_on_kvstore(trainer):  # the state lives in the kvstore
         with atomic_path(path) as tmp:
             trainer.save_states(tmp)
         return
-    payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True) for u in trainer._updaters]}
+    payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True)
+                                                        for u in mxprivate.trainer_updaters(trainer)]}
     atomic_write_bytes(path, pickle.dumps(payload))
 
 
 def load_trainer_states(trainer, path):
     """Load states saved by save_trainer_states, onto as many devices as the trainer has now."""
-    _trainer_ready(trainer)
-    if trainer._update_on_kvstore and not trainer._distributed:
+    mxprivate.make_trainer_ready(trainer)
+    if mxprivate.updates_on_kvstore(trainer) and not mxprivate.trainer_is_distributed(trainer):
         trainer.load_states(path)
         return
     with open(path, "rb") as f:
@@ -425,7 +419,7 @@ def load_trainer_states(trainer, path):
     if states is None:
         raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
     from ..devices import states_on_cpu
-    updaters = trainer._updaters
+    updaters = mxprivate.trainer_updaters(trainer)
     if len(states) != len(updaters):
         # Data-parallel devices apply identical updates, so their states are copies.
         _logger.info("resuming on %d device(s) from states of %d: device 0's state is given to all",
@@ -434,8 +428,7 @@ def load_trainer_states(trainer, path):
     for updater, state in zip(updaters, states):
         updater.set_states(states_on_cpu(state))  # the saved device ids may not exist here
         updater.optimizer = updaters[0].optimizer
-    trainer._optimizer = updaters[0].optimizer
-    trainer._optimizer.param_dict = {i: p for i, p in enumerate(trainer._params)}
+    mxprivate.set_trainer_optimizer(trainer, updaters[0].optimizer)
 
 
 def add_arguments(parser):

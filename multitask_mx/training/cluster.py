@@ -133,8 +133,8 @@ def run_node():
     role = os.environ.pop("DMLC_ROLE")
     from . import schedules  # noqa: F401  (imports mxnet; the classes the servers unpickle)
     os.environ["DMLC_ROLE"] = role
-    from mxnet.kvstore import kvstore_server
-    kvstore_server._init_kvstore_server_module()  # returns only for a worker, which this is not
+    from ..mxprivate import run_kvstore_node
+    run_kvstore_node()  # returns only for a worker, which this is not
     raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..data.datasets import BAD_SAMPLE, SHOWN, device_normalize
 from ..devices import split_batch
+from ..mxprivate import loader_dataset
 from .metrics import TaskMetrics, summarise, total_loss
 from .weighting import FixedWeighting
 from ..flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
@@ -170,7 +171,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
         if max_batches is not None and done >= max_batches:
             break
         if cfg.skip_bad:
-            skipped += _log_bad_samples(batch, loader._dataset, skipped)
+            skipped += _log_bad_samples(batch, loader_dataset(loader), skipped)
         train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng)
         done += 1
         seen += batch[0].shape[0]
@@ -188,7 +189,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     if skipped > SHOWN:
         _logger.warning("epoch %d: skipped %d unreadable image(s), the first %d named above", epoch, skipped, SHOWN)
     if cfg.skip_bad:  # the only way the preflight leaves images out
-        skipped += loader._dataset.image_list.skipped
+        skipped += loader_dataset(loader).image_list.skipped
     return values, seen / max(time.time() - tic, 1e-9), skipped
 
 
@@ -236,8 +237,8 @@ def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress
     metrics.reset()
     skipped = 0
     for batch in _progress(loader, progress_bar, "validation"):
-        if getattr(loader._dataset, "skip_bad", False):
-            skipped += _log_bad_samples(batch, loader._dataset)
+        if getattr(loader_dataset(loader), "skip_bad", False):
+            skipped += _log_bad_samples(batch, loader_dataset(loader))
         parts, valids = split_batch(batch[:2], ctxs)
         for d, ((x, y), v) in enumerate(zip(parts, valids)):
             outputs = net(device_normalize(x, normalization))

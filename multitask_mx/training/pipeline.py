@@ -332,7 +332,7 @@ def train(args):
     if point is not None:
         load_trainer_states(trainer, point[2])
         # the update count comes from the states; the schedule from today's flags
-        trainer._optimizer.lr_scheduler = schedule
+        trainer.optimizer.lr_scheduler = schedule
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
