@@ -153,7 +153,7 @@ def test_predict_on_the_list_agrees_with_evaluate(pipeline, tmp_path):
             "--json", tmp_path / "eval.json")
     evaluated = {row["line"]: row["predicted"] for row in json.loads((tmp_path / "eval.json").read_text())["images"]}
     proc = run_cli("predict", *model_args(pipeline), val, "--image-root", pipeline["root"], "--json", "-",
-                   "--top-k", 2)
+                   "--show", 2)
     predicted = json.loads(proc.stdout)
     assert predicted["num_images"] == 8 and predicted["num_failed"] == 0
     for row in predicted["predictions"]:

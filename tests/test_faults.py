@@ -84,7 +84,7 @@ def test_out_of_range_flags_are_usage_errors(data, tmp_path, flags, says):
 
 @pytest.mark.slow
 def test_out_of_range_flags_of_other_commands(run2):
-    for args in (["predict", "--save-result", run2, "x.jpg", "--top-k", "0"],
+    for args in (["predict", "--save-result", run2, "x.jpg", "--show", "0"],
                  ["serve", "--save-result", run2, "--port", "70000"],
                  ["evaluate", "--save-result", run2, "--data", "x.lst", "--batch-size", "0"]):
         proc = no_traceback(run_cli(*args, expect=2))

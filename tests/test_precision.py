@@ -144,7 +144,7 @@ def test_int8_export_and_predict_agree_with_fp32(trained, shapes):
     info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
     assert info["files"]["int8"]["symbol"] == "multitask-int8-symbol.json"
     common = ["predict", shapes["val"], "--image-root", shapes["root"], "--save-result", trained, "--json", "-",
-              "--top-k", 4, "--quiet"]
+              "--show", 4, "--quiet"]
     fp32 = predicted(run_cli(*common))
     int8 = predicted(run_cli(*common + ["--precision", "int8", "--calib-images", 16]))
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.9

@@ -271,7 +271,7 @@ def server(trained):
     """The server on loopback with a 1 MiB upload limit, stopped (SIGTERM) at the end."""
     logs = trained["base"] / "server_logs"
     logs.mkdir()
-    proc = ServerProcess(trained["save"], str(logs), "--max-upload-mb", 1, "--top-k", 3)
+    proc = ServerProcess(trained["save"], str(logs), "--max-upload-mb", 1, "--show", 3)
     yield proc
     assert proc.stop() == 0, proc.logs()
     assert "Traceback" not in proc.logs(), proc.logs()
@@ -295,7 +295,7 @@ def test_predictions_equal_predict_json_one_by_one_and_batched(server, trained, 
     for name, data in extra.items():
         (tmp_path / name).write_bytes(data)
         paths.append(str(tmp_path / name))
-    proc = run_cli("predict", "--save-result", trained["save"], *paths, "--json", "-", "--top-k", 3, "--quiet")
+    proc = run_cli("predict", "--save-result", trained["save"], *paths, "--json", "-", "--show", 3, "--quiet")
     expected = {row["path"]: row["tasks"] for row in json.loads(proc.stdout)["predictions"]}
     uploads = {p: open(p, "rb").read() for p in paths}
 

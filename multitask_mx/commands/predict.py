@@ -7,12 +7,11 @@ import os
 import sys
 
 from ..use import inference, quantize
-from ..use.predictions import Item, prediction_rows
+from ..use.predictions import Item, add_show_flag, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
 from ..data.lists import read_list
 from ..logs import setup_logging
-from ..flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def add_arguments(parser):
     group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
                        help="image extensions looked for in folders, comma-separated")
     group = parser.add_argument_group("output")
-    group.add_argument("--top-k", type=positive_int, default=3, help="classes shown per task, most probable first")
+    add_show_flag(group, "shown")
     group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
     group.add_argument("--csv", default=None, metavar="FILE",
                        help="write one row per image, task and rank as CSV ('-': stdout)")
@@ -103,8 +102,6 @@ def emit(destination, text):
 def run(args):
     """Entry point of ``multitask-mx predict``."""
     setup_logging(None, quiet=args.quiet)
-    if args.top_k < 1:
-        raise UserInputError("--top-k %d: give 1 or more." % args.top_k)
     cfg = inference.predict_config(args)
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path and path != "-":
@@ -116,7 +113,7 @@ def run(args):
                                  weights=args.weights)
     model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
     predictions = inference.predict_paths(model, [i.path for i in items], cfg)
-    rows = prediction_rows(model, items, predictions, args.top_k)
+    rows = prediction_rows(model, items, predictions, args.show)
     if args.json:
         document = {"model": model.describe(), "tta": args.tta, "tasks": model.task_names,
                     "num_images": len(items), "num_failed": len(predictions.failed), "predictions": rows}

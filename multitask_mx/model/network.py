@@ -184,7 +184,7 @@ def pretrained_weights(network, model, pretrained, model_root=None):
 
 
 def resolve_trunk(network, model, epoch, normalization_flag):
-    """Decide trunk and normalisation from --network/--model/--epoch/--normalization.
+    """Decide trunk and normalisation from --network/--model/--model-epoch/--normalization.
 
     Returns (TrunkSpec, normalisation name, classic params or None).
     """
@@ -242,9 +242,12 @@ def add_arguments(parser):
                        help="GluonCV model-zoo network for the trunk (default resnet50_v1); not used "
                             "with a classic --model checkpoint, which carries its own network")
     group.add_argument("--model", default=None,
-                       help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
+                       help="pretrained weights: a classic MXNet checkpoint PREFIX (with --model-epoch), e.g. "
                             "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
-    group.add_argument("--epoch", type=non_negative_int, default=0, help="epoch of the --model checkpoint (original flag)")
+    # --epoch is the original's name, kept for its scripts (train_multitask.sh); elsewhere --epoch means N|best|latest
+    group.add_argument("--model-epoch", "--epoch", dest="model_epoch", type=non_negative_int, default=0, metavar="N",
+                       help="epoch of the classic --model checkpoint (PREFIX-%%04d.params); --epoch is the "
+                            "original multi-task-MXNet's name for it, kept as a deprecated alias in train")
     group.add_argument("--pretrained", action="store_true",
                        help="start the trunk from GluonCV's ImageNet weights of --network (from the cache, or "
                             "downloaded through GluonCV's model store when online)")

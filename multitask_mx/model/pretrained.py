@@ -96,7 +96,7 @@ def load_classic_checkpoint(prefix, epoch):
     sym_file, params_file = checkpoint_files(prefix, epoch)
     for path, what in ((sym_file, "symbol"), (params_file, "params")):
         if not os.path.isfile(path):
-            raise UserInputError("--model %s --epoch %d: the %s file %s does not exist. A classic MXNet "
+            raise UserInputError("--model %s --model-epoch %d: the %s file %s does not exist. A classic MXNet "
                                  "checkpoint is PREFIX-symbol.json + PREFIX-%04d.params (see "
                                  "pretrained_model/README.md)." % (prefix, epoch, what, path, epoch))
     try:
@@ -121,7 +121,7 @@ def load_params_file(path):
     """{name: NDArray} from a Gluon/GluonCV ``.params`` file (checkpoint prefixes stripped)."""
     if not os.path.isfile(path):
         raise UserInputError("--model %s: file does not exist. Give a Gluon/GluonCV .params file, or a "
-                             "classic checkpoint as --model PREFIX --epoch N." % path)
+                             "classic checkpoint as --model PREFIX --model-epoch N." % path)
     return split_arg_aux(_load_nd(path))
 
 

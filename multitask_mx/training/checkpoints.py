@@ -274,7 +274,7 @@ class CheckpointSaver:
         hint = ("Epochs of this run that load: %s; pass --epoch N with one of them" % ", ".join(map(str, good))
                 if good else "No epoch of this run loads; train again")
         if flag == "--resume" and good:
-            hint += (" as --model %s --epoch N (without --resume), or delete the damaged file to resume from "
+            hint += (" as --model %s --model-epoch N (without --resume), or delete the damaged file to resume from "
                      "epoch %d" % (self.prefix, good[-1]))
         return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
                               % (flag, params_file, hint))

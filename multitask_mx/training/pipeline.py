@@ -16,7 +16,7 @@ from ..data import augment, augment_presets, datasets as data, tasks as tasks_mo
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
-from . import early_stopping
+from . import early_stopping, metrics as metrics_mod
 from . import phases
 from . import rundir
 from .checkpoints import BestTracker, CheckpointSaver, load_trainer_states
@@ -197,7 +197,7 @@ def resolve_train_dtype(args, ctxs, tasks, image_shape):
     if args.dtype != "auto":
         return args.dtype
     classic = args.model and not args.model.endswith(".params")
-    spec = model.resolve_trunk(args.network, args.model, args.epoch, args.normalization)[0] if classic else \
+    spec = model.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
         model.TrunkSpec(network=args.network or "resnet50_v1")
     return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
                                    args.batch_size)
@@ -270,6 +270,7 @@ def validate_train_config(args):
     early_stopping.check_args(args)
     weighting.WeightingConfig.from_args(args)
     BestTracker.check_form(args.best_metric)
+    metrics_mod.train_top_k(args.top_k)
     # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
     ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
     if args.lr == "auto":
