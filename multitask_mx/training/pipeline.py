@@ -19,7 +19,9 @@ from ..model import network as model, precision
 from . import early_stopping, metrics as metrics_mod
 from . import phases
 from . import rundir
-from .checkpoints import BestTracker, CheckpointSaver, load_trainer_states
+from .best import BestTracker
+from .checkpoints import CheckpointSaver
+from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
