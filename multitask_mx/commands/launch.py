@@ -12,7 +12,8 @@ import sys
 from .. import _runtime
 from ..training import distributed
 from ..errors import UserInputError
-from ..training.cluster import parse_hostfile, plan_local, plan_ssh, run_nodes, this_host_address
+from ..training.cluster import parse_hostfile, plan_local, plan_ssh, this_host_address
+from ..training.processes import run_nodes
 from ..logs import setup_logging
 from ..flagtypes import non_negative_float, port, positive_int
 
