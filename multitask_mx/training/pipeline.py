@@ -279,13 +279,8 @@ def validate_train_config(args):
         lr_finder.FinderConfig.from_args(args)
 
 
-def train(args):
-    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
-
-    The stages in order: lists and tasks, the network (fresh or resumed), loaders,
-    trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
-    """
-    validate_train_config(args)
+def open_run(args):
+    """Before any data: the kvstore, the run directory and its log, the seed, the devices; returns (kv, ctxs)."""
     kv = distributed.create_kvstore(args.kv_store)
     check_save_result(args, kv)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
@@ -295,10 +290,40 @@ def train(args):
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
     seed_everything(args.seed)
-    image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
+    return kv, ctxs
+
+
+def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
+    """The trainer, ready to step: AMP, kvstore keys, and for a resumed run its optimizer states.
+
+    ``sizes`` is (updates per epoch, the size of every batch); returns (trainer, (epoch, batches done)).
+    """
+    epoch_size, batch_size = sizes
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr)
+    if args.dtype == "float16":
+        from mxnet.contrib import amp
+        amp.init_trainer(trainer)
+    start = (point[0], point[3]) if point else (0, 0)
+    distributed.start_trainer(trainer, net, kv, batch_size, start, epoch_size)  # before the states
+    if point is not None:
+        load_trainer_states(trainer, point[2])
+        # the update count comes from the states; the schedule from today's flags
+        trainer.optimizer.lr_scheduler = schedule
+    return trainer, start
+
+
+def train(args):
+    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
+
+    The stages in order: lists and tasks, the network (fresh or resumed), loaders,
+    trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
+    """
+    validate_train_config(args)
+    kv, ctxs = open_run(args)
+    image_shape = parse_image_shape(args.image_shape)
 
     phases.switch("lists")
     gpus = sum(c.device_type == "gpu" for c in ctxs)
@@ -326,16 +351,8 @@ def train(args):
     base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
         args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None),
         saver.read_config().get("lr") if point else None)
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
-    if args.dtype == "float16":
-        from mxnet.contrib import amp
-        amp.init_trainer(trainer)
-    start = (point[0], point[3]) if point else (0, 0)
-    distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
-    if point is not None:
-        load_trainer_states(trainer, point[2])
-        # the update count comes from the states; the schedule from today's flags
-        trainer.optimizer.lr_scheduler = schedule
+    trainer, start = start_trainer(args, net, kv, (epoch_size, min(args.batch_size, len(train_set))),
+                                   loss_fn.params(), base_lr, point)
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
