@@ -423,3 +423,18 @@ def test_dist_async_trains_and_resumes(data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the lr schedule continues from update 5" in open(os.path.join(save, "train.log")).read()
     assert [r["epoch"] for r in json.load(open(os.path.join(save, "history.json")))] == [1, 2]
+
+
+@pytest.mark.slow
+def test_dist_device_sync_trains_to_identical_weights_on_cpu_workers(data):
+    # dist_device_sync sums on the workers' devices before the servers (GPUs in practice); on CPU the same
+    # code path runs with cpu contexts, so the two workers must still end with the same weights
+    save, ranks = str(data["tmp"] / "device_sync"), str(data["tmp"] / "ranks-device-sync")
+    proc, _ = launch_train(data, save, "dist_device_sync", "--num-epoch", "2",
+                           "--dump-rank-params", os.path.join(ranks, "final-{rank}.params"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "kvstore dist_device_sync" in open(os.path.join(save, "train.log")).read()
+    assert_same_weights(ranks)
+    history = json.load(open(os.path.join(save, "history.json")))
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(r["train"]["label"]["count"] > 20 for r in history)  # both workers' batches are counted
