@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..use import inference, quantize
+from ..data.image_files import IMAGE_EXTENSIONS, find_image_files
 from ..use.predictions import Item, add_show_flag, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
@@ -25,7 +26,7 @@ def add_arguments(parser):
     group = parser.add_argument_group("inputs")
     group.add_argument("--image-root", default=None,
                        help="folder the paths of an .lst INPUT are relative to (default: the list's folder)")
-    group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
+    group.add_argument("--exts", default=",".join(IMAGE_EXTENSIONS),
                        help="image extensions looked for in folders, comma-separated")
     group = parser.add_argument_group("output")
     add_show_flag(group, "shown")
@@ -48,7 +49,7 @@ def collect_inputs(inputs, image_root, extensions):
             items += [Item(os.path.relpath(e.path, image_list.image_root), e.path, e.line)
                       for e in image_list.entries]
         elif os.path.isdir(text):
-            found = inference.find_image_files(text, extensions)
+            found = find_image_files(text, extensions)
             if not found:
                 raise UserInputError("folder %s has no images (looked for %s, in sub-folders too)."
                                      % (text, ", ".join(extensions)))

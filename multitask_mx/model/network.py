@@ -153,7 +153,7 @@ def set_params(pairs):
         param.set_data(array.astype(param.dtype))
 
 
-def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, classic_params=None):
+def load_pretrained_trunk(net: MultiTaskNet, model_path, classic_params=None):
     """Fill the trunk from pretrained weights: a classic checkpoint's or a ``.params`` file's."""
     if classic_params is not None:
         pairs = match_params(net.trunk, classic_params)

@@ -9,6 +9,7 @@ Scheduler and servers run ``run_node``: with ``DMLC_ROLE`` set to ``scheduler``
 or ``server``, MXNet's kvstore-server module runs the node until the job ends.
 """
 import collections
+import importlib
 import ipaddress
 import logging
 import os
@@ -120,7 +121,7 @@ def run_node():
     imported first, with the role hidden, and the node is started afterwards.
     """
     role = os.environ.pop("DMLC_ROLE")
-    from . import schedules  # noqa: F401  (imports mxnet; the classes the servers unpickle)
+    importlib.import_module(__package__ + ".schedules")  # imports mxnet; the classes the servers unpickle
     os.environ["DMLC_ROLE"] = role
     from ..mxprivate import run_kvstore_node
     run_kvstore_node()  # returns only for a worker, which this is not

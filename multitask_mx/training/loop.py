@@ -38,10 +38,10 @@ class MultiTaskLoss:
     second labels and weight.
     """
 
-    def __init__(self, num_classes, weights=None, label_smoothing=0.0, weighting=None, class_weights=None):
+    def __init__(self, num_classes, label_smoothing=0.0, weighting=None, class_weights=None):
         self.num_classes = list(num_classes)
         names = ["task%d" % k for k in range(len(self.num_classes))]
-        self.weighting = weighting if weighting is not None else FixedWeighting(names, weights)
+        self.weighting = weighting if weighting is not None else FixedWeighting(names)
         self.class_weights = list(class_weights) if class_weights else [None] * len(self.num_classes)
         self.label_smoothing = label_smoothing
         self._ce = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not label_smoothing)

@@ -56,7 +56,6 @@ class TaskMetrics:
     def reset(self):
         """Start a new accumulation (epoch or validation pass)."""
         self._sums = [mx.nd.zeros((5, len(self.task_names)), ctx=c) for c in self.ctxs]
-        self.samples = 0
 
     def update(self, device_index, outputs, labels, masks, losses):
         """Add one device's batch slice: lists over tasks of logits, labels, 0/1 masks, losses."""

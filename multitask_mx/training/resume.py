@@ -34,7 +34,7 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
     net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
                           defer=bool(weights))  # the weights come next: not drawn at random first
     if weights:
-        model.load_pretrained_trunk(net, weights, trunk_spec, classic_params)
+        model.load_pretrained_trunk(net, weights, classic_params)
     else:
         _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
     return net, trunk_spec, normalization, None

@@ -29,7 +29,6 @@ from ..data.datasets import SHOWN, make_loader as make_data_loader
 from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
-from ..data.image_files import IMAGE_EXTENSIONS, find_image_files  # noqa: F401  (part of this module's API)
 from ..mxerrors import describe_mxnet_error
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
