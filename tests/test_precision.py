@@ -55,7 +55,7 @@ def test_checkpoint_trunk_graph_gets_amp_casts():
     # amp.init patches mxnet for the whole process: look at the graph in a process of its own.
     code = """
 import json, mxnet as mx
-from multitask_mx import model, precision
+from multitask_mx.model import network as model, precision
 from gluoncv.model_zoo import get_model
 base = get_model("resnet18_v1"); base.hybridize()
 trunk = base.features(mx.sym.var("data"))
