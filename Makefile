@@ -20,11 +20,11 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash train_multitask.sh
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests  # -rs: each skipped test says why in the summary
 	$(MAKE) bench-smoke
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -rs -m "not slow" tests
 
 # the full runs (about an hour on 2 quiet cores), then the README's speed section from their results
 bench: install

@@ -2,23 +2,25 @@
 # Fine-tune a multi-task classifier: task 1 = the class in the .lst, task 2 = "label > 0".
 # Same shape as multi-task-MXNet's train_multitask.sh: edit the paths and numbers below, then
 #   sh train_multitask.sh
+# Each variable can also be set from the environment (DATA_TRAIN=... SAVE_RESULT=... sh train_multitask.sh),
+# and flags after the script's name are added to the train command (later flags win).
 # Every flag is listed by `python -m multitask_mx train --help`.
 set -e
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 
 # Your lists (index<TAB>label<TAB>path) and the folders their paths are relative to.
-DATA_TRAIN=data_example/train_data.lst
-IMAGE_TRAIN=data_example/images
-DATA_VAL=data_example/val_data.lst
-IMAGE_VAL=data_example/images
-NUM_CLASSES=4
-SAVE_RESULT=results/        # checkpoints, train.log, history.json/csv, curves.png, config.json
-SAVE_NAME=resnet-50
-GPUS=''                     # '' = CPU; 0 or 0,1,2,3 = GPUs (needs an mxnet-cuXXX build)
+DATA_TRAIN=${DATA_TRAIN:-data_example/train_data.lst}
+IMAGE_TRAIN=${IMAGE_TRAIN:-data_example/images}
+DATA_VAL=${DATA_VAL:-data_example/val_data.lst}
+IMAGE_VAL=${IMAGE_VAL:-data_example/images}
+NUM_CLASSES=${NUM_CLASSES:-4}
+SAVE_RESULT=${SAVE_RESULT:-results/}  # checkpoints, train.log, history.json/csv, curves.png, config.json
+SAVE_NAME=${SAVE_NAME:-resnet-50}
+GPUS=${GPUS:-}               # '' = CPU; 0 or 0,1,2,3 = GPUs (needs an mxnet-cuXXX build)
 
 # The classic ImageNet ResNet-50 checkpoint, if you downloaded it (pretrained_model/README.md):
-MODEL=pretrained_model/resnet-50
+MODEL=${MODEL:-pretrained_model/resnet-50}
 if [ -f "$MODEL-symbol.json" ] && [ -f "$MODEL-0000.params" ]; then
   # Fine-tune from it at full size, as the original does.
   NET="--model $MODEL --epoch 0 --image-shape 3,224,224 --batch-size 16 --lr 0.001 --num-epoch 10"
@@ -34,4 +36,4 @@ $PYTHON -m multitask_mx train $NET --num-classes $NUM_CLASSES \
   --data-train $DATA_TRAIN --image-train $IMAGE_TRAIN \
   --data-val $DATA_VAL --image-val $IMAGE_VAL \
   --gpus "$GPUS" --save-result $SAVE_RESULT --save-name $SAVE_NAME \
-  --classes data_example/classes.txt "$@"
+  --classes ${CLASSES:-data_example/classes.txt} "$@"

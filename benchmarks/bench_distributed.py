@@ -27,7 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from multitask_mx import _runtime
-from multitask_mx.training import cluster as launch  # noqa: E402  (neither imports mxnet)
+from multitask_mx.training import cluster as launch, processes  # noqa: E402  (neither imports mxnet)
 import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 from photos import Lists, make_photos  # noqa: E402
 
@@ -133,7 +133,7 @@ def run_pushpull(iterations, workers, servers, log_dir, network="resnet50_v1"):
     argv = [sys.executable, os.path.abspath(__file__), "--pushpull-worker", "--iterations", str(iterations),
             "--pushpull-network", network]
     nodes = launch.plan_local(workers, servers, argv, worker_threads=max(1, _runtime.usable_cores() // workers))
-    if launch.run_nodes(nodes, log_dir, timeout=900, echo=None) != 0:
+    if processes.run_nodes(nodes, log_dir, timeout=900, echo=None) != 0:
         raise SystemExit("the pushpull job failed; logs in %s" % log_dir)
     for name in sorted(os.listdir(log_dir)):
         if name.startswith("worker-"):

@@ -4,6 +4,7 @@ Declared once here so that every subcommand checks a count, a rate or a fraction
 the same way (exit status 2, no traceback, no run that silently does nothing).
 """
 import argparse
+import logging
 import math
 
 
@@ -35,3 +36,21 @@ fraction = _ranged("fraction", float, lambda v: 0 <= v < 1, "a number from 0 up 
                    "A number in [0, 1) (label smoothing, dropout, momentum).")
 port = _ranged("port", int, lambda v: 0 <= v <= 65535, "a port from 0 to 65535",
                "A TCP port, 0 (any free port) to 65535.")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag name kept working: stores into the new flag's ``dest`` and warns on stderr.
+
+    ``add_argument("--old", dest="new", action=DeprecatedAlias, new_flag="--new", note="why", type=...)``.
+    """
+
+    def __init__(self, option_strings, dest, new_flag, note="", **kwargs):
+        self.new_flag, self.note = new_flag, note
+        kwargs.setdefault("help", "deprecated: the old name of %s" % new_flag)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        # logging's last-resort handler prints this on stderr even before the command sets up its log
+        logging.getLogger(__name__).warning("%s is deprecated here: use %s%s", option_string, self.new_flag,
+                                            " (%s)" % self.note if self.note else "")
+        setattr(namespace, self.dest, values)

@@ -4,4 +4,8 @@ Optimizer states (``.states`` files, and what dist_async servers unpickle) name 
 schedule classes by the module they were defined in; runs saved before the stage
 packages existed name this one (tests/test_states_compat.py).
 """
-from .training.schedules import *  # noqa: F401,F403
+from .training.schedules import (CosineSchedule, CyclicSchedule, PolySchedule, Schedule, ScheduleConfig,
+                                 StepSchedule)
+
+# every class a pickled schedule refers to
+__all__ = ["CosineSchedule", "CyclicSchedule", "PolySchedule", "Schedule", "ScheduleConfig", "StepSchedule"]

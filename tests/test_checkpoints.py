@@ -8,8 +8,10 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from mxnet import autograd, gluon
-from multitask_mx.training import checkpoints
-from multitask_mx.training.checkpoints import BestTracker, CheckpointSaver
+from multitask_mx import mxprivate
+from multitask_mx.training import checkpoints, states
+from multitask_mx.training.best import BestTracker
+from multitask_mx.training.checkpoints import CheckpointSaver
 from multitask_mx.errors import UserInputError
 
 
@@ -75,18 +77,18 @@ def _trainer(ctxs):
 def test_states_of_every_device_are_saved_and_restore_on_fewer_devices(tmp_path):
     _, trainer = _trainer([mx.cpu(0), mx.cpu(1)])
     path = str(tmp_path / "m.states")
-    checkpoints.save_trainer_states(trainer, path)
+    states.save_trainer_states(trainer, path)
     import pickle
     payload = pickle.load(open(path, "rb"))
     assert len(payload["devices"]) == 2
     _, fresh = _trainer([mx.cpu(0)])
-    checkpoints.load_trainer_states(fresh, path)
+    states.load_trainer_states(fresh, path)
     assert fresh.optimizer.num_update == trainer.optimizer.num_update
-    momentum = fresh._updaters[0].states[0].asnumpy()
-    np.testing.assert_allclose(momentum, trainer._updaters[1].states[0].asnumpy())
+    momentum = mxprivate.trainer_updaters(fresh)[0].states[0].asnumpy()
+    np.testing.assert_allclose(momentum, mxprivate.trainer_updaters(trainer)[1].states[0].asnumpy())
     with pytest.raises(UserInputError):
         open(path, "wb").write(pickle.dumps({"something": "else"}))
-        checkpoints.load_trainer_states(fresh, path)
+        states.load_trainer_states(fresh, path)
 
 
 def test_best_tracker_metrics():

@@ -12,6 +12,7 @@ import pytest
 import multitask_mx  # noqa: F401
 import mxnet as mx
 from conftest import REPO, make_images, run_cli, write_list
+from multitask_mx import mxprivate
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +133,7 @@ def test_gluon_params_file_loads_and_frozen_trunk_stays_unchanged(tiny_data, tmp
     conv_weights = [k for k in pretrained if k.startswith("features.") and k.endswith("weight")]
     assert conv_weights
     net_names = {k.split("resnetv10_", 1)[-1]: k for k in saved if "resnetv10_" in k}
-    structural = dict(base.features._collect_params_with_prefix())
+    structural = dict(mxprivate.structural_params(base.features))
     for key in conv_weights:
         name = structural[key[len("features."):]].name.split("resnetv1", 1)[-1].split("_", 1)[-1]
         np.testing.assert_array_equal(saved[net_names[name]], pretrained[key])

@@ -114,6 +114,9 @@ def test_make_list_check_images_reports_and_leaves_out_unreadable_files(tmp_path
     assert "broken.jpg" in proc.stderr and "1 unreadable" in proc.stdout
     run_cli("make-list", tmp_path / "m", root, "--split", "1")
     assert len(read_lst(str(tmp_path / "m.lst"))) == 7  # without the check it is listed
+    # header: the cheap check as in train, no decoding; it still sees the missing end-of-image marker
+    proc = run_cli("make-list", tmp_path / "h", root, "--split", "1", "--check-images", "header")
+    assert len(read_lst(str(tmp_path / "h.lst"))) == 6 and "broken.jpg" in proc.stderr
 
 
 # ---------------------------------------------------------------- evaluate
@@ -150,7 +153,7 @@ def test_predict_on_the_list_agrees_with_evaluate(pipeline, tmp_path):
             "--json", tmp_path / "eval.json")
     evaluated = {row["line"]: row["predicted"] for row in json.loads((tmp_path / "eval.json").read_text())["images"]}
     proc = run_cli("predict", *model_args(pipeline), val, "--image-root", pipeline["root"], "--json", "-",
-                   "--top-k", 2)
+                   "--show", 2)
     predicted = json.loads(proc.stdout)
     assert predicted["num_images"] == 8 and predicted["num_failed"] == 0
     for row in predicted["predictions"]:

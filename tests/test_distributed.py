@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO, make_images, write_list
 from multitask_mx import cli
-from multitask_mx.training import distributed, cluster as launch
+from multitask_mx.training import distributed, cluster as launch, processes
 from multitask_mx.errors import UserInputError
 from multitask_mx.data.lists import ImageList, ListEntry
 
@@ -250,7 +250,7 @@ def test_successful_job_logs_each_process_and_echoes_with_its_label(tmp_path):
              _node("worker", 0, "print('[worker 1/2] one'); print('two')"),
              _node("worker", 1, "print('[worker 0/2] three')")]
     echo = io.StringIO()
-    assert launch.run_nodes(nodes, str(tmp_path), timeout=30, echo=echo) == 0
+    assert processes.run_nodes(nodes, str(tmp_path), timeout=30, echo=echo) == 0
     assert open(tmp_path / "worker-0.log").read() == "[worker 1/2] one\ntwo\n"
     lines = echo.getvalue().splitlines()
     assert "[worker 1/2] one" in lines and "[worker 1/2] two" in lines and "[worker 0/2] three" in lines
@@ -266,8 +266,8 @@ def test_failing_worker_stops_every_other_process_and_its_children(tmp_path, cap
              _node("worker", 0, spawner),
              _node("worker", 1, "import sys, time; time.sleep(1.5); print('[worker 1/2] bad flag'); sys.exit(3)")]
     tic = time.time()
-    with caplog.at_level(logging.INFO, logger="multitask_mx.training.cluster"):
-        code = launch.run_nodes(nodes, str(tmp_path / "logs"), timeout=60, echo=None, grace=1.0)
+    with caplog.at_level(logging.INFO, logger="multitask_mx.training.processes"):
+        code = processes.run_nodes(nodes, str(tmp_path / "logs"), timeout=60, echo=None, grace=1.0)
     assert code == 1 and time.time() - tic < 20
     assert "worker 1/2 (slot 1) exited with status 3" in caplog.text and "    [worker 1/2] bad flag" in caplog.text
     assert_all_gone(_pids(str(tmp_path / "logs")) + [int(child_file.read_text())])
@@ -276,7 +276,7 @@ def test_failing_worker_stops_every_other_process_and_its_children(tmp_path, cap
 def test_timeout_stops_a_job_that_hangs(tmp_path, caplog):
     nodes = [_node("scheduler", 0, "import time; time.sleep(120)"), _node("worker", 0, "import time; time.sleep(120)")]
     tic = time.time()
-    code = launch.run_nodes(nodes, str(tmp_path), timeout=1.0, echo=None, grace=1.0)
+    code = processes.run_nodes(nodes, str(tmp_path), timeout=1.0, echo=None, grace=1.0)
     assert code == 1 and time.time() - tic < 15
     assert "--timeout 1 s passed" in caplog.text
     assert_all_gone(_pids(str(tmp_path)))
@@ -285,17 +285,17 @@ def test_timeout_stops_a_job_that_hangs(tmp_path, caplog):
 def test_server_ending_early_is_a_failure(tmp_path, caplog):
     nodes = [_node("server", 0, "print('bind failed')"), _node("worker", 0, "import time; time.sleep(120)")]
     # the server exits 0 while the worker runs; the worker is stopped after the grace period
-    assert launch.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0) == 1
+    assert processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0) == 1
     assert "still ran 1 s after the scheduler and servers had ended" in caplog.text
     assert_all_gone(_pids(str(tmp_path)))
 
 
 def test_sigterm_to_the_launcher_stops_every_process(tmp_path):
     script = "\n".join([
-        "import sys", "from multitask_mx import launch",
+        "import sys", "from multitask_mx.training import cluster as launch, processes",
         "sleep = [sys.executable, '-c', 'import time; time.sleep(120)']",
         "nodes = [launch.Node('scheduler', 0, {}, sleep), launch.Node('worker', 0, {}, sleep)]",
-        "sys.exit(launch.run_nodes(nodes, %r, echo=None, grace=1.0))" % str(tmp_path)])
+        "sys.exit(processes.run_nodes(nodes, %r, echo=None, grace=1.0))" % str(tmp_path)])
     proc = subprocess.Popen([PY, "-c", script], cwd=REPO)
     deadline = time.time() + 30
     while not (tmp_path / "processes.json").exists() and time.time() < deadline:
@@ -423,3 +423,18 @@ def test_dist_async_trains_and_resumes(data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the lr schedule continues from update 5" in open(os.path.join(save, "train.log")).read()
     assert [r["epoch"] for r in json.load(open(os.path.join(save, "history.json")))] == [1, 2]
+
+
+@pytest.mark.slow
+def test_dist_device_sync_trains_to_identical_weights_on_cpu_workers(data):
+    # dist_device_sync sums on the workers' devices before the servers (GPUs in practice); on CPU the same
+    # code path runs with cpu contexts, so the two workers must still end with the same weights
+    save, ranks = str(data["tmp"] / "device_sync"), str(data["tmp"] / "ranks-device-sync")
+    proc, _ = launch_train(data, save, "dist_device_sync", "--num-epoch", "2",
+                           "--dump-rank-params", os.path.join(ranks, "final-{rank}.params"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "kvstore dist_device_sync" in open(os.path.join(save, "train.log")).read()
+    assert_same_weights(ranks)
+    history = json.load(open(os.path.join(save, "history.json")))
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(r["train"]["label"]["count"] > 20 for r in history)  # both workers' batches are counted

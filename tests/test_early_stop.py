@@ -10,7 +10,7 @@ import pytest
 import multitask_mx  # noqa: F401  (numpy shim before mxnet)
 
 from conftest import run_cli
-from multitask_mx.training.checkpoints import BestTracker
+from multitask_mx.training.best import BestTracker
 from multitask_mx.training.early_stopping import EarlyStopping
 from test_ema import load_params, small_run
 

@@ -12,7 +12,9 @@ from mxnet.gluon import nn
 
 from conftest import make_images, run_cli, write_list
 from multitask_mx.use import inference
-from multitask_mx.training.checkpoints import BestTracker, CheckpointSaver, atomic_write_json
+from multitask_mx.atomic import atomic_write_json
+from multitask_mx.training.best import BestTracker
+from multitask_mx.training.checkpoints import CheckpointSaver
 from multitask_mx.training.ema import WeightEMA
 
 SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.02",

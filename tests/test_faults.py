@@ -84,7 +84,7 @@ def test_out_of_range_flags_are_usage_errors(data, tmp_path, flags, says):
 
 @pytest.mark.slow
 def test_out_of_range_flags_of_other_commands(run2):
-    for args in (["predict", "--save-result", run2, "x.jpg", "--top-k", "0"],
+    for args in (["predict", "--save-result", run2, "x.jpg", "--show", "0"],
                  ["serve", "--save-result", run2, "--port", "70000"],
                  ["evaluate", "--save-result", run2, "--data", "x.lst", "--batch-size", "0"]):
         proc = no_traceback(run_cli(*args, expect=2))
@@ -181,6 +181,24 @@ def test_divergence_never_writes_nan_weights(data, tmp_path):
     no_traceback(run_cli(*train_args(data, save, "--num-epoch", "2", "--resume", "--lr", "0.01")))
     assert [r["epoch"] for r in strict_json(os.path.join(save, "history.json"))] == [1, 2]
     assert finite_params(os.path.join(save, "net-0002.params"))
+
+
+@pytest.mark.slow
+def test_divergence_keeps_the_last_good_checkpoint_loadable_and_finite(run2, data, tmp_path):
+    from multitask_mx.use import inference
+    save = copy_run(run2, tmp_path)
+    proc = no_traceback(run_cli(*train_args(data, save, "--num-epoch", "3", "--resume", "--lr", "1e12",
+                                            "--checkpoint-every", "1", "--disp-batches", "1"), expect=3))
+    assert "NaN or infinite" in proc.stderr and "NaN or infinite" in open(os.path.join(save, "train.log")).read()
+    point = CheckpointSaver(save, "net", writer=False).resume_point()
+    assert point[0] == 2  # epoch 3 diverged: epochs 1 and 2 are kept, nothing of epoch 3 replaced them
+    assert finite_params(point[1])
+    model = inference.load_model(save, "net")  # the newest epoch, as evaluate/predict load by default
+    assert model.params_file.endswith("net-0002.params")
+    images = sorted(os.path.join(data["root"], "circle", n) for n in os.listdir(os.path.join(data["root"], "circle")))
+    log_probs = inference.predict_paths(model, images[:4]).log_probs
+    assert all(np.isfinite(lp).all() for lp in log_probs)
+    assert [r["epoch"] for r in strict_json(os.path.join(save, "history.json"))] == [1, 2]
 
 
 @pytest.mark.slow

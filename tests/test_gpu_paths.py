@@ -202,7 +202,7 @@ def test_resume_on_fewer_devices_than_the_run_had(tiny_data, tmp_path):
 
 def test_float16_converts_a_classic_trunk(classic_checkpoint):
     # amp.init patches MXNet for the rest of a process: in a child process of its own
-    code = ("import json, sys; import mxnet as mx; from multitask_mx import model, precision, tasks\n"
+    code = ("import json, sys; import mxnet as mx; from multitask_mx.model import network as model, precision\n"
             "precision.init_amp('float16')\n"
             "spec, _, _ = model.resolve_trunk(None, sys.argv[1], 0, 'auto')\n"
             "net = model.MultiTaskNet(spec, [3], ['label'])\n"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_images, run_cli, write_list
+from multitask_mx.data.image_files import find_image_files
 from multitask_mx.use import inference, predictions, reports
 from multitask_mx.errors import UserInputError
 
@@ -172,6 +173,6 @@ def test_top_k_and_find_image_files(tmp_path):
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/x.JPG", "a/deep/y.png", "a/notes.txt", "a/.hidden.jpg", "z.jpeg"):
         (tmp_path / name).write_bytes(b"")
-    found = [os.path.relpath(p, tmp_path) for p in inference.find_image_files(str(tmp_path))]
+    found = [os.path.relpath(p, tmp_path) for p in find_image_files(str(tmp_path))]
     assert found == ["a/deep/y.png", "a/x.JPG", "z.jpeg"]
-    assert inference.find_image_files(str(tmp_path), recursive=False) == [str(tmp_path / "z.jpeg")]
+    assert find_image_files(str(tmp_path), recursive=False) == [str(tmp_path / "z.jpeg")]

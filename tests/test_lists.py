@@ -4,7 +4,8 @@ import os
 import pytest
 
 from multitask_mx.errors import UserInputError
-from multitask_mx.data.lists import (MISSING_LABEL, check_label_range, drop_entries, find_duplicates, find_overlap,
+from multitask_mx.data.lst_format import MISSING_LABEL
+from multitask_mx.data.lists import (check_label_range, drop_entries, find_duplicates, find_overlap,
     infer_num_classes, read_list)
 
 from conftest import write_list
@@ -81,18 +82,6 @@ def test_utf8_paths_and_byte_order_mark(tmp_path):
     image_list = read_list(path)
     assert image_list.entries[0].index == 0
     assert image_list.entries[0].path.endswith("café.jpg")
-
-
-def test_sharding_splits_lines_between_workers(tmp_path):
-    path = write_list(tmp_path / "a.lst", [("%d.jpg" % i, i % 2) for i in range(7)])
-    parts = [read_list(path, part_index=p, num_parts=3) for p in range(3)]
-    assert [[e.index for e in part.entries] for part in parts] == [[0, 3, 6], [1, 4], [2, 5]]
-    assert len(read_list(path, part_index=0, num_parts=1)) == 7
-
-
-def test_shard_without_entries_is_an_error(tmp_path):
-    path = write_list(tmp_path / "a.lst", [("a.jpg", 0), ("b.jpg", 1)])
-    assert_error([path, "workers"], read_list, path, part_index=2, num_parts=3)
 
 
 # ---- bad lines: each names the file and the line ----------------------------------------------

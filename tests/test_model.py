@@ -54,7 +54,7 @@ def test_classic_checkpoint_loads_into_symbol_trunk(tmp_path):
     spec, norm, params = model.resolve_trunk(None, prefix, 0, "auto")
     assert spec.from_symbol and norm == "raw" and "fc1_weight" in params
     net = model.build_net(spec, TASKS, [mx.cpu()], (3, 32, 32))
-    model.load_pretrained_trunk(net, prefix, spec, params)
+    model.load_pretrained_trunk(net, prefix, params)
     np.testing.assert_array_equal(net.trunk.collect_params()["conv0_weight"].data().asnumpy(),
                                   params["conv0_weight"].asnumpy())
     out = net(mx.nd.random.uniform(0, 255, shape=(2, 3, 32, 32)))
@@ -77,7 +77,7 @@ def test_params_with_wrong_shapes_are_listed(tmp_path):
     small.save_parameters(path)
     net = model.build_net(model.TrunkSpec("resnet34_v1"), TASKS, [mx.cpu()], (3, 32, 32))
     with pytest.raises(UserInputError) as err:
-        model.load_pretrained_trunk(net, path, model.TrunkSpec("resnet34_v1"))
+        model.load_pretrained_trunk(net, path)
     assert "missing in file" in str(err.value) and "--network" in str(err.value)
 
 

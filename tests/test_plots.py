@@ -39,6 +39,23 @@ def test_curves_png(tmp_path):
     assert os.listdir(tmp_path) == ["curves.png"]  # no temporary file left behind
 
 
+def _lines(ax):
+    return {line.get_label(): list(line.get_xdata()) for line in ax.lines}
+
+
+def test_curves_draw_one_line_per_task_and_split_with_values():
+    loss_ax, acc_ax, lr_ax = plots.curves_figure(_history(5)).axes
+    # label_gt0 has no labelled validation images (NaN): no line for it, not a line of NaN
+    expected = {"train label": [1, 2, 3, 4, 5], "val label": [1, 2, 3, 4, 5], "train label_gt0": [1, 2, 3, 4, 5]}
+    assert _lines(loss_ax) == expected and _lines(acc_ax) == expected
+    assert list(loss_ax.lines[0].get_ydata()) == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert len(lr_ax.lines) == 1 and list(lr_ax.lines[0].get_ydata()) == [0.01 * 0.5 ** e for e in range(1, 6)]
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == list(expected)
+    loss_ax, acc_ax, lr_ax = plots.curves_figure(_history(3, with_val=False)).axes
+    assert sorted(_lines(loss_ax)) == ["train label", "train label_gt0"]
+    assert [len(ax.lines) for ax in plots.curves_figure([]).axes] == [0, 0, 0]
+
+
 def test_lr_schedule_png(tmp_path):
     epoch_size = 7
     lrs = lr_curve(ScheduleConfig(name="cyclic", base_lr=0.1, num_epoch=12, cycle_epochs=3, cycle_decay=0.6,
@@ -46,6 +63,18 @@ def test_lr_schedule_png(tmp_path):
     path = plots.plot_lr_schedule(lrs, epoch_size, str(tmp_path / "lr.png"))
     width, height = plots.LR_PLOT_SIZE
     assert _png_shape(path) == (height, width, 3)
+    (line,) = plots.lr_schedule_figure(lrs, epoch_size).axes[0].lines  # one curve, one point per update
+    assert len(line.get_xdata()) == 12 * epoch_size and line.get_xdata()[-1] == 12
+    assert list(line.get_ydata()) == list(lrs) and 0.09 < max(lrs) <= 0.1
+
+
+def test_lr_finder_figure_marks_the_suggestion():
+    lrs = [1e-4 * 10 ** (i / 10) for i in range(40)]
+    losses = [2.0 - 0.04 * i if i < 30 else float("inf") for i in range(40)]
+    ax = plots.lr_finder_figure(lrs, losses, [min(v, 9.0) for v in losses], 0.01).axes[0]
+    points, smoothed, mark = ax.lines
+    assert len(points.get_xdata()) == 30 and len(smoothed.get_xdata()) == 40  # infinite losses are not drawn
+    assert list(mark.get_xdata()) == [0.01, 0.01] and "0.01" in mark.get_label()
 
 
 def test_augmentation_grid_png(tmp_path):

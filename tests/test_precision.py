@@ -55,7 +55,7 @@ def test_checkpoint_trunk_graph_gets_amp_casts():
     # amp.init patches mxnet for the whole process: look at the graph in a process of its own.
     code = """
 import json, mxnet as mx
-from multitask_mx import model, precision
+from multitask_mx.model import network as model, precision
 from gluoncv.model_zoo import get_model
 base = get_model("resnet18_v1"); base.hybridize()
 trunk = base.features(mx.sym.var("data"))
@@ -144,7 +144,7 @@ def test_int8_export_and_predict_agree_with_fp32(trained, shapes):
     info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
     assert info["files"]["int8"]["symbol"] == "multitask-int8-symbol.json"
     common = ["predict", shapes["val"], "--image-root", shapes["root"], "--save-result", trained, "--json", "-",
-              "--top-k", 4, "--quiet"]
+              "--show", 4, "--quiet"]
     fp32 = predicted(run_cli(*common))
     int8 = predicted(run_cli(*common + ["--precision", "int8", "--calib-images", 16]))
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.9

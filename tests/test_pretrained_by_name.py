@@ -13,6 +13,7 @@ import multitask_mx  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from conftest import REPO, run_cli
+from multitask_mx import mxprivate
 from multitask_mx.model import network as model, pretrained
 from multitask_mx.errors import UserInputError
 from multitask_mx.data.tasks import build_tasks
@@ -115,9 +116,9 @@ def test_cached_file_loads_into_the_trunk_without_network(tmp_path, monkeypatch)
     assert time.time() - tic < 2
     spec = model.TrunkSpec("resnet18_v1")
     net = model.build_net(spec, build_tasks([4]), [mx.cpu()], (3, 32, 32))
-    model.load_pretrained_trunk(net, path, spec)
+    model.load_pretrained_trunk(net, path)
     saved = mx.nd.load(path)
-    trunk = net.trunk._collect_params_with_prefix()
+    trunk = mxprivate.structural_params(net.trunk)
     assert len(trunk) == len([k for k in saved if k.startswith("features.")])
     for key, param in trunk.items():
         np.testing.assert_array_equal(param.data().asnumpy(), saved["features." + key].asnumpy())
@@ -168,7 +169,7 @@ def test_train_pretrained_uses_the_cached_file(tiny_data, tmp_path):
     net = model.build_net(spec, build_tasks([4]), [mx.cpu()], (3, 32, 32))
     model.load_checkpoint_params(net, os.path.join(save, "net-0001.params"))
     original = mx.nd.load(path)
-    learned = {k: p for k, p in net.trunk._collect_params_with_prefix().items()
+    learned = {k: p for k, p in mxprivate.structural_params(net.trunk).items()
                if not k.endswith(("running_mean", "running_var"))}  # statistics move even in a frozen trunk
     assert learned
     for key, param in learned.items():  # the frozen trunk still holds the file's weights

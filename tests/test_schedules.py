@@ -187,7 +187,7 @@ def test_from_args_rejects_bad_values(argv, flag):
 
 
 def test_resume_through_the_checkpoint_states_on_two_devices(tmp_path):
-    from multitask_mx.training.checkpoints import load_trainer_states, save_trainer_states
+    from multitask_mx.training.states import load_trainer_states, save_trainer_states
 
     c = cfg(name="cosine", num_epoch=4, warmup_epochs=1, lr_min=0.001)
     ctxs = [mx.cpu(0), mx.cpu(1)]

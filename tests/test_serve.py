@@ -271,7 +271,8 @@ def server(trained):
     """The server on loopback with a 1 MiB upload limit, stopped (SIGTERM) at the end."""
     logs = trained["base"] / "server_logs"
     logs.mkdir()
-    proc = ServerProcess(trained["save"], str(logs), "--max-upload-mb", 1, "--top-k", 3)
+    # --max-wait-ms: time for concurrent uploads still being decoded to join a batch on a busy test machine
+    proc = ServerProcess(trained["save"], str(logs), "--max-upload-mb", 1, "--show", 3, "--max-wait-ms", 500)
     yield proc
     assert proc.stop() == 0, proc.logs()
     assert "Traceback" not in proc.logs(), proc.logs()
@@ -295,7 +296,7 @@ def test_predictions_equal_predict_json_one_by_one_and_batched(server, trained, 
     for name, data in extra.items():
         (tmp_path / name).write_bytes(data)
         paths.append(str(tmp_path / name))
-    proc = run_cli("predict", "--save-result", trained["save"], *paths, "--json", "-", "--top-k", 3, "--quiet")
+    proc = run_cli("predict", "--save-result", trained["save"], *paths, "--json", "-", "--show", 3, "--quiet")
     expected = {row["path"]: row["tasks"] for row in json.loads(proc.stdout)["predictions"]}
     uploads = {p: open(p, "rb").read() for p in paths}
 
@@ -315,7 +316,9 @@ def test_predictions_equal_predict_json_one_by_one_and_batched(server, trained, 
         check(path, post_image(server.url, uploads[path], content_type=ctype))
         check(path, post_image(server.url, uploads[path], raw=True, content_type=ctype))
 
-    answers = {}  # all at once from 8 clients: batches of several images
+    before = request(server.url + "health")[2]["batches"]
+    assert before.get("1", 0) >= 2 * len(paths)  # one at a time: each upload was a batch of one
+    answers = {}  # all at once from 10 clients: batches of several images
     threads = [threading.Thread(target=lambda p=p: answers.update({p: post_image(server.url, uploads[p])}))
                for p in paths]
     for t in threads:
@@ -324,6 +327,10 @@ def test_predictions_equal_predict_json_one_by_one_and_batched(server, trained, 
         t.join()
     for path in paths:
         check(path, answers[path])
+    after = request(server.url + "health")[2]["batches"]
+    batched = {int(k): n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    assert sum(k * n for k, n in batched.items()) == len(paths)  # every concurrent image went through a batch
+    assert max(batched) > 1, after  # and some batches held several images
 
 
 def oversized_header_only(url, length):

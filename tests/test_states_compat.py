@@ -5,7 +5,7 @@ import pickle
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from multitask_mx.training import checkpoints, schedules
+from multitask_mx.training import schedules, states
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pre-move-schedule.states")
 
@@ -30,6 +30,6 @@ def test_states_written_before_the_move_load_into_a_trainer():
     with autograd.record():
         loss = net(mx.nd.ones((4, 3))).sum()
     loss.backward()
-    checkpoints.load_trainer_states(trainer, FIXTURE)
+    states.load_trainer_states(trainer, FIXTURE)
     assert trainer.optimizer.num_update == 3
     assert isinstance(trainer.optimizer.lr_scheduler, schedules.Schedule)

@@ -101,7 +101,7 @@ def test_fixed_weights_scale_each_task():
     fixed = weighting.FixedWeighting(["a", "b"], [1.0, 0.5])
     assert fixed.combine(losses, masks, mx.nd.ones(2)).asnumpy().tolist() == [3.0, 2.0]
     assert fixed.record() == {"loss_weights": {"a": 1.0, "b": 0.5}}
-    assert MultiTaskLoss([4, 3], weights=[2, 1]).weights == [2, 1]
+    assert MultiTaskLoss([4, 3]).weights == [1.0, 1.0]  # without a weighting: every task weighs 1
 
 
 @pytest.mark.parametrize("text, names, expected", [(None, ["a", "b"], [1.0, 1.0]), ("1,0.5", ["a", "b"], [1.0, 0.5]),

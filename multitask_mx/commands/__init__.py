@@ -1,4 +1,4 @@
-"""One module per subcommand; each has DESCRIPTION, add_arguments(parser) and run(args)."""
+"""One module per subcommand; each has add_arguments(parser) and run(args); their one-line descriptions are in cli.COMMANDS."""
 
 
 def plain_args(args):

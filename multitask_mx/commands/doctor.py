@@ -9,9 +9,6 @@ import mxnet as mx
 from ..logs import setup_logging
 from ..flagtypes import non_negative_int, positive_float
 
-DESCRIPTION = ("print versions, devices, thread settings, bf16/VNNI/AMX support and 10-second training "
-               "throughputs (fp32, and bf16 where the CPU has it)")
-
 
 def add_arguments(parser):
     """Doctor flags."""

@@ -10,12 +10,11 @@ from ..atomic import atomic_write_json, check_output_file
 from ..errors import UserInputError
 from ..data.lists import read_list
 from ..logs import setup_logging
+from ..training.metrics import add_top_k_flag
 from ..use.reports import format_task_report, plot_confusion, task_report
 from ..data.tasks import agreement_pairs, task_labels
 
 _logger = logging.getLogger(__name__)
-
-DESCRIPTION = "evaluate a trained model on an .lst file (per-task accuracy, top-k, per-class report, confusion)"
 
 
 def add_arguments(parser):
@@ -28,7 +27,7 @@ def add_arguments(parser):
     group.add_argument("--image-root", "--image-val", dest="image_root", default=None,
                        help="folder the list's paths are relative to (default: the list's folder)")
     group = parser.add_argument_group("report")
-    group.add_argument("--top-k", default="1,5", help="top-k accuracies to report (k below the class count)")
+    add_top_k_flag(group, [1, 5], "evaluate reports each K given")
     group.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
     group.add_argument("--confusion-png", default=None, metavar="FILE",
                        help="write the confusion matrix as a PNG; with several tasks, FILE_<task>.png each")
@@ -71,17 +70,6 @@ def list_labels(model, image_list):
                                  % (image_list.where(entry), labels[bad[0], k], task.name, task.num_classes,
                                     task.num_classes - 1))
     return labels
-
-
-def parse_ks(text):
-    """'1,5' -> [1, 5]."""
-    try:
-        ks = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        ks = []
-    if not ks or ks[0] < 1:
-        raise UserInputError("--top-k %r: give whole numbers of 1 or more, e.g. 1,5." % text)
-    return ks
 
 
 def build_report(model, image_list, labels, predictions, ks, per_image=False):
@@ -171,7 +159,7 @@ def write_json(path, report):
 def run(args):
     """Entry point of ``multitask-mx evaluate``."""
     setup_logging(None, quiet=args.quiet)
-    ks = parse_ks(args.top_k)
+    ks = args.top_k
     cfg = inference.predict_config(args)
     for flag, path in (("--json", args.json), ("--confusion-png", args.confusion_png)):
         if path:

@@ -24,7 +24,6 @@ from ..logs import setup_logging
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "export a trained model for deployment: MXNet checkpoint with probabilities, preprocessing JSON, ONNX"
 
 ONNX_OPSET = 13  # the newest opset MXNet 1.9.1's exporter has translations for
 TOLERANCE = 1e-4

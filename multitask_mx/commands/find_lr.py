@@ -19,8 +19,6 @@ from ..training import pipeline, resume
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "find a learning rate: the lr range test on your data and network (writes a PNG, prints the lr)"
-
 
 def add_arguments(parser):
     """The training flags (the test uses them all) and where the curve goes."""

@@ -12,13 +12,13 @@ import sys
 from .. import _runtime
 from ..training import distributed
 from ..errors import UserInputError
-from ..training.cluster import parse_hostfile, plan_local, plan_ssh, run_nodes, this_host_address
+from ..training.cluster import parse_hostfile, plan_local, plan_ssh, this_host_address
+from ..training.processes import run_nodes
 from ..logs import setup_logging
 from ..flagtypes import non_negative_float, port, positive_int
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "run `train` on several workers: starts MXNet's scheduler, servers and workers (dist kvstores)"
 DIST_KV_STORES = [k for k in distributed.KV_STORES if k.startswith("dist")]
 
 

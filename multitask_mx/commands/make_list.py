@@ -12,16 +12,14 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import _runtime
-from ..use import inference
-from ..training.checkpoints import atomic_write_bytes
+from ..atomic import atomic_write_bytes
+from ..data.image_files import IMAGE_EXTENSIONS, add_check_images_flag, find_image_files
 from ..errors import UserInputError
-from ..data.images import read_checked_image
 from ..logs import setup_logging
 from ..flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
 
-DESCRIPTION = "make .lst files (train/val/test, stratified) from a folder of class folders, like im2rec.py --list"
 
 SPLIT_NAMES = {1: [""], 2: ["train", "val"], 3: ["train", "val", "test"]}
 
@@ -44,10 +42,9 @@ def add_arguments(parser):
     group.add_argument("--levels", choices=["auto", "1", "2"], default="auto",
                        help="class folder levels: 2 gives two label columns; auto picks 2 when no class folder "
                             "holds images itself but all hold sub-folders (and not --recursive)")
-    group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
+    group.add_argument("--exts", default=",".join(IMAGE_EXTENSIONS),
                        help="image extensions to list, comma-separated (case-insensitive)")
-    group.add_argument("--check-images", action="store_true",
-                       help="decode every image; unreadable ones are reported and left out of the lists")
+    add_check_images_flag(group, "none", "bad images are reported and left out of the lists")
     group.add_argument("--quiet", action="store_true", help="warnings only on stderr")
 
 
@@ -77,14 +74,14 @@ def detect_levels(root, classes, exts, recursive):
         return 1
     for name in classes:
         folder = os.path.join(root, name)
-        if inference.find_image_files(folder, exts, recursive=False) or not subfolders(folder):
+        if find_image_files(folder, exts, recursive=False) or not subfolders(folder):
             return 1
     return 2
 
 
 def _images_of(root, parts, exts, recursive):
     folder = os.path.join(root, *parts)
-    found = inference.find_image_files(folder, exts, recursive)
+    found = find_image_files(folder, exts, recursive)
     if not found:
         raise UserInputError("class folder %s has no images (looked for %s%s). Add images or remove the folder."
                              % (folder, " ".join(exts), " in sub-folders too" if recursive else
@@ -100,7 +97,7 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
     if not top:
         raise UserInputError("ROOT %s has no class folders: expected ROOT/<class>/*.jpg "
                              "(or ROOT/<class1>/<class2>/*.jpg for two label columns)." % root)
-    loose = inference.find_image_files(root, exts, recursive=False)
+    loose = find_image_files(root, exts, recursive=False)
     if loose:
         _logger.warning("%d image(s) directly in %s are in no class folder and are not listed", len(loose), root)
     levels = detect_levels(root, top, exts, recursive) if levels == "auto" else int(levels)
@@ -114,7 +111,7 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
         if not inner[name]:
             raise UserInputError("class folder %s has no sub-folders, but two levels need ROOT/<class1>/<class2>/"
                                  "images. Use --levels 1 for one label column." % os.path.join(root, name))
-        skipped = inference.find_image_files(os.path.join(root, name), exts, recursive=False)
+        skipped = find_image_files(os.path.join(root, name), exts, recursive=False)
         if skipped:
             _logger.warning("%d image(s) directly in %s are in no second-level folder and are not listed",
                             len(skipped), os.path.join(root, name))
@@ -123,10 +120,13 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
     return items, [top, second]
 
 
-def find_unreadable(root, items, threads):
-    """{relative path: reason} for images that cannot be decoded."""
+def find_unreadable(root, items, threads, full=True):
+    """{relative path: reason} for images that cannot be decoded (``full``) or whose file looks broken."""
+    from ..data.images import check_image_file, read_checked_image  # imports mxnet: only when checking
+
     def problem(item):  # OpenCV releases the GIL: threads decode in parallel
-        return read_checked_image(os.path.join(root, item[0]))[1]
+        path = os.path.join(root, item[0])
+        return read_checked_image(path)[1] if full else check_image_file(path)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         reasons = list(pool.map(problem, items))
@@ -181,8 +181,8 @@ def run(args):
     ratios = parse_split(args.split)
     exts = [e if e.startswith(".") else "." + e for e in (x.strip() for x in args.exts.split(",")) if e]
     items, class_names = scan_tree(args.root, exts, args.recursive, args.levels)
-    if args.check_images:
-        bad = find_unreadable(args.root, items, _runtime.usable_cores())
+    if args.check_images != "none":
+        bad = find_unreadable(args.root, items, _runtime.usable_cores(), full=args.check_images == "full")
         for rel, reason in sorted(bad.items()):
             _logger.warning("not listed: %s %s", os.path.join(args.root, rel), reason)
         items = [item for item in items if item[0] not in bad]

@@ -9,16 +9,14 @@ import sys
 import numpy as np
 
 from ..use import cam, inference, quantize
-from ..use.predictions import Item, prediction_rows
+from ..data.image_files import IMAGE_EXTENSIONS, find_image_files
+from ..use.predictions import Item, add_show_flag, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_dir, check_output_file
 from ..errors import UserInputError
 from ..data.lists import read_list
 from ..logs import setup_logging
-from ..flagtypes import positive_int
 
 _logger = logging.getLogger(__name__)
-
-DESCRIPTION = "predict the classes of every task for images, folders of images or an .lst file"
 
 
 def add_arguments(parser):
@@ -30,10 +28,10 @@ def add_arguments(parser):
     group = parser.add_argument_group("inputs")
     group.add_argument("--image-root", default=None,
                        help="folder the paths of an .lst INPUT are relative to (default: the list's folder)")
-    group.add_argument("--exts", default=",".join(inference.IMAGE_EXTENSIONS),
+    group.add_argument("--exts", default=",".join(IMAGE_EXTENSIONS),
                        help="image extensions looked for in folders, comma-separated")
     group = parser.add_argument_group("output")
-    group.add_argument("--top-k", type=positive_int, default=3, help="classes shown per task, most probable first")
+    add_show_flag(group, "shown")
     group.add_argument("--json", default=None, metavar="FILE", help="write the predictions as JSON ('-': stdout)")
     group.add_argument("--csv", default=None, metavar="FILE",
                        help="write one row per image, task and rank as CSV ('-': stdout)")
@@ -54,7 +52,7 @@ def collect_inputs(inputs, image_root, extensions):
             items += [Item(os.path.relpath(e.path, image_list.image_root), e.path, e.line)
                       for e in image_list.entries]
         elif os.path.isdir(text):
-            found = inference.find_image_files(text, extensions)
+            found = find_image_files(text, extensions)
             if not found:
                 raise UserInputError("folder %s has no images (looked for %s, in sub-folders too)."
                                      % (text, ", ".join(extensions)))
@@ -108,8 +106,6 @@ def emit(destination, text):
 def run(args):
     """Entry point of ``multitask-mx predict``."""
     setup_logging(None, quiet=args.quiet)
-    if args.top_k < 1:
-        raise UserInputError("--top-k %d: give 1 or more." % args.top_k)
     cfg = inference.predict_config(args)
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path and path != "-":
@@ -126,7 +122,7 @@ def run(args):
     model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
     cam_classes = cam.parse_class_choices(args.cam_class, model) if args.cam else None
     predictions = inference.predict_paths(model, [i.path for i in items], cfg)
-    rows = prediction_rows(model, items, predictions, args.top_k)
+    rows = prediction_rows(model, items, predictions, args.show)
     if args.cam:  # the class predict reports (after --tta, --precision); the maps come from the fp32 weights
         predicted = {t: np.argmax(np.nan_to_num(lp, nan=0.0), axis=1) for t, lp in zip(model.task_names,
                                                                                      predictions.log_probs)}

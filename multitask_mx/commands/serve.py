@@ -4,14 +4,13 @@ import signal
 import sys
 
 from ..use import inference, quantize, server as serve
+from ..use.predictions import add_show_flag
 from ..devices import parse_contexts
 from ..errors import UserInputError
 from ..logs import setup_logging
 from ..flagtypes import non_negative_float, non_negative_int, port, positive_float, positive_int
 
 _logger = logging.getLogger(__name__)
-
-DESCRIPTION = "serve a trained model over HTTP: POST /predict, GET /health and an upload page at /"
 
 
 def add_arguments(parser):
@@ -33,7 +32,7 @@ def add_arguments(parser):
     group.add_argument("--max-upload-mb", type=positive_float, default=10.0, help="largest upload accepted, in MiB (413)")
     group.add_argument("--max-megapixels", type=positive_float, default=50.0,
                        help="largest image accepted, in millions of pixels, read from its header (413)")
-    group.add_argument("--top-k", type=positive_int, default=3, help="classes returned per task, most probable first")
+    add_show_flag(group, "returned")
     group.add_argument("--tta", choices=["none", "flip"], default="none", help="test-time augmentation, as in predict")
     group = parser.add_argument_group("batching")
     group.add_argument("--max-batch", type=positive_int, default=16, help="images per forward pass at most (1: no batching)")
@@ -48,7 +47,7 @@ def serve_config(args):
               ("--threads", args.threads, args.threads >= 0, "0 or more"),
               ("--max-wait-ms", args.max_wait_ms, args.max_wait_ms >= 0, "0 or more")]
     checks += [(flag, value, value > 0, "a positive number") for flag, value in (
-        ("--top-k", args.top_k), ("--max-batch", args.max_batch), ("--queue-size", args.queue_size),
+        ("--max-batch", args.max_batch), ("--queue-size", args.queue_size),
         ("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
         ("--connection-limit", args.connection_limit), ("--timeout", args.timeout))]
     for flag, value, ok, wanted in checks:
@@ -57,7 +56,7 @@ def serve_config(args):
     return serve.ServeConfig(
         host=args.host, port=args.port, threads=args.threads, connection_limit=args.connection_limit,
         max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=int(args.max_megapixels * 1e6),
-        top_k=args.top_k, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+        top_k=args.show, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         timeout_s=args.timeout, tta=args.tta)
 
 

@@ -17,7 +17,6 @@ from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod
                         metrics as metrics_mod, pipeline, schedules, weighting)
 from ..training import gradients, tensorboard
 
-DESCRIPTION = "train a multi-task classifier from .lst files and raw images"
 # where a run writes: never taken from the repeated run (its folder holds that run)
 NOT_REPEATED = ("config", "save_result", "resume", "overwrite", "tensorboard")
 _logger = logging.getLogger(__name__)

@@ -93,14 +93,20 @@ def choose_preset(situation: Situation):
         s.num_epoch, s.image_side, s.images_per_class)
 
 
+def check_flags(args):
+    """Refuse contradicting or out-of-range augmentation flags (UserInputError), before any work."""
+    if args.no_augment and args.augment not in ("auto", "none"):
+        raise UserInputError("--no-augment is --augment none, but --augment %s asks for augmentation; "
+                             "give one of them." % args.augment)
+    AugmentConfig.from_args(args, base=PRESETS[args.augment if args.augment != "auto" else "standard"])
+
+
 def resolve_augmentation(args, situation: Situation):
     """The Recipe for the parsed flags: --augment (or --no-augment) as the base, explicit flags on top.
 
     Logs the choice and its reason in one line. Raises UserInputError for contradicting flags.
     """
-    if args.no_augment and args.augment not in ("auto", "none"):
-        raise UserInputError("--no-augment is --augment none, but --augment %s asks for augmentation; "
-                             "give one of them." % args.augment)
+    check_flags(args)
     if args.no_augment:
         preset, reason = "none", "--no-augment"
     elif args.augment == "auto":

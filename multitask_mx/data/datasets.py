@@ -19,6 +19,7 @@ from mxnet import gluon
 
 from ..errors import UserInputError
 from .image_checks import bad_positions
+from .image_files import add_check_images_flag
 from .images import NORMALIZATIONS, decode_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
 from .tasks import Task, class_histograms, task_label_matrix
@@ -252,9 +253,7 @@ def add_arguments(parser):
                        help="keep decoded images in RAM (small datasets: no decoding after the first pass)")
     group.add_argument("--skip-bad-images", action="store_true",
                        help="leave out missing/unreadable images (counted and logged) instead of stopping")
-    group.add_argument("--check-images", choices=["header", "full", "none"], default="header",
-                       help="before training, check every image's file header/trailer, fully decode "
-                            "every image, or skip the check")
+    add_check_images_flag(group, "header", "a bad image stops training (see --skip-bad-images)")
     group.add_argument("--normalization", choices=["auto", "imagenet", "raw"], default="auto",
                        help="pixel preprocessing: auto follows the weights (raw 0-255 for classic MXNet "
                             "checkpoints that start with bn_data, ImageNet mean/std otherwise)")

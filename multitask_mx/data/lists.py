@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserInputError
-from .lst_format import MISSING_LABEL, read_columns
+from .lst_format import read_columns
 
 _logger = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def _check_list_path(lst_path):
                              "(make one with `multitask-mx make-list` or im2rec.py --list)." % lst_path)
 
 
-def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
-    """Read a ``.lst`` file; with ``num_parts > 1`` keep only this worker's shard.
+def read_list(lst_path, image_root=None):
+    """Read a ``.lst`` file (a distributed worker takes its shard later: ``distributed.shard_list``).
 
     Relative image paths are joined to ``image_root`` (default: the list's folder).
     Raises UserInputError naming the file and line for any malformed line.
@@ -161,11 +161,6 @@ def read_list(lst_path, image_root=None, part_index=0, num_parts=1):
     image_list = ImageList(lst_path, root, _arrays=(
         np.frombuffer(columns.lines, np.int64), np.frombuffer(columns.indices, np.int64),
         np.frombuffer(columns.labels, np.int64).reshape(count, columns.width), paths, np.arange(count)))
-    if num_parts > 1:
-        image_list = image_list.take(slice(part_index, None, num_parts))
-        if not len(image_list):
-            raise UserInputError("list file %s has fewer entries than the %d workers sharing it; worker %d "
-                                 "gets none. Use more images or fewer workers." % (lst_path, num_parts, part_index))
     return image_list
 
 

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from .lists import MISSING_LABEL
+from .lst_format import MISSING_LABEL
 
 _logger = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from mxnet.gluon import nn
 
 from ..errors import UserInputError
 from ..mxerrors import describe_mxnet_error
+from .. import mxprivate
 from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 from ..flagtypes import fraction, non_negative_int
@@ -141,8 +142,8 @@ def initialize_net(net: MultiTaskNet, ctx, image_shape, defer=False):
 def materialize(net):
     """Make the arrays of parameters still waiting for them: loaded weights, else their initializer."""
     for param in net.collect_params().values():
-        if param._deferred_init:  # otherwise Gluon would make them at the first forward, not before a read
-            param._finish_deferred_init()
+        if mxprivate.is_deferred(param):  # otherwise Gluon would make them at the first forward, not before a read
+            mxprivate.finish_deferred_init(param)
     mx.nd.waitall()  # initializers and copies have run before anyone reads or sets a weight
 
 
@@ -152,7 +153,7 @@ def set_params(pairs):
         param.set_data(array.astype(param.dtype))
 
 
-def load_pretrained_trunk(net: MultiTaskNet, model_path, trunk_spec: TrunkSpec, classic_params=None):
+def load_pretrained_trunk(net: MultiTaskNet, model_path, classic_params=None):
     """Fill the trunk from pretrained weights: a classic checkpoint's or a ``.params`` file's."""
     if classic_params is not None:
         pairs = match_params(net.trunk, classic_params)
@@ -183,7 +184,7 @@ def pretrained_weights(network, model, pretrained, model_root=None):
 
 
 def resolve_trunk(network, model, epoch, normalization_flag):
-    """Decide trunk and normalisation from --network/--model/--epoch/--normalization.
+    """Decide trunk and normalisation from --network/--model/--model-epoch/--normalization.
 
     Returns (TrunkSpec, normalisation name, classic params or None).
     """
@@ -241,9 +242,12 @@ def add_arguments(parser):
                        help="GluonCV model-zoo network for the trunk (default resnet50_v1); not used "
                             "with a classic --model checkpoint, which carries its own network")
     group.add_argument("--model", default=None,
-                       help="pretrained weights: a classic MXNet checkpoint PREFIX (with --epoch), e.g. "
+                       help="pretrained weights: a classic MXNet checkpoint PREFIX (with --model-epoch), e.g. "
                             "pretrained_model/resnet-50, or a Gluon/GluonCV FILE.params")
-    group.add_argument("--epoch", type=non_negative_int, default=0, help="epoch of the --model checkpoint (original flag)")
+    # --epoch is the original's name, kept for its scripts (train_multitask.sh); elsewhere --epoch means N|best|latest
+    group.add_argument("--model-epoch", "--epoch", dest="model_epoch", type=non_negative_int, default=0, metavar="N",
+                       help="epoch of the classic --model checkpoint (PREFIX-%%04d.params); --epoch is the "
+                            "original multi-task-MXNet's name for it, kept as a deprecated alias in train")
     group.add_argument("--pretrained", action="store_true",
                        help="start the trunk from GluonCV's ImageNet weights of --network (from the cache, or "
                             "downloaded through GluonCV's model store when online)")

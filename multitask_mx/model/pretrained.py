@@ -13,6 +13,7 @@ import os
 import mxnet as mx
 
 from ..errors import UserInputError
+from .. import mxprivate
 from ..mxerrors import clean_mxnet_error
 
 _logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def load_classic_checkpoint(prefix, epoch):
     sym_file, params_file = checkpoint_files(prefix, epoch)
     for path, what in ((sym_file, "symbol"), (params_file, "params")):
         if not os.path.isfile(path):
-            raise UserInputError("--model %s --epoch %d: the %s file %s does not exist. A classic MXNet "
+            raise UserInputError("--model %s --model-epoch %d: the %s file %s does not exist. A classic MXNet "
                                  "checkpoint is PREFIX-symbol.json + PREFIX-%04d.params (see "
                                  "pretrained_model/README.md)." % (prefix, epoch, what, path, epoch))
     try:
@@ -120,7 +121,7 @@ def load_params_file(path):
     """{name: NDArray} from a Gluon/GluonCV ``.params`` file (checkpoint prefixes stripped)."""
     if not os.path.isfile(path):
         raise UserInputError("--model %s: file does not exist. Give a Gluon/GluonCV .params file, or a "
-                             "classic checkpoint as --model PREFIX --epoch N." % path)
+                             "classic checkpoint as --model PREFIX --model-epoch N." % path)
     return split_arg_aux(_load_nd(path))
 
 
@@ -130,7 +131,7 @@ def match_params(block, saved, strip_prefixes=()):
     Saved names are tried as structural names (``features.0.weight``, with each of
     ``strip_prefixes`` removed) and as full parameter names. Returns {Parameter: NDArray}.
     """
-    structural = block._collect_params_with_prefix()
+    structural = mxprivate.structural_params(block)
     by_name = {p.name: p for p in structural.values()}
     schemes = [{_strip(k, strip_prefixes): v for k, v in saved.items()}, saved]
     scored = [(sum(k in structural or k in by_name for k in s), s) for s in schemes]
@@ -165,15 +166,15 @@ STORE_PROBE_TIMEOUT_S = 3.0  # the store's host must answer within this, or we c
 
 
 def _gluoncv_store():
-    """GluonCV's model-store table and URL (its private names, read in this one place).
+    """GluonCV's model-store table and URL (its private names are read in mxprivate.py).
 
     Returns ({store name: sha1}, {zoo name: store name}, zip URL format, default repository URL).
     """
     from gluoncv.model_zoo import model_store
-    store_names = list(model_store._model_sha1)
+    sha1, url_format = mxprivate.gluoncv_store_table()
     # pretrained_model_list() renames a few store entries to their zoo names, keeping the order
-    zoo_to_store = dict(zip(model_store.pretrained_model_list(), store_names))
-    return dict(model_store._model_sha1), zoo_to_store, model_store._url_format, model_store.apache_repo_url
+    zoo_to_store = dict(zip(model_store.pretrained_model_list(), sha1))
+    return sha1, zoo_to_store, url_format, model_store.apache_repo_url
 
 
 def model_store_root(root=None):

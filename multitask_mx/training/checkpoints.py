@@ -12,15 +12,14 @@ import glob
 import io
 import json
 import logging
-import math
 import os
-import pickle
 import re
 import shutil
 
 from ..atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,
     is_temp_name, remove_stale_temps)
 from ..errors import UserInputError
+from .states import save_trainer_states
 from ..flagtypes import non_negative_int
 
 _logger = logging.getLogger(__name__)
@@ -30,7 +29,6 @@ HISTORY_FILE = "history.json"
 HISTORY_CSV = "history.csv"
 BEST_FILE = "best.json"
 PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
-STATES_FORMAT = "multitask_mx-states-1"
 
 
 def read_json(path):
@@ -273,7 +271,7 @@ class CheckpointSaver:
         hint = ("Epochs of this run that load: %s; pass --epoch N with one of them" % ", ".join(map(str, good))
                 if good else "No epoch of this run loads; train again")
         if flag == "--resume" and good:
-            hint += (" as --model %s --epoch N (without --resume), or delete the damaged file to resume from "
+            hint += (" as --model %s --model-epoch N (without --resume), or delete the damaged file to resume from "
                      "epoch %d" % (self.prefix, good[-1]))
         return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
                               % (flag, params_file, hint))
@@ -319,115 +317,6 @@ def params_loadable(path):
         return True
     except (mx.base.MXNetError, OSError):
         return False
-
-
-class BestTracker:
-    """Which epoch is best by ``val-loss``, ``val-acc:<task>``, ``val-acc-mean`` (or train-loss)."""
-
-    def __init__(self, metric, task_names, has_val=True):
-        if metric.startswith("val") and not has_val:
-            _logger.info("--best-metric %s needs --data-val; using train-loss instead", metric)
-            metric = "train-loss"
-        valid = (["val-loss", "val-acc-mean", "train-loss"] + ["val-acc:%s" % t for t in task_names]
-                 + ["val-topk:%s" % t for t in task_names])
-        if metric not in valid:
-            raise UserInputError("--best-metric %r: choose one of %s." % (metric, ", ".join(valid)))
-        self.metric = metric
-        self.higher_is_better = "acc" in metric or "topk" in metric
-        self.value, self.epoch, self.weights = None, None, "raw"
-
-    def value_of(self, record):
-        """The metric's value in an epoch record."""
-        if self.metric == "val-loss":
-            return record["val_loss"]
-        if self.metric == "train-loss":
-            return record["train_loss"]
-        if self.metric == "val-acc-mean":
-            accs = [v["acc"] for v in record["val"].values() if v["count"]]
-            return sum(accs) / len(accs)
-        kind, task = self.metric.split(":", 1)
-        return record["val"][task].get("topk" if kind == "val-topk" else "acc")
-
-    def update(self, record):
-        """Take an epoch's record; True if it is a new best.
-
-        With ``--ema`` the record's ``ema`` entry competes too: ``weights`` says
-        which of the two ("raw" or "ema") is the best; the EMA wins only when better.
-        """
-        better = False
-        for weights, values in self._candidates(record):
-            value = self.value_of(values)
-            if value is None or math.isnan(value):
-                continue
-            if self.value is None or (value > self.value if self.higher_is_better else value < self.value):
-                self.value, self.epoch, self.weights = value, record["epoch"], weights
-                better = True
-        return better
-
-    def _candidates(self, record):
-        yield "raw", record
-        if "val" in record.get("ema", {}) and self.metric.startswith("val"):
-            yield "ema", record["ema"]
-
-    def to_dict(self):
-        """For best.json."""
-        return {"metric": self.metric, "value": self.value, "epoch": self.epoch, "weights": self.weights}
-
-    def restore(self, saved):
-        """Continue from a best.json written by an earlier run."""
-        if saved and saved.get("metric") == self.metric:
-            self.value, self.epoch = saved["value"], saved["epoch"]
-            self.weights = saved.get("weights", "raw")
-
-
-def _trainer_ready(trainer):
-    # Trainer creates its kvstore and per-device updaters lazily, at the first step.
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-
-
-def save_trainer_states(trainer, path):
-    """Save the optimizer state of every device (Trainer.save_states keeps only the first)."""
-    _trainer_ready(trainer)
-    if trainer._update_on_kvstore and trainer._distributed:
-        # dist_async: the state lives on the servers, which MXNet cannot save from a worker
-        atomic_write_bytes(path, pickle.dumps({"format": STATES_FORMAT, "devices": [], "on_servers": True}))
-        return
-    if trainer._update_on_kvstore:  # the state lives in the kvstore
-        with atomic_path(path) as tmp:
-            trainer.save_states(tmp)
-        return
-    payload = {"format": STATES_FORMAT, "devices": [u.get_states(dump_optimizer=True) for u in trainer._updaters]}
-    atomic_write_bytes(path, pickle.dumps(payload))
-
-
-def load_trainer_states(trainer, path):
-    """Load states saved by save_trainer_states, onto as many devices as the trainer has now."""
-    _trainer_ready(trainer)
-    if trainer._update_on_kvstore and not trainer._distributed:
-        trainer.load_states(path)
-        return
-    with open(path, "rb") as f:
-        payload = pickle.loads(f.read())
-    if isinstance(payload, dict) and payload.get("on_servers"):
-        return  # dist_async: the new servers start the optimizer afresh (distributed.set_resumed_update_count)
-    states = payload["devices"] if isinstance(payload, dict) and payload.get("format") == STATES_FORMAT else None
-    if states is None:
-        raise UserInputError("%s is not an optimizer-state file written by multitask_mx." % path)
-    from ..devices import states_on_cpu
-    updaters = trainer._updaters
-    if len(states) != len(updaters):
-        # Data-parallel devices apply identical updates, so their states are copies.
-        _logger.info("resuming on %d device(s) from states of %d: device 0's state is given to all",
-                     len(updaters), len(states))
-        states = [states[0]] * len(updaters)
-    for updater, state in zip(updaters, states):
-        updater.set_states(states_on_cpu(state))  # the saved device ids may not exist here
-        updater.optimizer = updaters[0].optimizer
-    trainer._optimizer = updaters[0].optimizer
-    trainer._optimizer.param_dict = {i: p for i, p in enumerate(trainer._params)}
 
 
 def add_arguments(parser):

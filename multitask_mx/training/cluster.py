@@ -3,39 +3,29 @@
 MXNet's ``dist_*`` kvstores find each other through ``DMLC_*`` variables
 (``DMLC_ROLE``, ``DMLC_PS_ROOT_URI``/``_PORT``, ``DMLC_NUM_SERVER``/``_WORKER``).
 ``plan_local`` and ``plan_ssh`` turn a job into a list of ``Node``s (role, slot,
-environment, command line); ``run_nodes`` starts them, writes each one's output
-to its own log file and echoes it with a ``[worker 1]`` prefix. It never hangs:
-if any process exits non-zero, a server or the scheduler exits while workers
-still run, or the timeout passes, every process group gets SIGTERM, then SIGKILL,
-and the failure is reported with the last lines of the failed process's log.
+environment, command line); ``processes.run_nodes`` starts and watches them.
 
 Scheduler and servers run ``run_node``: with ``DMLC_ROLE`` set to ``scheduler``
 or ``server``, MXNet's kvstore-server module runs the node until the job ends.
 """
 import collections
+import importlib
 import ipaddress
 import logging
 import os
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from ..atomic import atomic_write_json
 from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20"]
-TAIL_LINES = 20
-_RANK_LABEL = re.compile(r"^\[worker (\d+/\d+)\] ")  # distributed.rank_label
 _HOST_LINE = re.compile(r"^(?P<name>(?:[A-Za-z0-9_.-]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]))"
                         r"(?::(?P<port>\d+))?$")
 
@@ -131,10 +121,10 @@ def run_node():
     imported first, with the role hidden, and the node is started afterwards.
     """
     role = os.environ.pop("DMLC_ROLE")
-    from . import schedules  # noqa: F401  (imports mxnet; the classes the servers unpickle)
+    importlib.import_module(__package__ + ".schedules")  # imports mxnet; the classes the servers unpickle
     os.environ["DMLC_ROLE"] = role
-    from mxnet.kvstore import kvstore_server
-    kvstore_server._init_kvstore_server_module()  # returns only for a worker, which this is not
+    from ..mxprivate import run_kvstore_node
+    run_kvstore_node()  # returns only for a worker, which this is not
     raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
 
 
@@ -251,171 +241,3 @@ def this_host_address():
             except OSError:
                 pass
     return address
-
-
-class _Process:
-    """A started node: its Popen, log file and last lines (read by a thread)."""
-
-    def __init__(self, node: Node, log_dir, echo, lock):
-        self.node = node
-        self.log_path = os.path.join(log_dir, node.log_name)
-        self.tail = collections.deque(maxlen=TAIL_LINES)
-        self.rank = None  # "1/2", read from the worker's log lines (ps-lite numbers workers as they connect)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
-        if node.host is None:
-            env.update(node.env)
-        # its own session, i.e. process group: stopping the group also stops its DataLoader workers
-        self.popen = subprocess.Popen(node.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        self.reader = threading.Thread(target=self._read, args=(echo, lock), daemon=True)
-        self.reader.start()
-
-    @property
-    def label(self):
-        """``worker 1/2`` once the worker has logged the rank MXNet gave it, else the node's label."""
-        return "worker %s" % self.rank if self.rank else self.node.label
-
-    def _read(self, echo, lock):
-        with open(self.log_path, "w", encoding="utf-8") as log:
-            for raw in self.popen.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                log.write(line + "\n")
-                log.flush()
-                self.tail.append(line)
-                if self.rank is None and self.node.role == "worker":
-                    found = _RANK_LABEL.match(line)
-                    self.rank = found.group(1) if found else None
-                if echo is not None:
-                    prefix = "" if line.startswith("[%s]" % self.label) else "[%s] " % self.label
-                    with lock:
-                        echo.write(prefix + line + "\n")
-                        echo.flush()
-
-    def signal_group(self, sig):
-        """Send ``sig`` to the process group: the node and its children, even after the node ended."""
-        try:
-            os.killpg(self.popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def describe_exit(self):
-        """'exited with status 2' or 'was killed by SIGKILL'."""
-        code = self.popen.returncode
-        if code is not None and code < 0:
-            return "was killed by %s" % signal.Signals(-code).name
-        return "exited with status %s" % code
-
-
-class _StopSignals:
-    """While active, SIGINT and SIGTERM only set ``received``: the watch loop then stops every process."""
-
-    def __init__(self):
-        self.received = None
-        self._saved = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        self.received = signal.Signals(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-
-
-def run_nodes(nodes, log_dir, timeout=None, echo=sys.stdout, grace=10.0, poll=0.2):
-    """Start ``nodes`` and watch them to the end: 0 when every worker succeeded, else non-zero (logged).
-
-    Whatever happens, every process group is stopped before this returns.
-    """
-    os.makedirs(log_dir, exist_ok=True)
-    lock, running, outcome = threading.Lock(), [], None
-    with _StopSignals() as stop:
-        try:
-            for node in nodes:
-                try:
-                    running.append(_Process(node, log_dir, echo, lock))
-                except OSError as exc:
-                    raise UserInputError("launch: cannot start %s (%s): %s" % (node.label, node.argv[0], exc))
-                _logger.info("launch: started %s (pid %d)%s, log %s", node.label, running[-1].popen.pid,
-                             " on %s" % node.host.name if node.host else "", running[-1].log_path)
-            _write_process_table(running, log_dir)
-            outcome = _watch(running, timeout, stop, grace, poll)
-        finally:
-            stop_all(running, grace)
-    for process in running:
-        process.reader.join(2.0)  # the rest of its output, for the report
-    if outcome is None:
-        _logger.info("launch: all %d worker(s) finished", sum(p.node.role == "worker" for p in running))
-        return 0
-    _logger.error("%s", _report(*outcome))
-    return 128 + stop.received if stop.received else 1
-
-
-def _watch(running, timeout, stop, grace, poll):
-    """None when all workers exit 0; else (failed process or None, what happened)."""
-    deadline = time.monotonic() + timeout if timeout else None
-    workers = [p for p in running if p.node.role == "worker"]
-    others = [p for p in running if p.node.role != "worker"]
-    others_done = None
-    while True:
-        if stop.received:
-            return None, "launch was stopped by %s" % stop.received.name
-        for process in running:
-            if process.popen.poll() not in (None, 0):
-                return process, process.describe_exit()
-        if all(p.popen.poll() == 0 for p in workers):
-            _wait_for(others, grace)  # they end when rank 0 tells them; stop_all ends any that does not
-            return None
-        if all(p.popen.poll() == 0 for p in others):  # rank 0 stopped them: the workers are ending too
-            others_done = others_done or time.monotonic()
-            if time.monotonic() > others_done + grace:
-                late = next(p for p in workers if p.popen.poll() is None)
-                return late, "still ran %g s after the scheduler and servers had ended" % grace
-        if deadline is not None and time.monotonic() > deadline:
-            return None, "--timeout %g s passed before the workers finished" % timeout
-        time.sleep(poll)
-
-
-def _wait_for(processes, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and any(p.popen.poll() is None for p in processes):
-        time.sleep(0.1)
-
-
-def stop_all(running, grace=10.0):
-    """SIGTERM every process group, SIGKILL what is left after ``grace`` seconds, and reap them."""
-    alive = [p for p in running if p.popen.poll() is None]
-    for process in alive:
-        _logger.info("launch: stopping %s (pid %d)", process.label, process.popen.pid)
-        process.signal_group(signal.SIGTERM)
-    _wait_for(alive, grace)
-    for process in running:  # also groups whose leader ended: a DataLoader worker may outlive it
-        process.signal_group(signal.SIGKILL)
-    for process in running:
-        try:
-            process.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            _logger.error("launch: %s (pid %d) did not end after SIGKILL", process.label, process.popen.pid)
-
-
-def _report(process, what):
-    if process is None:
-        return "launch: %s; every process was stopped." % what
-    hint = ""
-    if any("bind failed" in line for line in process.tail):
-        hint = " A port is taken: pass another --port (or none, for free ports)."
-    who = process.label + (" (slot %d)" % process.node.slot if process.rank else "")
-    return "launch: %s %s; every other process was stopped.%s Last lines of %s:\n%s" % (
-        who, what, hint, process.log_path, "\n".join("    " + line for line in process.tail))
-
-
-def _write_process_table(running, log_dir):
-    """processes.json: role, slot, pid (= process group), host and log of each process, for operators."""
-    table = [{"role": p.node.role, "slot": p.node.slot, "pid": p.popen.pid,
-              "host": p.node.host.name if p.node.host else None, "log": p.log_path} for p in running]
-    atomic_write_json(os.path.join(log_dir, "processes.json"), table)

@@ -24,7 +24,6 @@ optimizer), which works in the sync modes only: in ``dist_async`` the servers
 hold the optimizer and apply anything pushed to them as a gradient, so there the
 shards may differ by a batch and each worker keeps its own BatchNorm statistics.
 """
-import ctypes
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ import mxnet as mx
 import numpy as np
 
 from ..atomic import atomic_path
+from .. import mxprivate
 from ..errors import UserInputError
 from ..data.lists import ImageList
 
@@ -78,14 +78,10 @@ def create_kvstore(name):
                              "dist_async." % name)
     kv = mx.kv.create(name)
     if is_distributed(kv):
-        _set_barrier_before_exit(kv, False)  # until finish(): a failing worker must not wait for the others
+        # With the barrier at exit (MXNet's default), a worker that fails waits for the others, which
+        # wait for it: the job hangs. Without it, it exits and the launcher stops the rest. Until finish().
+        mxprivate.set_barrier_before_exit(kv, False)
     return kv
-
-
-def _set_barrier_before_exit(kv, wait):
-    # With the barrier (MXNet's default), a worker that fails waits at exit for the others,
-    # which wait for it: the job hangs. Without it, it exits and the launcher stops the rest.
-    mx.base.check_call(mx.base._LIB.MXKVStoreSetBarrierBeforeExit(kv.handle, ctypes.c_int(int(wait))))
 
 
 def finish(kv, net, rank_params=None):
@@ -96,7 +92,7 @@ def finish(kv, net, rank_params=None):
     if rank_params:
         dump_rank_params(net, rank_params, kv)
     if is_distributed(kv):
-        _set_barrier_before_exit(kv, True)
+        mxprivate.set_barrier_before_exit(kv, True)
 
 
 def rank_label(kv):
@@ -132,7 +128,7 @@ def init_keys(kv, keys, arrays):
     """
     kv.init(keys, arrays)
     mx.nd.waitall()
-    kv._barrier()
+    mxprivate.kv_barrier(kv)
 
 
 def gather(kv, value):
@@ -189,13 +185,12 @@ def start_trainer(trainer, net, kv, batch_size, start=(0, 0), epoch_size=1):
         return
     if not is_sync(kv):
         # gluon sets this at the first step; the servers' copy cannot change later
-        trainer._optimizer.rescale_grad = trainer._scale / batch_size
+        trainer.optimizer.rescale_grad = mxprivate.trainer_grad_scale(trainer) / batch_size
         if start != (0, 0):
             _restore_async_schedule(trainer, kv, start, epoch_size)
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()  # dist_async: sends the optimizer to the servers
-    params = [p for p in trainer._params_to_init if not p._deferred_init]
-    keys = [trainer._param2idx[p.name] for p in params]
+    mxprivate.init_trainer_kvstore(trainer)  # dist_async: sends the optimizer to the servers
+    params = [p for p in mxprivate.pending_params(trainer) if not mxprivate.is_deferred(p)]
+    keys = [mxprivate.param_key(trainer, p) for p in params]
     # plain copies: after a forward pass MKL-DNN keeps conv weights in its own layout, which the
     # dist kvstore cannot send (the push fails inside the engine and the key never reaches the server)
     init_keys(kv, keys, [_plain(p.list_data()[0]) for p in params])
@@ -204,7 +199,7 @@ def start_trainer(trainer, net, kv, batch_size, start=(0, 0), epoch_size=1):
         kv.pull(key, out=array, priority=-key)
     for param, array in zip(params, pulled):
         param.set_data(array)
-    trainer._params_to_init = [p for p in trainer._params_to_init if p._deferred_init]
+    mxprivate.set_pending_params(trainer, [p for p in mxprivate.pending_params(trainer) if mxprivate.is_deferred(p)])
     mx.nd.waitall()  # no gradient may reach the servers before every worker holds the start weights
     if is_sync(kv):
         aux = _aux_params(net)
@@ -228,11 +223,11 @@ def end_epoch(net, trainer, train_values):
     Afterwards every worker holds the same model, and the train metrics (history,
     loss weighting) are those of the whole training set. Returns the metric values.
     """
-    kv = trainer._kvstore
+    kv = mxprivate.trainer_kvstore(trainer)
     if is_distributed(kv) and not is_sync(kv):
         # dist_async: the servers count the updates, about epoch_size per epoch; this worker's
         # copy of the optimizer only gives the lr that fit logs
-        optimizer = trainer._optimizer
+        optimizer = trainer.optimizer
         optimizer.num_update += getattr(optimizer.lr_scheduler, "epoch_size", 0)
     if not is_sync(kv):
         return train_values
@@ -269,7 +264,7 @@ def _restore_async_schedule(trainer, kv, start, epoch_size):
     the resumed servers restart the momentum but continue the lr schedule.
     """
     count = start[0] * epoch_size + start[1] * kv.num_workers
-    trainer._optimizer.begin_num_update = trainer._optimizer.num_update = count
+    trainer.optimizer.begin_num_update = trainer.optimizer.num_update = count
     _logger.info("dist_async resume: the lr schedule continues from update %d; momentum restarts (the servers "
                  "held it, and MXNet cannot save it)", count)
 

@@ -1,6 +1,6 @@
 """Early stopping (``--early-stop N``): end the run after N epochs without a new best ``--best-metric``.
 
-"Improvement" is whatever the run's ``BestTracker`` (checkpoints.py) counts as a new
+"Improvement" is whatever the run's ``BestTracker`` (best.py) counts as a new
 best, so the stop and ``{save-name}-best.params`` always agree: the run stops N epochs
 after the epoch whose weights best.params holds. The count is derived from the best
 epoch, which ``--resume`` restores from best.json, so a resumed run keeps counting

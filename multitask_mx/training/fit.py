@@ -4,7 +4,7 @@ import time
 
 from . import distributed, plots, loop as training, weighting
 from . import early_stopping, ema as ema_mod, gradients, phases, rundir
-from .checkpoints import BestTracker
+from .best import BestTracker
 from ..model.finetune import FinetuneConfig, apply_freezing
 from ..errors import UserInputError
 from .metrics import TaskMetrics, summarise

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..data.datasets import BAD_SAMPLE, SHOWN, device_normalize
 from ..devices import split_batch
+from ..mxprivate import loader_dataset
 from .metrics import TaskMetrics, summarise, total_loss
 from .gradients import task_terms
 from .weighting import FixedWeighting
@@ -38,10 +39,10 @@ class MultiTaskLoss:
     second labels and weight.
     """
 
-    def __init__(self, num_classes, weights=None, label_smoothing=0.0, weighting=None, class_weights=None):
+    def __init__(self, num_classes, label_smoothing=0.0, weighting=None, class_weights=None):
         self.num_classes = list(num_classes)
         names = ["task%d" % k for k in range(len(self.num_classes))]
-        self.weighting = weighting if weighting is not None else FixedWeighting(names, weights)
+        self.weighting = weighting if weighting is not None else FixedWeighting(names)
         self.class_weights = list(class_weights) if class_weights else [None] * len(self.num_classes)
         self.label_smoothing = label_smoothing
         self._ce = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=not label_smoothing)
@@ -174,7 +175,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
         if max_batches is not None and done >= max_batches:
             break
         if cfg.skip_bad:
-            skipped += _log_bad_samples(batch, loader._dataset, skipped)
+            skipped += _log_bad_samples(batch, loader_dataset(loader), skipped)
         train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng, done + 1)
         done += 1
         seen += batch[0].shape[0]
@@ -192,7 +193,7 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     if skipped > SHOWN:
         _logger.warning("epoch %d: skipped %d unreadable image(s), the first %d named above", epoch, skipped, SHOWN)
     if cfg.skip_bad:  # the only way the preflight leaves images out
-        skipped += loader._dataset.image_list.skipped
+        skipped += loader_dataset(loader).image_list.skipped
     return values, seen / max(time.time() - tic, 1e-9), skipped
 
 
@@ -249,8 +250,8 @@ def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress
     metrics.reset()
     skipped = 0
     for batch in _progress(loader, progress_bar, "validation"):
-        if getattr(loader._dataset, "skip_bad", False):
-            skipped += _log_bad_samples(batch, loader._dataset, skipped)
+        if getattr(loader_dataset(loader), "skip_bad", False):
+            skipped += _log_bad_samples(batch, loader_dataset(loader), skipped)
         parts, valids = split_batch(batch[:2], ctxs)
         for d, ((x, y), v) in enumerate(zip(parts, valids)):
             outputs = net(device_normalize(x, normalization))

@@ -8,6 +8,7 @@ its own head's answer equals the answer implied by its source task's head, found
 summing the source head's class probabilities over the classes that derive to each
 derived class (for ``label > 0``: 1 - p(class 0) against p(class 0)).
 """
+import argparse
 from typing import Sequence
 
 import mxnet as mx
@@ -15,7 +16,6 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..data.tasks import agreement_pairs
-from ..flagtypes import positive_int
 
 # rows of the on-device sums, one column per task
 _LOSS, _CORRECT, _COUNT, _TOPK, _AGREE = range(5)
@@ -46,6 +46,8 @@ class TaskMetrics:
         Agreement is only reported for validation: training passes agreement=False and
         saves its ops on every batch.
         """
+        if isinstance(top_k, (list, tuple)):  # the parsed --top-k flag
+            top_k = train_top_k(top_k)
         if top_k is not None and top_k < 1:
             raise UserInputError("--top-k %d: give 1 or more." % top_k)
         pairs = agreement_pairs(tasks) if agreement else []
@@ -54,7 +56,6 @@ class TaskMetrics:
     def reset(self):
         """Start a new accumulation (epoch or validation pass)."""
         self._sums = [mx.nd.zeros((5, len(self.task_names)), ctx=c) for c in self.ctxs]
-        self.samples = 0
 
     def update(self, device_index, outputs, labels, masks, losses):
         """Add one device's batch slice: lists over tasks of logits, labels, 0/1 masks, losses."""
@@ -122,8 +123,36 @@ def total_loss(values):
     return float(np.nansum([v["loss"] for v in values.values()]))
 
 
+def top_k_values(text):
+    """argparse type of ``--top-k K[,K]``: '1,5' -> [1, 5] (sorted, each 1 or more)."""
+    try:
+        ks = sorted({int(v) for v in str(text).split(",") if v.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError("%r: give whole numbers of 1 or more, e.g. 5 or 1,5" % text)
+    return ks
+
+
+def add_top_k_flag(group, default, what):
+    """``--top-k K[,K]``: which top-k accuracies to report, declared once for train and evaluate."""
+    group.add_argument("--top-k", type=top_k_values, default=default, metavar="K[,K]",
+                       help="top-K accuracy: a prediction counts as right when the label is among the K most "
+                            "probable classes (tasks with more than K classes only); %s" % what)
+
+
+def train_top_k(ks):
+    """The one K that training tracks (as 'topk' in history.json and for --best-metric val-topk:<task>), or None."""
+    if not ks:
+        return None
+    if len(ks) > 1:
+        raise UserInputError("--top-k %s: training reports one top-k accuracy ('topk' in history.json); give one "
+                             "K, such as --top-k %d. `multitask-mx evaluate --top-k %s` reports several."
+                             % (",".join(map(str, ks)), ks[-1], ",".join(map(str, ks))))
+    return ks[0]
+
+
 def add_arguments(parser):
     """Metric flags."""
     group = parser.add_argument_group("metrics")
-    group.add_argument("--top-k", type=positive_int, default=None, metavar="K",
-                       help="also report top-K accuracy (as 'topk') for tasks with more than K classes")
+    add_top_k_flag(group, None, "train reports one K, as 'topk' in the log and history.json")

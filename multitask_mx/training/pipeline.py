@@ -16,10 +16,12 @@ from ..data import augment, augment_presets, datasets as data, tasks as tasks_mo
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
-from . import early_stopping, gradients, tensorboard
+from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
 from . import phases
 from . import rundir
-from .checkpoints import CheckpointSaver, load_trainer_states
+from .best import BestTracker
+from .checkpoints import CheckpointSaver
+from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
@@ -197,7 +199,7 @@ def resolve_train_dtype(args, ctxs, tasks, image_shape):
     if args.dtype != "auto":
         return args.dtype
     classic = args.model and not args.model.endswith(".params")
-    spec = model.resolve_trunk(args.network, args.model, args.epoch, args.normalization)[0] if classic else \
+    spec = model.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
         model.TrunkSpec(network=args.network or "resnet50_v1")
     return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
                                    args.batch_size)
@@ -259,12 +261,32 @@ def make_loaders(args, train_set, val_set, threads, pin_memory=False):
     return train_loader, val_loader
 
 
-def train(args):
-    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
+def validate_train_config(args):
+    """Check every train flag that can be checked without the lists or the network; UserInputError if not.
 
-    The stages in order: lists and tasks, the network (fresh or resumed), loaders,
-    trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
+    Runs first in ``train``, so a wrong flag is reported in a second, not after the
+    lists are read, the images checked and the network built. Each stage's own
+    config check runs here once (and again where the stage uses it, which is cheap).
     """
+    parse_image_shape(args.image_shape)
+    tasks_mod.parse_num_classes(args.num_classes)
+    augment_presets.check_flags(args)
+    augment.preview_settings(args)
+    FinetuneConfig.from_args(args)
+    early_stopping.check_args(args)
+    gradients.GradientConfig.from_args(args)
+    tensorboard.require_tensorboardx(args)
+    weighting.WeightingConfig.from_args(args)
+    BestTracker.check_form(args.best_metric)
+    metrics_mod.train_top_k(args.top_k)
+    # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
+    ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
+    if args.lr == "auto":
+        lr_finder.FinderConfig.from_args(args)
+
+
+def open_run(args):
+    """Before any data: the kvstore, the run directory and its log, the seed, the devices; returns (kv, ctxs)."""
     kv = distributed.create_kvstore(args.kv_store)
     check_save_result(args, kv)
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
@@ -273,15 +295,41 @@ def train(args):
     phases.start()  # logs the start-up (interpreter, imports) to train.log
     _runtime.log_thread_settings()
     _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
-    FinetuneConfig.from_args(args)  # contradicting flags stop here, before any work
-    gradients.GradientConfig.from_args(args)
-    tensorboard.require_tensorboardx(args)
-    early_stopping.check_args(args)
     seed_everything(args.seed)
-    image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
+    return kv, ctxs
+
+
+def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
+    """The trainer, ready to step: AMP, kvstore keys, and for a resumed run its optimizer states.
+
+    ``sizes`` is (updates per epoch, the size of every batch); returns (trainer, (epoch, batches done)).
+    """
+    epoch_size, batch_size = sizes
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr)
+    if args.dtype == "float16":
+        from mxnet.contrib import amp
+        amp.init_trainer(trainer)
+    start = (point[0], point[3]) if point else (0, 0)
+    distributed.start_trainer(trainer, net, kv, batch_size, start, epoch_size)  # before the states
+    if point is not None:
+        load_trainer_states(trainer, point[2])
+        # the update count comes from the states; the schedule from today's flags
+        trainer.optimizer.lr_scheduler = schedule
+    return trainer, start
+
+
+def train(args):
+    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
+
+    The stages in order: lists and tasks, the network (fresh or resumed), loaders,
+    trainer, then ``fit``. ``multitask_mx.train(**flags)`` builds ``args`` from keywords.
+    """
+    validate_train_config(args)
+    kv, ctxs = open_run(args)
+    image_shape = parse_image_shape(args.image_shape)
 
     phases.switch("lists")
     gpus = sum(c.device_type == "gpu" for c in ctxs)
@@ -309,16 +357,8 @@ def train(args):
     base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
         args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None),
         saver.read_config().get("lr") if point else None)
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, loss_fn.params(), base_lr)
-    if args.dtype == "float16":
-        from mxnet.contrib import amp
-        amp.init_trainer(trainer)
-    start = (point[0], point[3]) if point else (0, 0)
-    distributed.start_trainer(trainer, net, kv, min(args.batch_size, len(train_set)), start, epoch_size)  # before the states
-    if point is not None:
-        load_trainer_states(trainer, point[2])
-        # the update count comes from the states; the schedule from today's flags
-        trainer._optimizer.lr_scheduler = schedule
+    trainer, start = start_trainer(args, net, kv, (epoch_size, min(args.batch_size, len(train_set))),
+                                   loss_fn.params(), base_lr, point)
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,

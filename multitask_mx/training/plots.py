@@ -73,6 +73,11 @@ def _plot_split_lines(ax, history, tasks, key):
 
 def plot_curves(history, path):
     """Train/val loss and per-task accuracy against epoch, the lr, and task-gradient cosines if measured, into one PNG."""
+    return _save(curves_figure(history), path)
+
+
+def curves_figure(history):
+    """The Figure of ``plot_curves``: axes loss, accuracy, lr (and gradient cosines); one line per task and split."""
     has_grads = any(r.get("grad_cosine") for r in history)
     fig = _figure((CURVES_SIZE[0] * 4 // 3, CURVES_SIZE[1]) if has_grads else CURVES_SIZE)
     axes = fig.subplots(1, 4 if has_grads else 3)
@@ -92,7 +97,7 @@ def plot_curves(history, path):
     lr_ax.set_xlabel("epoch")
     lr_ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _plot_gradient_cosines(ax, history):
@@ -113,6 +118,11 @@ def _plot_gradient_cosines(ax, history):
 
 def plot_lr_schedule(lrs_by_update, epoch_size, path):
     """The lr of every update (``lrs_by_update[i]`` is update i+1) against epochs, into a PNG."""
+    return _save(lr_schedule_figure(lrs_by_update, epoch_size), path)
+
+
+def lr_schedule_figure(lrs_by_update, epoch_size):
+    """The Figure of ``plot_lr_schedule``: one line, one point per update, x in epochs."""
     fig = _figure(LR_PLOT_SIZE)
     ax = fig.subplots()
     lrs = np.asarray(lrs_by_update, dtype=np.float64)
@@ -124,7 +134,7 @@ def plot_lr_schedule(lrs_by_update, epoch_size, path):
         ax.set_title("learning rate: %.3g to %.3g, max %.3g" % (lrs[0], lrs[-1], lrs.max()))
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def augmentation_grid(images, cols):
@@ -155,6 +165,11 @@ def plot_augmentation_grid(images_uint8_list, path, cols=8):
 
 def plot_lr_finder(lrs, losses, smoothed, suggestion, path):
     """The lr range test: raw and smoothed loss against lr (log axis), the suggested lr marked, into a PNG."""
+    return _save(lr_finder_figure(lrs, losses, smoothed, suggestion), path)
+
+
+def lr_finder_figure(lrs, losses, smoothed, suggestion):
+    """The Figure of ``plot_lr_finder``: loss points, the smoothed curve and the suggestion's vertical line."""
     fig = _figure(LR_PLOT_SIZE)
     ax = fig.subplots()
     finite = [(lr, v) for lr, v in zip(lrs, losses) if math.isfinite(v)]
@@ -172,4 +187,4 @@ def plot_lr_finder(lrs, losses, smoothed, suggestion, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

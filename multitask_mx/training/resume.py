@@ -30,11 +30,11 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
         return net, trunk_spec, saved["normalization"], point
     weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
     trunk_spec, normalization, classic_params = model.resolve_trunk(
-        args.network, weights, args.epoch, args.normalization)
+        args.network, weights, args.model_epoch, args.normalization)
     net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
                           defer=bool(weights))  # the weights come next: not drawn at random first
     if weights:
-        model.load_pretrained_trunk(net, weights, trunk_spec, classic_params)
+        model.load_pretrained_trunk(net, weights, classic_params)
     else:
         _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
     return net, trunk_spec, normalization, None
@@ -48,13 +48,13 @@ def check_save_result(args, kv):
 
 
 def continues_run(args):
-    """--resume, or --model SAVE_RESULT/SAVE_NAME --epoch N (the original's way to continue a run)."""
+    """--resume, or --model SAVE_RESULT/SAVE_NAME --model-epoch N (the original's way to continue a run)."""
     own_prefix = os.path.join(args.save_result, args.save_name)
     return bool(args.resume or (args.model and os.path.abspath(args.model) == os.path.abspath(own_prefix)))
 
 
 def find_resume_point(args, saver):
-    """Where --resume (or --model SAVE_PREFIX --epoch N, the original's way) continues from."""
+    """Where --resume (or --model SAVE_PREFIX --model-epoch N, the original's way) continues from."""
     own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(saver.prefix)
     if not (args.resume or own_prefix):
         return None
@@ -63,11 +63,12 @@ def find_resume_point(args, saver):
                              "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
     point = saver.resume_point()
     if own_prefix and not args.resume:
-        if not os.path.exists(saver.params_file(args.epoch)):
-            raise UserInputError("--model %s --epoch %d: no such checkpoint; saved epochs: %s"
-                                 % (args.model, args.epoch, saver.saved_epochs() or "none"))
-        point = (args.epoch, saver.params_file(args.epoch), saver.states_file(args.epoch), 0)
-        saver.history = [r for r in saver.history if r["epoch"] <= args.epoch]
+        epoch = args.model_epoch
+        if not os.path.exists(saver.params_file(epoch)):
+            raise UserInputError("--model %s --model-epoch %d: no such checkpoint; saved epochs: %s"
+                                 % (args.model, epoch, saver.saved_epochs() or "none"))
+        point = (epoch, saver.params_file(epoch), saver.states_file(epoch), 0)
+        saver.history = [r for r in saver.history if r["epoch"] <= epoch]
     if point is None:
         _logger.info("--resume: no finished epoch in %s yet; starting from the beginning", saver.save_dir)
     return point

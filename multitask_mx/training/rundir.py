@@ -24,7 +24,7 @@ _NOT_TRAINED_YET = {LOG_FILE, CURVES_FILE, "config.json", model.TRUNK_SYMBOL_FIL
 def check_save_result(save_result, save_name, writer, continuing, overwrite):
     """Refuse an unwritable --save-result, or one holding a run that this one would mix with.
 
-    ``continuing``: --resume (or --model SAVE_PREFIX --epoch N) continues the run there.
+    ``continuing``: --resume (or --model SAVE_PREFIX --model-epoch N) continues the run there.
     ``writer``: False on distributed ranks other than 0 (rank 0 alone deletes files for --overwrite) and
     for --plot-lr/--preview-augmentation, which write no checkpoint.
     """

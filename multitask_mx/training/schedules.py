@@ -81,10 +81,11 @@ class ScheduleConfig:
     cycle_decay: float = 1.0
 
     @classmethod
-    def from_args(cls, args, base_lr=None):
+    def from_args(cls, args, base_lr=None, log=True):
         """The config from parsed flags, checked (UserInputError naming the flag).
 
         ``base_lr`` is the resolved lr when --lr is not a number (not given, or "auto").
+        ``log``: also log doubtful but valid settings (off for the early check of all flags).
         """
         if base_lr is None:
             base_lr = args.lr
@@ -98,10 +99,12 @@ class ScheduleConfig:
                   lr_min=args.lr_min, power=args.lr_power, cycle_epochs=args.cycle_epochs,
                   cycle_decay=args.cycle_decay)
         cfg.check()
+        if log:
+            cfg.log_doubts()
         return cfg
 
     def check(self):
-        """Raise UserInputError for values no schedule can use; log doubtful ones."""
+        """Raise UserInputError for values no schedule can use."""
         if self.name not in SCHEDULES:
             raise UserInputError("--lr-scheduler %r: choose one of %s." % (self.name, ", ".join(sorted(SCHEDULES))))
         _require(self.base_lr > 0, "--lr %g: the learning rate must be positive." % self.base_lr)
@@ -116,6 +119,9 @@ class ScheduleConfig:
                  % self.cycle_epochs)
         _require(0 < self.cycle_decay <= 1, "--cycle-decay %g: give a factor in (0, 1]; 1 keeps every "
                  "cycle's peak at --lr." % self.cycle_decay)
+
+    def log_doubts(self):
+        """Log settings that are valid but probably not meant."""
         if self.warmup_epochs >= self.num_epoch:
             _logger.warning("--warmup-epochs %g covers the whole run (--num-epoch %d)",
                             self.warmup_epochs, self.num_epoch)

@@ -37,7 +37,6 @@ _logger = logging.getLogger(__name__)
 
 BEST = "best"
 WEIGHTS = ("raw", "ema")  # --weights: the trained weights, or their moving average (train --ema)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -335,19 +334,6 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
     if len(failed) > SHOWN:
         _logger.warning("%d image(s) of %d not predicted, the first %d named above", len(failed), len(paths), SHOWN)
     return Predictions(paths, log_probs, failed)
-
-
-def find_image_files(folder, extensions=IMAGE_EXTENSIONS, recursive=True):
-    """Image files under ``folder`` (by extension, case-insensitive), sorted; hidden entries skipped."""
-    extensions = tuple(e.lower() for e in extensions)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.join(dirpath, f) for f in filenames
-                  if not f.startswith(".") and f.lower().endswith(extensions)]
-        if not recursive:
-            break
-    return sorted(found)
 
 
 def _epoch_flag(text):

@@ -4,6 +4,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..flagtypes import DeprecatedAlias, positive_int
+
 
 @dataclass
 class Item:
@@ -48,3 +50,11 @@ def prediction_rows(model, items, predictions, k):
             row["tasks"] = top_classes(model, [p[n] for p in probs], k)
         rows.append(row)
     return rows
+
+
+def add_show_flag(group, what):
+    """``--show N``: classes shown per task, declared once for predict and serve (``--top-k`` its old name)."""
+    group.add_argument("--show", type=positive_int, default=3, metavar="N",
+                       help="classes %s per task, most probable first" % what)
+    group.add_argument("--top-k", dest="show", type=positive_int, action=DeprecatedAlias, new_flag="--show",
+                       note="--top-k means top-k accuracy in train and evaluate")
