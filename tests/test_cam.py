@@ -89,7 +89,7 @@ def test_the_cut_network_computes_what_the_whole_one_does(classic_checkpoint, tm
     spec = network.TrunkSpec(network="symbol:x", symbol_json=features.tojson(), input_name=input_name)
     tasks = [Task("a", 3, 0), Task("b", 2, 1)]
     net = network.build_net(spec, tasks, [mx.cpu()], (3, 64, 64), defer=True)
-    network.load_pretrained_trunk(net, classic_checkpoint, spec, params)
+    network.load_pretrained_trunk(net, classic_checkpoint, params)
     net.hybridize()
     x = mx.nd.random.uniform(-1, 1, (2, 3, 64, 64))
     expected = [o.asnumpy() for o in net(x)]
