@@ -18,6 +18,9 @@ GluonCV-style .params (`features.*` names, no output layer), then `--model FILE.
 classes 5-9 against the same run from scratch, same budget and flags.
 
     python benchmarks/bench_learning.py                  # full run (1 seed; --seeds 1,2 for two)
+    python benchmarks/bench_learning.py --datasets mnist5k --keep-runs /tmp/bl &   # split over processes,
+    python benchmarks/bench_learning.py --datasets fashion --keep-runs /tmp/bl;     # then assemble:
+    python benchmarks/bench_learning.py --reuse --keep-runs /tmp/bl
     python benchmarks/bench_learning.py --smoke          # each kind of run once, tiny, first dataset: CI
     python benchmarks/bench_learning.py --recipes default,tuned --datasets mnist5k
 
@@ -327,7 +330,12 @@ def main(argv=None):
                "missing": missing, "recipes": {r: runner.flags(r) for r in RECIPES}, "train_has_augment": modern,
                "base_flags": BASE, "seeds": args.seed_list, "val_per_class": args.val_per_class,
                "metric": "last epoch's val accuracy of task 'label' (mean over seeds)", "runs": runner.runs}
-    common.write_result("bench_learning", figures)
+    notes = None
+    if args.reuse:
+        notes = ("runs found under %s were read, not retrained (--reuse): they were trained by earlier invocations "
+                 "of this script with the same flags, split by --datasets; each run's own command is in runs[]"
+                 % args.keep_runs)
+    common.write_result("bench_learning", figures, notes=notes)
     if not args.keep_runs:
         shutil.rmtree(runner.work, ignore_errors=True)  # checkpoints of every run: tens of MB
 
