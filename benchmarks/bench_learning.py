@@ -83,6 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--keep-runs", metavar="DIR", help="keep every run's folder under DIR")
     p.add_argument("--reuse", action="store_true",
                    help="read runs already finished under --keep-runs instead of training them again")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="like --reuse, but train nothing: runs not found are left out of the tables")
     p.add_argument("--smoke", action="store_true", help="10 images per class, 1 epoch, one seed: CI")
     args = p.parse_args(argv)
     if args.smoke:
@@ -132,6 +134,9 @@ class Runner:
             print("  %-44s val acc %.3f  (reused)" % (tag, record["val_acc"]), file=sys.stderr, flush=True)
             self.runs.append(record)
             return record, out
+        if self.args.reuse_only:
+            print("  %-44s not found under %s: left out (--reuse-only)" % (tag, self.work), file=sys.stderr)
+            return None, out
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         seconds = time.time() - t0
@@ -160,7 +165,7 @@ class Runner:
         The folder's name says the recipe: use a fresh --keep-runs folder after changing train's defaults.
         """
         history, config = os.path.join(out, "history.json"), os.path.join(out, "config.json")
-        if not (self.args.reuse and os.path.exists(history) and os.path.exists(config)):
+        if not ((self.args.reuse or self.args.reuse_only) and os.path.exists(history) and os.path.exists(config)):
             return None
         with open(config) as f:
             saved = json.load(f).get("args", {})
@@ -191,8 +196,10 @@ def quality(runner, data, name, args):
     for per_class, epochs in args.budget_list:
         key = "%dx%d" % (per_class * 10, epochs)
         train = data.lst("train", range(10), per_class)
-        table[key] = {r: [runner.train("%s-%s-%s-s%d" % (name, key, r, s), train, val, epochs, r, s)[0]["val_acc"]
-                          for s in args.seed_list] for r in args.recipe_list}
+        records = {r: [runner.train("%s-%s-%s-s%d" % (name, key, r, s), train, val, epochs, r, s)[0]
+                       for s in args.seed_list] for r in args.recipe_list}
+        # a recipe without runs (--reuse-only) is left out of the row, not counted as 0
+        table[key] = {r: [x["val_acc"] for x in rs if x] for r, rs in records.items() if any(rs)}
     return table
 
 
@@ -220,8 +227,10 @@ def finetune(runner, data, name, args):
     """Fine-tune a trunk pretrained on classes 0-4 against scratch on classes 5-9, same budget and flags."""
     first, second = range(5), range(5, 10)
     per_class, epochs = budget(args.pretrain)
-    _, out = runner.train("%s-pretrain-0to4" % name, data.lst("train", first, per_class),
-                          data.lst("val", first, args.val_per_class), epochs, "tuned", args.seed_list[0])
+    pretrained, out = runner.train("%s-pretrain-0to4" % name, data.lst("train", first, per_class),
+                                   data.lst("val", first, args.val_per_class), epochs, "tuned", args.seed_list[0])
+    if pretrained is None:  # --reuse-only and no trunk
+        return None
     trunk = gluoncv_params(os.path.join(out, "multitask-best.params"),
                            os.path.join(runner.work, "%s-trunk-0to4.params" % name))
     per_class, epochs = budget(args.finetune)
@@ -231,10 +240,13 @@ def finetune(runner, data, name, args):
         row = {"scratch": [], "finetune": []}
         for s in args.seed_list:
             tag = "%s-5to9-%dx%d-%s-s%d" % (name, per_class * 5, epochs, recipe, s)
-            row["scratch"].append(runner.train(tag + "-scratch", train, val, epochs, recipe, s)[0]["val_acc"])
-            row["finetune"].append(runner.train(tag + "-finetune", train, val, epochs, recipe, s,
-                                                ["--model", trunk])[0]["val_acc"])
-        table[recipe] = row
+            scratch = runner.train(tag + "-scratch", train, val, epochs, recipe, s)[0]
+            tuned = runner.train(tag + "-finetune", train, val, epochs, recipe, s, ["--model", trunk])[0]
+            if scratch and tuned:  # --reuse-only: a pair or nothing
+                row["scratch"].append(scratch["val_acc"])
+                row["finetune"].append(tuned["val_acc"])
+        if row["scratch"]:
+            table[recipe] = row
     return {"budget": "%dx%d" % (per_class * 5, epochs), "pretrain": args.pretrain, "recipes": table}
 
 
@@ -259,7 +271,7 @@ def table_rows(results, recipes):
             out = dict({"dataset": name, "budget": key}, **means)
             presets = {r: v for r, v in means.items() if r in PRESET_RECIPES}
             others = [v for r, v in means.items() if r != "default"]
-            if "default" in means and presets:
+            if "default" in means and len(presets) == len(PRESET_RECIPES):  # the check needs every preset
                 best = max(presets, key=presets.get)
                 out["best_preset"], out["best_preset_acc"] = best, presets[best]
                 out["default_within_0.02"] = "yes" if means["default"] >= presets[best] - 0.02 else "no"
@@ -285,7 +297,7 @@ def print_tables(results, args):
     for row in quality:
         cells = results[row["dataset"]]["quality"][row["budget"]]
         print("| %s | %s | %s | %s | %s | %s |" % (
-            row["dataset"], row["budget"], " | ".join(fmt(cells[r]) for r in args.recipe_list),
+            row["dataset"], row["budget"], " | ".join(fmt(cells[r]) if r in cells else "-" for r in args.recipe_list),
             row.get("best_preset", "-"), row.get("default_within_0.02", "-"),
             "%+.3f" % row["default_minus_best_other"] if "default_minus_best_other" in row else "-"))
     print("\n| dataset | classes 5-9, images x epochs | recipe | scratch | fine-tune from classes 0-4 | beats scratch |")
@@ -331,7 +343,7 @@ def main(argv=None):
                "base_flags": BASE, "seeds": args.seed_list, "val_per_class": args.val_per_class,
                "metric": "last epoch's val accuracy of task 'label' (mean over seeds)", "runs": runner.runs}
     notes = None
-    if args.reuse:
+    if args.reuse or args.reuse_only:
         notes = ("runs found under %s were read, not retrained (--reuse): they were trained by earlier invocations "
                  "of this script with the same flags, split by --datasets; each run's own command is in runs[]"
                  % args.keep_runs)
