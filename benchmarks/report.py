@@ -52,8 +52,11 @@ LAYOUTS = {
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
     "bench_learning": ("Learning quality: held-out `label` accuracy, train's defaults against other recipes", "rows",
                        [("dataset", "dataset"), ("budget", "train images x epochs"), ("default", "default flags"),
-                        ("none", "--augment none"), ("original", "original's recipe"), ("tuned", "tuned"),
-                        ("default_within_0.02", "default within 0.02 of best")]),
+                        ("none", "--augment none"), ("light", "--augment light"),
+                        ("standard", "--augment standard"), ("original", "original's recipe"), ("tuned", "tuned"),
+                        ("best_preset", "best preset"),
+                        ("default_within_0.02", "default within 0.02 of best preset"),
+                        ("default_minus_best_other", "default - best of all")]),
 }
 # Accuracy does not depend on how busy the cores were (only the run time does): published under load too,
 # with a note. These results have their own block (<!-- bench:start bench_learning -->), not the speed one.
