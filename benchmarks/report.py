@@ -94,6 +94,8 @@ def _rows(record, where):
 def machine_line(record):
     """'AMD EPYC, 2 usable cores, 23.5 GB; AVX-512: no, AMX: no' from a record's machine."""
     m = record.get("machine", {})
+    if not isinstance(m, dict):  # a hand-made or older result: its machine as written there
+        return str(m)
     flags = m.get("flags", {})
     isa = [name for name in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if flags.get(name)]
     return "%s, %s usable of %s cores, %s GB, CPU flags: %s" % (
