@@ -63,10 +63,19 @@ def collect_inputs(inputs, image_root, extensions):
     return items
 
 
+def answer_text(answer):
+    """One task's answer as a table cell: 'class prob; ...', a value, or the attributes with their probabilities."""
+    if isinstance(answer, dict):  # regress
+        return "%.4g" % answer["value"]
+    if answer and "attribute" in answer[0]:  # multilabel: present ones marked with +
+        return " ".join("%s%s %.2f" % ("+" if a["present"] else "-", a["attribute"], a["prob"]) for a in answer)
+    return "; ".join("%s %.3f" % (c["class"], c["prob"]) for c in answer)
+
+
 def table_text(model, rows):
-    """Fixed-width table: one line per image, one column per task ('class prob, ...')."""
-    cells = [[r["path"]] + (["; ".join("%s %.3f" % (c["class"], c["prob"]) for c in r["tasks"][t])
-                             for t in model.task_names] if "tasks" in r else ["ERROR: " + r["error"]])
+    """Fixed-width table: one line per image, one column per task ('class prob, ...', a value, attributes)."""
+    cells = [[r["path"]] + ([answer_text(r["tasks"][t]) for t in model.task_names]
+                            if "tasks" in r else ["ERROR: " + r["error"]])
              for r in rows]
     header = ["image"] + model.task_names
     widths = [max(len(c[i]) for c in cells + [header] if i < len(c)) for i in range(len(header))]
@@ -77,18 +86,27 @@ def table_text(model, rows):
 
 
 def csv_text(rows):
-    """Long CSV: path, line, task, rank, class_index, class, probability, error."""
+    """Long CSV: path, line, task, rank, class_index, class, probability, error, value.
+
+    A regress task gives one row with its ``value``; a multilabel task one row per
+    attribute (class = the attribute, value = 1 if present at probability 0.5, else 0).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "line", "task", "rank", "class_index", "class", "probability", "error"])
+    writer.writerow(["path", "line", "task", "rank", "class_index", "class", "probability", "error", "value"])
     for r in rows:
         line = r.get("line", "")
         if "error" in r:
-            writer.writerow([r["path"], line, "", "", "", "", "", r["error"]])
+            writer.writerow([r["path"], line, "", "", "", "", "", r["error"], ""])
             continue
-        for task, classes in r["tasks"].items():
-            for rank, c in enumerate(classes, start=1):
-                writer.writerow([r["path"], line, task, rank, c["index"], c["class"], "%.6g" % c["prob"], ""])
+        for task, answer in r["tasks"].items():
+            if isinstance(answer, dict):
+                writer.writerow([r["path"], line, task, 1, "", "", "", "", "%.6g" % answer["value"]])
+                continue
+            for rank, c in enumerate(answer, start=1):
+                value = int(c["present"]) if "present" in c else ""
+                writer.writerow([r["path"], line, task, rank, c["index"], c.get("class", c.get("attribute")),
+                                 "%.6g" % c["prob"], "", value])
     return out.getvalue()
 
 
