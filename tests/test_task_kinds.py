@@ -22,7 +22,7 @@ from multitask_mx.training.loop import MultiTaskLoss
 from multitask_mx.training.metrics import TaskMetrics
 
 TYPES = "regress,class,class,multilabel:3"
-SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "16", "--lr", "0.05",
+SMALL = ["--network", "cifar_resnet20_v1", "--image-shape", "3,32,32", "--batch-size", "16", "--lr", "0.02",
          "--data-nthreads", "0", "--quiet", "--seed", "1", "--no-augment"]  # crops would change the size = target
 
 
@@ -145,10 +145,10 @@ def test_histogram_average_precision_matches_exact():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    """regress + two softmax + multilabel:3 + a derived task, uncertainty weighting, pos weights: 8 epochs."""
+    """regress + two softmax + multilabel:3 + a derived task, pos weights: 8 epochs."""
     save = str(data["tmp"] / "run")
     run_cli("train", "--data-train", data["train"], "--data-val", data["val"], "--task-types", TYPES,
-            "--derived-task", "blue=colour==2", "--loss-weighting", "uncertainty", "--pos-weight", "auto",
+            "--derived-task", "blue=colour==2", "--pos-weight", "auto",
             "--num-epoch", "8", "--save-result", save, *SMALL)
     return save
 
@@ -199,3 +199,47 @@ def test_evaluate_and_predict_report_per_kind(data, trained, tmp_path):
     assert tasks["colour"][0]["class"] in ("0", "1", "2")
     table = run_cli("predict", image, "--save-result", trained).stdout
     assert "dot" in table and "age" in table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa"])
+def test_lst_kinds_with_learned_and_dynamic_weights(data, tmp_path, weighting):
+    """The same data as a .lst (empty age = unknown), l1 regression, 2 short epochs: every task has finite losses."""
+    lst = tmp_path / "train.lst"
+    root = os.path.dirname(data["train"])
+    with open(lst, "w") as f:
+        for i, row in enumerate(read_csv(data["train"])[:48]):
+            labels = [row[c] for c in ("age", "colour", "shape", "dot", "frame", "bar")]
+            f.write("%d\t%s\t%s\n" % (i, "\t".join(labels), row["path"]))
+    save = str(tmp_path / "run")
+    run_cli("train", "--data-train", str(lst), "--image-train", root, "--task-types", TYPES, "--task-names",
+            "age,colour,shape,marks", "--regress-loss", "l1", "--loss-weighting", weighting, "--num-epoch", "2",
+            "--save-result", save, *SMALL)
+    history = json.load(open(os.path.join(save, "history.json")))
+    train = history[-1]["train"]
+    assert set(train) == {"age", "colour", "shape", "marks"}
+    assert all(math.isfinite(v["loss"]) for v in train.values())
+    assert "mae" in train["age"] and "map" in train["marks"] and "acc" in train["colour"]
+    assert train["age"]["count"] == sum(1 for r in read_csv(data["train"])[:48] if r["age"])
+    config = json.load(open(os.path.join(save, "config.json")))
+    assert config["tasks"][3]["attributes"] == ["marks1", "marks2", "marks3"]
+
+
+@pytest.mark.slow
+def test_export_bakes_in_the_regression_scale(trained, tmp_path):
+    out = str(tmp_path / "export")
+    proc = run_cli("export", "--save-result", trained, "--out", out)
+    diff = float(proc.stdout.split("max difference to the trained model ")[1].split(")")[0])
+    assert diff < 1e-3
+    info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
+    kinds = {o["task"]: o["kind"] for o in info["outputs"]}
+    assert kinds["age"].startswith("value (mean") and kinds["attributes"].startswith("sigmoid")
+    assert kinds["colour"] == "softmax probabilities"
+    block = mx.gluon.SymbolBlock.imports(os.path.join(out, "multitask-symbol.json"), ["data"],
+                                         os.path.join(out, "multitask-0000.params"))
+    outputs = block(mx.nd.zeros((1, 3, 32, 32)))
+    names = [o["task"] for o in info["outputs"]]
+    age = outputs[names.index("age")].asnumpy()
+    assert age.shape == (1, 1) and 0 < age[0, 0] < 120  # in years, not standardised
+    attributes = outputs[names.index("attributes")].asnumpy()
+    assert attributes.shape == (1, 3) and ((attributes > 0) & (attributes < 1)).all()

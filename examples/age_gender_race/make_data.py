@@ -37,12 +37,12 @@ def draw(age, colour, shape, attributes, rng, size=48):
         points = np.array([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], np.int32)
         cv2.fillPoly(img, [points], paint)
     dot, frame, bar = attributes
-    if dot:
-        cv2.circle(img, (size // 8, size // 8), max(2, size // 14), (255, 255, 255), -1)
+    if dot:  # attributes big enough to be seen at 32 px
+        cv2.circle(img, (size // 6, size // 6), max(3, size // 9), (255, 255, 255), -1)
     if frame:
-        cv2.rectangle(img, (0, 0), (size - 1, size - 1), (0, 255, 255), max(1, size // 24))
+        cv2.rectangle(img, (0, 0), (size - 1, size - 1), (0, 255, 255), max(2, size // 14))
     if bar:
-        cv2.rectangle(img, (0, size - size // 8), (size - 1, size - 1), (20, 20, 20), -1)
+        cv2.rectangle(img, (0, size - size // 6), (size - 1, size - 1), (20, 20, 20), -1)
     return img
 
 

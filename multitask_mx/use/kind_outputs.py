@@ -32,3 +32,31 @@ def head_outputs(outputs, tasks=None):
 def is_value(task):
     """True for a task whose outputs are values, which flip TTA averages as they are (not as probabilities)."""
     return task is not None and task.kind == "regress"
+
+
+def output_symbol(logits, task, name):
+    """The exported output of one head: softmax probabilities, the de-standardised value, or sigmoids."""
+    if task.kind == "regress":  # value = standardised output * std + mean, baked into the graph
+        scaled = mx.sym._internal._mul_scalar(logits, scalar=task.std)  # scalar ops: ONNX has them
+        return mx.sym._internal._plus_scalar(scaled, scalar=task.mean, name=name)
+    if task.kind == "multilabel":
+        return mx.sym.sigmoid(logits, name=name)
+    return mx.sym.softmax(logits, axis=-1, name=name)
+
+
+def output_arrays(outputs, tasks):
+    """What output_symbol gives, computed from the network's NDArray outputs (numpy arrays per task)."""
+    out = []
+    for o, task in zip(outputs, tasks):
+        if task.kind == "regress":
+            out.append((o * task.std + task.mean).asnumpy())
+        else:
+            out.append((mx.nd.sigmoid(o) if task.kind == "multilabel" else mx.nd.softmax(o, axis=-1)).asnumpy())
+    return out
+
+
+def output_description(task):
+    """The export's words for one head's output (preprocess.json)."""
+    return {"class": "softmax probabilities",
+            "regress": "value (mean %.6g + std %.6g x the head's standardised output, baked in)" % (task.mean, task.std),
+            "multilabel": "sigmoid probability per attribute (present at 0.5 or more)"}[task.kind]
