@@ -10,6 +10,7 @@ from ..use import inference, quantize
 from ..use.predictions import Item, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_file
 from ..errors import UserInputError
+from ..data import label_tables
 from ..data.lists import read_list
 from ..logs import setup_logging
 from ..flagtypes import positive_int
@@ -22,7 +23,7 @@ DESCRIPTION = "predict the classes of every task for images, folders of images o
 def add_arguments(parser):
     """Predict flags: inputs, the model, the output formats."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders (searched recursively) or .lst files")
+                        help="image files, folders (searched recursively), .lst files or .csv lists (a path column)")
     inference.add_arguments(parser)
     quantize.add_arguments(parser)
     group = parser.add_argument_group("inputs")
@@ -44,10 +45,11 @@ def collect_inputs(inputs, image_root, extensions):
                              % image_root)
     items = []
     for text in inputs:
-        if text.lower().endswith(".lst"):
+        if text.lower().endswith((".lst", ".csv")):
             if not os.path.isfile(text):
                 raise UserInputError("list %s does not exist." % text)
-            image_list = read_list(text, image_root)
+            image_list = label_tables.read_csv_list(text, image_root)[0] if label_tables.is_csv(text) else \
+                read_list(text, image_root)
             items += [Item(os.path.relpath(e.path, image_list.image_root), e.path, e.line)
                       for e in image_list.entries]
         elif os.path.isdir(text):

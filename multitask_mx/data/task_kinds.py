@@ -112,6 +112,10 @@ def build_kind_tasks(types, train_labels, task_names=None, num_classes=None, der
         values = train_labels[:, column:column + w]
         if kind == "class":
             n = counts.pop(0) if class_counts else int(_class_column(values[:, 0]).max(initial=-1)) + 1
+            if n < 2:
+                raise UserInputError("class task %s (column %d) has %d class(es) in the training list; a softmax "
+                                     "head needs at least 2. Check --task-types and --num-classes."
+                                     % (name, column + 1, n))
             tasks.append(Task(name, n, column))
         elif kind == "regress":
             tasks.append(_regress_task(name, column, values[:, 0]))
