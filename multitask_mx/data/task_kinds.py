@@ -55,7 +55,7 @@ def slot_ranges(tasks: Sequence[Task]):
     return out
 
 
-def _class_column(values):
+def class_column(values):
     """A float column of class indices as int64, NaN (an empty CSV cell) as unknown."""
     return np.where(np.isfinite(values), values, MISSING_LABEL).astype(np.int64)
 
@@ -71,7 +71,7 @@ def slot_matrix(tasks: Sequence[Task], labels):
         elif task.kind == "multilabel":
             columns[i] = np.where(np.isfinite(source), source, MISSING_LABEL)
         else:
-            column = _class_column(source[:, 0])
+            column = class_column(source[:, 0])
             columns[i] = np.array([task.label_from(int(v)) for v in column], np.float64).reshape(-1, 1)
     return np.concatenate(columns, axis=1).astype(np.float32) if columns else np.zeros((len(labels), 0), np.float32)
 
@@ -111,7 +111,7 @@ def build_kind_tasks(types, train_labels, task_names=None, num_classes=None, der
     for (kind, w), name in zip(types, names):
         values = train_labels[:, column:column + w]
         if kind == "class":
-            n = counts.pop(0) if class_counts else int(_class_column(values[:, 0]).max(initial=-1)) + 1
+            n = counts.pop(0) if class_counts else int(class_column(values[:, 0]).max(initial=-1)) + 1
             if n < 2:
                 raise UserInputError("class task %s (column %d) has %d class(es) in the training list; a softmax "
                                      "head needs at least 2. Check --task-types and --num-classes."
@@ -179,7 +179,7 @@ def kind_histograms(tasks, labels):
     out = {}
     class_tasks = [t for t in tasks if t.kind == "class"]
     if class_tasks:
-        ints = np.stack([_class_column(labels[:, c]) for c in range(labels.shape[1])], axis=1)
+        ints = np.stack([class_column(labels[:, c]) for c in range(labels.shape[1])], axis=1)
         out.update(class_histograms(class_tasks, ints))
     for task in tasks:
         if task.kind == "regress":

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from ..data.lst_format import MISSING_LABEL
-from ..data.task_kinds import _class_column
+from ..data.task_kinds import class_column
 
 _logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def class_labels(tasks, image_list):
     out = np.full((len(labels), len(tasks)), MISSING_LABEL, np.int64)
     for k, task in enumerate(tasks):
         if task.kind == "class":
-            out[:, k] = [task.label_from(int(v)) for v in _class_column(labels[:, task.column])]
+            out[:, k] = [task.label_from(int(v)) for v in class_column(labels[:, task.column])]
     return out
 
 
