@@ -228,9 +228,11 @@ def test_lst_kinds_with_learned_and_dynamic_weights(data, tmp_path, weighting):
 @pytest.mark.slow
 def test_export_bakes_in_the_regression_scale(trained, tmp_path):
     out = str(tmp_path / "export")
-    proc = run_cli("export", "--save-result", trained, "--out", out)
+    onnx = importlib.util.find_spec("onnxruntime") is not None  # checked against MXNet by export itself
+    proc = run_cli("export", "--save-result", trained, "--out", out, *(["--onnx"] if onnx else []))
     diff = float(proc.stdout.split("max difference to the trained model ")[1].split(")")[0])
     assert diff < 1e-3
+    assert not onnx or "onnxruntime vs MXNet max difference" in proc.stdout
     info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
     kinds = {o["task"]: o["kind"] for o in info["outputs"]}
     assert kinds["age"].startswith("value (mean") and kinds["attributes"].startswith("sigmoid")
@@ -243,3 +245,20 @@ def test_export_bakes_in_the_regression_scale(trained, tmp_path):
     assert age.shape == (1, 1) and 0 < age[0, 0] < 120  # in years, not standardised
     attributes = outputs[names.index("attributes")].asnumpy()
     assert attributes.shape == (1, 3) and ((attributes > 0) & (attributes < 1)).all()
+
+
+@pytest.mark.slow
+def test_serve_answers_like_predict(data, trained, tmp_path):
+    from test_serve import ServerProcess, post_image
+    image = os.path.join(os.path.dirname(data["val"]), read_csv(data["val"])[1]["path"])
+    expected = json.loads(run_cli("predict", image, "--save-result", trained, "--json", "-").stdout)
+    expected = expected["predictions"][0]["tasks"]
+    server = ServerProcess(trained, str(tmp_path))
+    try:
+        status, _, body = post_image(server.url, open(image, "rb").read(), content_type="image/png")
+    finally:
+        assert server.stop() == 0, server.logs()
+    assert status == 200, body
+    assert body["tasks"]["age"]["value"] == pytest.approx(expected["age"]["value"], abs=1e-3)
+    assert [a["present"] for a in body["tasks"]["attributes"]] == [a["present"] for a in expected["attributes"]]
+    assert body["tasks"]["colour"][0]["class"] == expected["colour"][0]["class"]
