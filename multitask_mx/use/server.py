@@ -13,6 +13,7 @@ import collections
 import contextlib
 import io
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -290,7 +291,9 @@ def error_response(status, message):
 def create_app(model, batcher, cfg: ServeConfig):
     """The Flask app: GET / (upload page), GET /health, POST /predict."""
     require_web_stack()
-    app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
+    # the page lives in multitask_mx/static/, one folder up from this module since the stage-package move
+    static = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+    app = flask.Flask(__name__, static_folder=static, static_url_path="/static")
     app.request_class = _in_memory_request_class()
     jsonify = flask.jsonify
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
