@@ -54,7 +54,7 @@ def read_eval_list(lst_path, image_root, tasks=()):
 
 def list_labels(model, image_list):
     """Labels of every task for every entry (N x tasks), checked against the model's classes."""
-    needed = max(t.column for t in model.tasks) + 1
+    needed = max(t.column + (t.num_classes if t.kind == "multilabel" else 1) for t in model.tasks)
     if image_list.num_label_columns < needed:
         raise UserInputError("%s has %d label column(s), but the model's tasks read %d (%s). Evaluate on a "
                              "list with the same columns as the training list."
