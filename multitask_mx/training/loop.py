@@ -259,7 +259,7 @@ def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress
     skipped = 0
     for batch in _progress(loader, progress_bar, "validation"):
         if getattr(loader._dataset, "skip_bad", False):
-            skipped += _log_bad_samples(batch, loader._dataset)
+            skipped += _log_bad_samples(batch, loader._dataset, skipped)
         parts, valids = split_batch(batch[:2], ctxs)
         for d, ((x, y), v) in enumerate(zip(parts, valids)):
             outputs = net(device_normalize(x, normalization))
