@@ -8,7 +8,10 @@ import numpy as np
 from ..use import inference, quantize
 from ..atomic import atomic_write_json, check_output_file
 from ..errors import UserInputError
+from ..data import label_tables
 from ..data.lists import read_list
+from ..data.task_kinds import has_kinds
+from ..use import kind_reports
 from ..logs import setup_logging
 from ..training.metrics import add_top_k_flag
 from ..use.reports import format_task_report, plot_confusion, task_report
@@ -35,7 +38,7 @@ def add_arguments(parser):
                        help="add each image's labels and predicted classes to the JSON")
 
 
-def read_eval_list(lst_path, image_root):
+def read_eval_list(lst_path, image_root, tasks=()):
     """The list to evaluate, with messages that name this command's flags."""
     if not os.path.isfile(lst_path):
         raise UserInputError("--data %s does not exist. Give an .lst file (make one with `multitask-mx "
@@ -43,12 +46,14 @@ def read_eval_list(lst_path, image_root):
     if image_root and not os.path.isdir(image_root):
         raise UserInputError("--image-root %s is not a folder. Give the folder the paths in %s are relative to."
                              % (image_root, lst_path))
+    if has_kinds(tasks) or label_tables.is_csv(lst_path):  # labels that may be real numbers
+        return label_tables.read_table(lst_path, image_root)[0]
     return read_list(lst_path, image_root)
 
 
 def list_labels(model, image_list):
     """Labels of every task for every entry (N x tasks), checked against the model's classes."""
-    needed = max(t.column for t in model.tasks) + 1
+    needed = max(t.column + (t.num_classes if t.kind == "multilabel" else 1) for t in model.tasks)
     if image_list.num_label_columns < needed:
         raise UserInputError("%s has %d label column(s), but the model's tasks read %d (%s). Evaluate on a "
                              "list with the same columns as the training list."
@@ -60,7 +65,10 @@ def list_labels(model, image_list):
                         image_list.source, image_list.num_label_columns, needed,
                         ", ".join("%s: column %d" % (t.name, t.column + 1) for t in model.tasks),
                         needed + 1, image_list.num_label_columns)
-    labels = np.stack([task_labels(model.tasks, e.labels) for e in image_list.entries])
+    if image_list.labels.dtype.kind == "f":  # a CSV, or a model with regress/multilabel tasks
+        labels = kind_reports.class_labels(model.tasks, image_list)
+    else:
+        labels = np.stack([task_labels(model.tasks, e.labels) for e in image_list.entries])
     for k, task in enumerate(model.tasks):
         bad = np.nonzero(labels[:, k] >= task.num_classes)[0]
         if len(bad):
@@ -81,9 +89,17 @@ def build_report(model, image_list, labels, predictions, ks, per_image=False):
               "failed": [{"line": image_list.entries[i].line, "path": predictions.paths[i], "error": reason}
                          for i, reason in sorted(predictions.failed.items())],
               "tasks": {}}
+    targets = kind_reports.kind_targets(model.tasks, image_list)
     for k, task in enumerate(model.tasks):
-        report["tasks"][task.name] = task_report(predictions.log_probs[k][ok], labels[ok, k],
-                                                 model.classes[task.name], ks)
+        if task.kind == "regress":
+            report["tasks"][task.name] = kind_reports.regress_report(task, predictions.log_probs[k][ok],
+                                                                     targets[k][ok])
+        elif task.kind == "multilabel":
+            report["tasks"][task.name] = kind_reports.multilabel_report(
+                np.exp(predictions.log_probs[k][ok]), targets[k][ok], model.classes[task.name])
+        else:
+            report["tasks"][task.name] = task_report(predictions.log_probs[k][ok], labels[ok, k],
+                                                     model.classes[task.name], ks)
     agreement = head_agreement(model, labels, predictions, ok)
     if agreement:
         report["agreement"] = agreement
@@ -121,7 +137,7 @@ def per_image_rows(model, image_list, labels, predictions):
             row["error"] = predictions.failed[i]
         else:
             row["predicted"] = {t.name: int(np.argmax(predictions.log_probs[k][i]))
-                                for k, t in enumerate(model.tasks)}
+                                for k, t in enumerate(model.tasks) if t.kind == "class"}
         rows.append(row)
     return rows
 
@@ -167,7 +183,7 @@ def run(args):
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
     precision_cfg = quantize.PrecisionConfig.from_args(args)
-    image_list = read_eval_list(args.data, args.image_root)
+    image_list = read_eval_list(args.data, args.image_root, model.tasks)
     labels = list_labels(model, image_list)
     paths = [e.path for e in image_list.entries]
     reference = None
@@ -187,7 +203,7 @@ def run(args):
     print("evaluated %s epoch %s on %d image(s) of %s" % (model.save_name, model.epoch, report["num_images"],
                                                           image_list.source))
     for name, task in report["tasks"].items():
-        print(format_task_report(name, task))
+        print(kind_reports.format_kind_report(name, task) if "kind" in task else format_task_report(name, task))
     for name, value in report.get("agreement", {}).items():
         if value is not None:
             print("agreement of %s's head with the answer its source head implies: %.4f" % (name, value))
@@ -198,7 +214,8 @@ def run(args):
     if args.json:
         write_json(args.json, report)
     if args.confusion_png:
-        for name, path in confusion_paths(args.confusion_png, model.task_names).items():
+        class_tasks = [t.name for t in model.tasks if t.kind == "class"]  # the others have no confusion matrix
+        for name, path in confusion_paths(args.confusion_png, class_tasks).items():
             task = report["tasks"][name]
             plot_confusion(task["confusion"], task["classes"], path,
                            "%s: accuracy %.4f on %d image(s)" % (name, task["accuracy"], task["num_labelled"]))

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .. import __version__
-from ..use import inference, quantize
+from ..use import inference, kind_outputs, quantize
 import mxnet as mx
 from mxnet import gluon
 
@@ -56,8 +56,7 @@ def probability_symbol(symbol_file, tasks):
     if len(logits.list_outputs()) != len(tasks):
         raise UserInputError("%s has %d output(s) but config.json lists %d task(s); the save directory "
                              "mixes two runs." % (symbol_file, len(logits.list_outputs()), len(tasks)))
-    return mx.sym.Group([mx.sym.softmax(logits[i], axis=-1, name=output_name(t.name))
-                         for i, t in enumerate(tasks)])
+    return mx.sym.Group([kind_outputs.output_symbol(logits[i], t, output_name(t.name)) for i, t in enumerate(tasks)])
 
 
 def split_params(params_file):
@@ -94,7 +93,7 @@ def preprocessing(model, name, onnx_file=None):
         "crop": {"kind": "centre", "height": height, "width": width},
         "decode": "OpenCV, EXIF orientation applied, grey/alpha converted to 3-channel RGB",
         "outputs": [{"task": t.name, "mxnet_output": output_name(t.name) + "_output",
-                     "onnx_output": output_name(t.name), "kind": "softmax probabilities",
+                     "onnx_output": output_name(t.name), "kind": kind_outputs.output_description(t),
                      "classes": model.classes[t.name]} for t in model.tasks],
         "files": {"symbol": name + "-symbol.json", "params": name + "-0000.params", "onnx": onnx_file},
     }
@@ -109,10 +108,10 @@ def probe_batch(model, size=2, seed=0):
 
 
 def reference_probs(model, batch):
-    """Softmax of the trained network's outputs for ``batch`` (numpy arrays per task)."""
+    """Softmax (per kind: kind_outputs.output_arrays) of the trained network's outputs for ``batch``."""
     outputs = model.net(mx.nd.array(batch, ctx=model.ctxs[0]))
     outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else outputs
-    return [mx.nd.softmax(o, axis=-1).asnumpy() for o in outputs]
+    return kind_outputs.output_arrays(outputs, model.tasks)
 
 
 def check_mxnet_export(prefix, batch, reference):

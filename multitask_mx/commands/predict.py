@@ -13,6 +13,7 @@ from ..data.image_files import IMAGE_EXTENSIONS, find_image_files
 from ..use.predictions import Item, add_show_flag, prediction_rows
 from ..atomic import atomic_write_bytes, check_output_dir, check_output_file
 from ..errors import UserInputError
+from ..data import label_tables
 from ..data.lists import read_list
 from ..logs import setup_logging
 
@@ -22,7 +23,7 @@ _logger = logging.getLogger(__name__)
 def add_arguments(parser):
     """Predict flags: inputs, the model, the output formats."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders (searched recursively) or .lst files")
+                        help="image files, folders (searched recursively), .lst files or .csv lists (a path column)")
     inference.add_arguments(parser)
     quantize.add_arguments(parser)
     group = parser.add_argument_group("inputs")
@@ -45,10 +46,11 @@ def collect_inputs(inputs, image_root, extensions):
                              % image_root)
     items = []
     for text in inputs:
-        if text.lower().endswith(".lst"):
+        if text.lower().endswith((".lst", ".csv")):
             if not os.path.isfile(text):
                 raise UserInputError("list %s does not exist." % text)
-            image_list = read_list(text, image_root)
+            image_list = label_tables.read_csv_list(text, image_root)[0] if label_tables.is_csv(text) else \
+                read_list(text, image_root)
             items += [Item(os.path.relpath(e.path, image_list.image_root), e.path, e.line)
                       for e in image_list.entries]
         elif os.path.isdir(text):
@@ -64,10 +66,19 @@ def collect_inputs(inputs, image_root, extensions):
     return items
 
 
+def answer_text(answer):
+    """One task's answer as a table cell: 'class prob; ...', a value, or the attributes with their probabilities."""
+    if isinstance(answer, dict):  # regress
+        return "%.4g" % answer["value"]
+    if answer and "attribute" in answer[0]:  # multilabel: present ones marked with +
+        return " ".join("%s%s %.2f" % ("+" if a["present"] else "-", a["attribute"], a["prob"]) for a in answer)
+    return "; ".join("%s %.3f" % (c["class"], c["prob"]) for c in answer)
+
+
 def table_text(model, rows):
-    """Fixed-width table: one line per image, one column per task ('class prob, ...')."""
-    cells = [[r["path"]] + (["; ".join("%s %.3f" % (c["class"], c["prob"]) for c in r["tasks"][t])
-                             for t in model.task_names] if "tasks" in r else ["ERROR: " + r["error"]])
+    """Fixed-width table: one line per image, one column per task ('class prob, ...', a value, attributes)."""
+    cells = [[r["path"]] + ([answer_text(r["tasks"][t]) for t in model.task_names]
+                            if "tasks" in r else ["ERROR: " + r["error"]])
              for r in rows]
     header = ["image"] + model.task_names
     widths = [max(len(c[i]) for c in cells + [header] if i < len(c)) for i in range(len(header))]
@@ -78,18 +89,27 @@ def table_text(model, rows):
 
 
 def csv_text(rows):
-    """Long CSV: path, line, task, rank, class_index, class, probability, error."""
+    """Long CSV: path, line, task, rank, class_index, class, probability, error, value.
+
+    A regress task gives one row with its ``value``; a multilabel task one row per
+    attribute (class = the attribute, value = 1 if present at probability 0.5, else 0).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "line", "task", "rank", "class_index", "class", "probability", "error"])
+    writer.writerow(["path", "line", "task", "rank", "class_index", "class", "probability", "error", "value"])
     for r in rows:
         line = r.get("line", "")
         if "error" in r:
-            writer.writerow([r["path"], line, "", "", "", "", "", r["error"]])
+            writer.writerow([r["path"], line, "", "", "", "", "", r["error"], ""])
             continue
-        for task, classes in r["tasks"].items():
-            for rank, c in enumerate(classes, start=1):
-                writer.writerow([r["path"], line, task, rank, c["index"], c["class"], "%.6g" % c["prob"], ""])
+        for task, answer in r["tasks"].items():
+            if isinstance(answer, dict):
+                writer.writerow([r["path"], line, task, 1, "", "", "", "", "%.6g" % answer["value"]])
+                continue
+            for rank, c in enumerate(answer, start=1):
+                value = int(c["present"]) if "present" in c else ""
+                writer.writerow([r["path"], line, task, rank, c["index"], c.get("class", c.get("attribute")),
+                                 "%.6g" % c["prob"], "", value])
     return out.getvalue()
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 
 from ..errors import UserInputError
-from ..data import augment, datasets as data, tasks as tasks_mod
+from ..data import augment, datasets as data, task_kinds, tasks as tasks_mod
 from .. import devices
 from ..model import finetune, network as model
 from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop as training,
@@ -27,6 +27,7 @@ def add_arguments(parser):
     data.add_arguments(parser)
     augment.augment_arguments(parser)
     tasks_mod.add_arguments(parser)
+    task_kinds.add_arguments(parser)
     model.add_arguments(parser)
     finetune.add_arguments(parser)
     training.add_arguments(parser)

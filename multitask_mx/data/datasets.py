@@ -22,6 +22,7 @@ from .image_checks import bad_positions
 from .image_files import add_check_images_flag
 from .images import NORMALIZATIONS, decode_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
+from .task_kinds import has_kinds, kind_histograms, slot_matrix
 from .tasks import Task, class_histograms, task_label_matrix
 from ..flagtypes import non_negative_int, positive_int
 
@@ -94,7 +95,9 @@ class LstDataset(gluon.data.Dataset):
         self.tasks = list(tasks)
         self.transform = transform
         self.skip_bad = skip_bad
-        self._labels = task_label_matrix(self.tasks, image_list.labels)
+        # softmax tasks only: int32 labels, one per task; with other kinds float32 slots (task_kinds.py)
+        self._labels = slot_matrix(self.tasks, image_list.labels) if has_kinds(self.tasks) else \
+            task_label_matrix(self.tasks, image_list.labels)
         self._pid = None
         self._cache = None
 
@@ -143,7 +146,7 @@ class LstDataset(gluon.data.Dataset):
                 raise UserInputError("%s (%s)" % (exc, self.image_list.where_at(idx)))
             shape = (3,) + tuple(self.transform.out_hw)
             return (np.zeros(shape, getattr(self.transform, "dtype", np.float32)),
-                    np.full(len(self.tasks), BAD_SAMPLE, np.int32), np.int32(idx))
+                    np.full(self._labels.shape[1], BAD_SAMPLE, self._labels.dtype), np.int32(idx))
         return data, self._labels[idx], np.int32(idx)
 
 
@@ -204,15 +207,18 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
 
 def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = None):
     """Log per-task class histograms, duplicate paths and train/val overlap; return them."""
-    report = {"train": class_histograms(tasks, train.labels)}
+    histograms = kind_histograms if has_kinds(tasks) or train.labels.dtype.kind == "f" else class_histograms
+    report = {"train": histograms(tasks, train.labels)}
     if val is not None:
-        report["val"] = class_histograms(tasks, val.labels)
+        report["val"] = histograms(tasks, val.labels)
     for split, hist in report.items():
         for name, h in hist.items():
             missing = ", %d unknown" % h["missing"] if h["missing"] else ""
-            _logger.info("preflight %s %s: class counts %s%s", split, name, first_few(h["counts"], 100), missing)
+            counted = "mean %.4g std %.4g over %d values" % (h["mean"], h["std"], h["counts"][0]) if "mean" in h \
+                else "%s counts %s" % ("positives" if "negatives" in h else "class", first_few(h["counts"], 100))
+            _logger.info("preflight %s %s: %s%s", split, name, counted, missing)
             empty = [c for c, n in enumerate(h["counts"]) if n == 0]
-            if split == "train" and empty:
+            if split == "train" and empty and "mean" not in h:
                 _logger.warning("preflight: task %s has no training images of class(es) %s", name, first_few(empty, 20))
     for image_list in filter(None, (train, val)):
         _warn_duplicates(image_list)

@@ -77,8 +77,9 @@ class ImageList:
 
     def entry(self, position):
         """The ListEntry at ``position``."""
-        return ListEntry(int(self.lines[position]), int(self.indices[position]),
-                         tuple(int(v) for v in self.labels[position]), self.path_at(position))
+        values = self.labels[position]  # float where labels may be real numbers (label_tables.py)
+        labels = tuple(float(v) for v in values) if values.dtype.kind == "f" else tuple(int(v) for v in values)
+        return ListEntry(int(self.lines[position]), int(self.indices[position]), labels, self.path_at(position))
 
     @property
     def entries(self):

@@ -37,10 +37,19 @@ class Task:
     """
 
     name: str
-    num_classes: int
-    column: int
+    num_classes: int  # head units: classes; 1 for "regress"; attributes for "multilabel"
+    column: int  # the (first) label column
     derive: Optional[tuple] = None
     expression: str = ""
+    kind: str = "class"  # "class" (softmax), "regress" or "multilabel" (task_kinds.py)
+    mean: float = 0.0  # regress: the training list's mean and std, the head predicts (value - mean) / std
+    std: float = 1.0
+    attributes: tuple = ()  # multilabel: the attributes' names (one per column)
+
+    @property
+    def num_outputs(self):
+        """Units of this task's head (as num_classes: softmax classes, 1 value, or K attributes)."""
+        return self.num_classes
 
     def to_dict(self):
         """JSON-friendly description, for config.json."""
@@ -49,8 +58,11 @@ class Task:
             derive = ("map", {str(k): v for k, v in derive[1].items()})
         elif derive and derive[0] == "in":
             derive = ("in", derive[1], sorted(derive[2]))
-        return {"name": self.name, "num_classes": self.num_classes, "column": self.column,
-                "derive": list(derive) if derive else None, "expression": self.expression}
+        out = {"name": self.name, "num_classes": self.num_classes, "column": self.column,
+               "derive": list(derive) if derive else None, "expression": self.expression}
+        if self.kind != "class":  # config.json of softmax-only runs stays as it was
+            out.update(kind=self.kind, mean=self.mean, std=self.std, attributes=list(self.attributes))
+        return out
 
     @classmethod
     def from_dict(cls, d):
@@ -62,7 +74,10 @@ class Task:
             derive = ("in", bool(derive[1]), frozenset(derive[2]))
         elif derive:
             derive = tuple(derive)
-        return cls(d["name"], int(d["num_classes"]), int(d["column"]), derive, d.get("expression", ""))
+        # runs written before task kinds have no "kind": softmax classification
+        return cls(d["name"], int(d["num_classes"]), int(d["column"]), derive, d.get("expression", ""),
+                   d.get("kind", "class"), float(d.get("mean", 0.0)), float(d.get("std", 1.0)),
+                   tuple(d.get("attributes", ())))
 
     def label_from(self, value):
         """This task's label for a source-column value (missing stays missing)."""
@@ -284,6 +299,10 @@ def read_class_names(tasks, classes_flag):
                 raise UserInputError("--classes %s: %d name(s) for task %s, which has %d classes."
                                      % (where, len(listed), task.name, task.num_classes))
             names[task.name] = listed
+        elif task.kind == "regress":
+            names[task.name] = [task.name]
+        elif task.kind == "multilabel":
+            names[task.name] = list(task.attributes)
         elif task.derive and task.derive[0] in ("compare", "in"):
             names[task.name] = ["no", "yes"]
         else:

@@ -23,14 +23,22 @@ function renderTask(name, classes) {
   const title = document.createElement("h2");
   title.textContent = name;
   section.appendChild(title);
-  for (const c of classes) {
+  if (!Array.isArray(classes)) {  // a regress task: {"value": number}
+    const row = document.createElement("div");
+    row.className = "row";
+    row.textContent = "value " + Number(classes.value).toPrecision(4);
+    section.appendChild(row);
+    return section;
+  }
+  for (const c of classes) {  // classes, or a multilabel task's attributes (every one, with its probability)
     const pct = (100 * c.prob).toFixed(1) + "%";
     const row = document.createElement("div");
     row.className = "row";
     const label = document.createElement("span");
     label.className = "name";
-    label.textContent = c.class;
-    label.title = c.class;
+    const text = c.class !== undefined ? c.class : (c.present ? "+ " : "- ") + c.attribute;
+    label.textContent = text;
+    label.title = text;
     const track = document.createElement("div");
     track.className = "track";
     const bar = document.createElement("div");

@@ -37,7 +37,7 @@ class BestTracker:
         if self.metric == "train-loss":
             return record["train_loss"]
         if self.metric == "val-acc-mean":
-            accs = [v["acc"] for v in record["val"].values() if v["count"]]
+            accs = [v["acc"] for v in record["val"].values() if v["count"] and "acc" in v]  # regress has none
             return sum(accs) / len(accs)
         kind, task = self.metric.split(":", 1)
         return record["val"][task].get("topk" if kind == "val-topk" else "acc")

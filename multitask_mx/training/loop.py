@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data.datasets import BAD_SAMPLE, SHOWN, device_normalize
 from ..devices import split_batch
 from ..mxprivate import loader_dataset
+from .kind_losses import KindConfig, multilabel_loss, regress_loss
 from .metrics import TaskMetrics, summarise, total_loss
 from .gradients import task_terms
 from .weighting import FixedWeighting
@@ -39,8 +40,11 @@ class MultiTaskLoss:
     second labels and weight.
     """
 
-    def __init__(self, num_classes, label_smoothing=0.0, weighting=None, class_weights=None):
+    def __init__(self, num_classes, label_smoothing=0.0, weighting=None, class_weights=None,
+                 kinds: Optional[KindConfig] = None):
         self.num_classes = list(num_classes)
+        self.kinds = kinds  # None: every task softmax, label k in column k (kind_losses.py otherwise)
+        self._pos_weight_arrays = {}
         names = ["task%d" % k for k in range(len(self.num_classes))]
         self.weighting = weighting if weighting is not None else FixedWeighting(names)
         self.class_weights = list(class_weights) if class_weights else [None] * len(self.num_classes)
@@ -74,15 +78,33 @@ class MultiTaskLoss:
             self._class_weight_arrays[key] = mx.nd.array(self.class_weights[k], ctx=ctx, dtype="float32")
         return self._class_weight_arrays[key]
 
+    def _kind_loss(self, out, labels, valid, k):
+        """(masked per-sample loss, labels for the metrics, mask) of task k from the batch's label slots."""
+        kind = self.kinds.kinds[k] if self.kinds else "class"
+        start, width = self.kinds.slots[k] if self.kinds else (k, 1)
+        if kind == "regress":
+            return regress_loss(out, labels[:, start], valid, self.kinds.regress_loss)
+        if kind == "multilabel":
+            return multilabel_loss(out, labels[:, start:start + width], valid, self._pos_weight(k, out.context))
+        label, mask = _label_and_mask(labels[:, start], valid)
+        return self._task_loss(out, label, k) * mask, label, mask
+
+    def _pos_weight(self, k, ctx):
+        weights = self.kinds.pos_weights[k] if self.kinds.pos_weights else None
+        if weights is None or not autograd.is_recording():  # validation losses stay unweighted
+            return None
+        if (k, ctx) not in self._pos_weight_arrays:
+            self._pos_weight_arrays[(k, ctx)] = mx.nd.array(weights, ctx=ctx).reshape((1, -1))
+        return self._pos_weight_arrays[(k, ctx)]
+
     def __call__(self, outputs, labels, valid, mix=None):
         """Returns (total per-sample loss, per-task losses, per-task labels, per-task masks)."""
         losses, task_labels, masks = [], [], []
         for k, out in enumerate(outputs):
-            label, mask = _label_and_mask(labels[:, k], valid)
-            loss = self._task_loss(out, label, k) * mask
+            loss, label, mask = self._kind_loss(out, labels, valid, k)
             if mix is not None:
-                other, other_mask = _label_and_mask(mix[0][:, k], valid)
-                loss = mix[1] * loss + (1 - mix[1]) * self._task_loss(out, other, k) * other_mask
+                other_loss = self._kind_loss(out, mix[0], valid, k)[0]
+                loss = mix[1] * loss + (1 - mix[1]) * other_loss
             losses.append(loss)
             task_labels.append(label)
             masks.append(mask)
@@ -236,7 +258,7 @@ def _report_interval(bar, epoch, batch_index, speed, values, lr):
         epoch, batch_index, speed, lr, summarise(values))
     if isinstance(bar, tqdm):
         bar.set_postfix_str("%.1f img/s %s" % (speed, " ".join(
-            "%s %.3f" % (n, v["acc"]) for n, v in values.items())))
+            "%s %.3f" % (n, v["acc"] if "acc" in v else v["mae"]) for n, v in values.items())))
     _logger.info(text)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..data.tasks import agreement_pairs
+from . import kind_metrics
 
 # rows of the on-device sums, one column per task
 _LOSS, _CORRECT, _COUNT, _TOPK, _AGREE = range(5)
@@ -28,12 +29,16 @@ class TaskMetrics:
     says which); ``agreement`` is ``tasks.agreement_pairs(tasks)``.
     """
 
-    def __init__(self, task_names: Sequence[str], ctxs, top_k=None, num_classes=None, agreement=()):
+    def __init__(self, task_names: Sequence[str], ctxs, top_k=None, num_classes=None, agreement=(), kinds=None):
         self.task_names = list(task_names)
+        # per task (kind, std): "regress" sums |error| in _CORRECT and error^2 in _TOPK; "multilabel" sums
+        # right attribute answers in _CORRECT, known attributes in _TOPK, plus a score histogram (kind_metrics)
+        self.kinds = list(kinds) if kinds else [("class", 1.0)] * len(self.task_names)
         self.ctxs = list(ctxs)
         classes = list(num_classes) if num_classes else [0] * len(self.task_names)
         self.top_k = top_k
-        self.topk_tasks = [k for k, n in enumerate(classes) if top_k and n > top_k]
+        self.topk_tasks = [k for k, n in enumerate(classes) if top_k and n > top_k and self.kinds[k][0] == "class"]
+        self._widths = classes
         self.agreement_tasks = [(d, s) for d, s, _ in agreement]
         self._matrices = [{c: mx.nd.array(m, ctx=c) for c in self.ctxs} for _, _, m in agreement]
         self._zero = {c: mx.nd.zeros((1,), ctx=c) for c in self.ctxs}  # the row of a task without top-k/agreement
@@ -51,11 +56,14 @@ class TaskMetrics:
         if top_k is not None and top_k < 1:
             raise UserInputError("--top-k %d: give 1 or more." % top_k)
         pairs = agreement_pairs(tasks) if agreement else []
-        return cls([t.name for t in tasks], ctxs, top_k, [t.num_classes for t in tasks], pairs)
+        return cls([t.name for t in tasks], ctxs, top_k, [t.num_classes for t in tasks], pairs,
+                   [(t.kind, t.std) for t in tasks])
 
     def reset(self):
         """Start a new accumulation (epoch or validation pass)."""
         self._sums = [mx.nd.zeros((5, len(self.task_names)), ctx=c) for c in self.ctxs]
+        self._hists = [{k: mx.nd.zeros((2, self._widths[k], kind_metrics.BINS), ctx=c)
+                        for k, (kind, _) in enumerate(self.kinds) if kind == "multilabel"} for c in self.ctxs]
 
     def update(self, device_index, outputs, labels, masks, losses):
         """Add one device's batch slice: lists over tasks of logits, labels, 0/1 masks, losses."""
@@ -63,6 +71,16 @@ class TaskMetrics:
         topk = set(self.topk_tasks)
         rows = []
         for k, (out, label, mask, loss) in enumerate(zip(outputs, labels, masks, losses)):
+            kind, std = self.kinds[k]
+            if kind == "regress":
+                absolute, squared = kind_metrics.regress_sums(out, label, mask, std)
+                rows.append([mx.nd.sum(loss), absolute, mx.nd.sum(mask), squared, zero])
+                continue
+            if kind == "multilabel":
+                correct, known, hist = kind_metrics.multilabel_update(out, label)
+                self._hists[device_index][k] += hist
+                rows.append([mx.nd.sum(loss), correct, mx.nd.sum(mask), known, zero])
+                continue
             # Class ids are compared in float32, never in the logits' type: float16 holds
             # integers exactly only up to 2048, so under AMP class 2049 would read as 2048.
             out = out.astype("float32", copy=False)
@@ -87,9 +105,18 @@ class TaskMetrics:
         total = self._totals()
         out = {}
         for i, name in enumerate(self.task_names):
-            count = total[_COUNT, i]
-            out[name] = {"loss": _mean(total[_LOSS, i], count), "acc": _mean(total[_CORRECT, i], count),
-                         "count": int(count)}
+            count, kind = total[_COUNT, i], self.kinds[i][0]
+            out[name] = {"loss": _mean(total[_LOSS, i], count), "count": int(count)}
+            if kind == "regress":
+                out[name].update(mae=_mean(total[_CORRECT, i], count), rmse=_mean(total[_TOPK, i], count) ** 0.5)
+                continue
+            if kind == "multilabel":  # acc: share of right attribute answers at probability 0.5
+                hist = sum(h[i].asnumpy() for h in self._hists)
+                values = kind_metrics.multilabel_values(hist)
+                out[name].update(acc=_mean(total[_CORRECT, i], total[_TOPK, i]), map=values["map"],
+                                 f1=values["f1"], attr_acc=values["attr_acc"])
+                continue
+            out[name]["acc"] = _mean(total[_CORRECT, i], count)
             if i in self.topk_tasks:
                 out[name]["topk"] = _mean(total[_TOPK, i], count)
         return out
@@ -112,9 +139,10 @@ def _mean(total, count):
 
 
 def summarise(values):
-    """Short text for a log line: 'label loss 0.512 acc 0.812 topk 0.95 | label_gt0 ...'."""
-    return " | ".join("%s loss %.4f acc %.4f%s" % (name, v["loss"], v["acc"],
-                                                    " topk %.4f" % v["topk"] if "topk" in v else "")
+    """Short text for a log line: 'label loss 0.512 acc 0.812 topk 0.95 | age loss 0.3 mae 4.1 rmse 5.2 | ...'."""
+    shown = ("acc", "topk", "mae", "rmse", "map", "f1")
+    return " | ".join("%s loss %.4f%s" % (name, v["loss"], "".join(" %s %.4f" % (key, v[key])
+                                                                  for key in shown if key in v))
                       for name, v in values.items())
 
 

@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..data import augment, augment_presets, datasets as data, tasks as tasks_mod
+from ..data import augment, augment_presets, datasets as data, label_tables, task_kinds, tasks as tasks_mod
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
@@ -38,10 +38,20 @@ from .resume import check_save_result, prepare_net
 _logger = logging.getLogger(__name__)
 
 
+def uses_label_tables(args):
+    """True when labels are read as real numbers: --task-types given, or a CSV list."""
+    return bool(args.task_types) or label_tables.is_csv(args.data_train)
+
+
 def read_lists(args):
     """Training and validation lists (whole: workers shard after the tasks are known), with their checks done."""
-    train = read_list(args.data_train, args.image_train)
-    val = read_list(args.data_val, args.image_val) if args.data_val else None
+    if uses_label_tables(args):
+        train, header = label_tables.read_table(args.data_train, args.image_train)
+        val = label_tables.read_table(args.data_val, args.image_val)[0] if args.data_val else None
+        train.header = header  # the CSV's column names: task and attribute names
+    else:
+        train = read_list(args.data_train, args.image_train)
+        val = read_list(args.data_val, args.image_val) if args.data_val else None
     if val is not None and val.num_label_columns != train.num_label_columns:
         raise UserInputError("%s has %d label column(s) but %s has %d; both lists need the same columns."
                              % (val.source, val.num_label_columns, train.source, train.num_label_columns))
@@ -51,6 +61,8 @@ def read_lists(args):
 def resolve_tasks(args, train, val):
     """Tasks from --num-classes (or the lists), --task-names and --derived-task; each has labels in train."""
     names = args.task_names.split(",") if args.task_names else None
+    if uses_label_tables(args):
+        return resolve_kind_tasks(args, names, train, val)
     num_classes = tasks_mod.parse_num_classes(args.num_classes)
     if num_classes is None:
         columns = names if names and len(names) == train.num_label_columns else \
@@ -66,12 +78,32 @@ def resolve_tasks(args, train, val):
     return tasks
 
 
+def resolve_kind_tasks(args, names, train, val):
+    """Tasks of --task-types (all class without it) over real-valued lists; regress targets standardised."""
+    types = task_kinds.parse_task_types(args.task_types) if args.task_types else \
+        [("class", 1)] * train.num_label_columns
+    derived = [] if args.no_derived_task else args.derived_task
+    tasks = task_kinds.build_kind_tasks(types, train.labels, names, args.num_classes, derived,
+                                        getattr(train, "header", None))
+    for lst in filter(None, (train, val)):
+        task_kinds.check_kind_labels(tasks, lst)
+    for task in tasks:
+        if task.kind == "regress":
+            _logger.info("task %s: regression, target standardised with mean %.6g std %.6g of %s",
+                         task.name, task.mean, task.std, train.source)
+    return tasks
+
+
 def build_loss(args, tasks, train, ctxs):
     """The masked multi-task loss with its task weighting and class weights (flags checked here)."""
     weights = weighting.make_weighting(weighting.WeightingConfig.from_args(args), [t.name for t in tasks], ctxs)
     class_weights = weighting.make_class_weights(args.class_weights, tasks, train)
+    kinds = None
+    if task_kinds.has_kinds(tasks):
+        kinds = training.KindConfig.for_tasks(
+            tasks, args.regress_loss, task_kinds.positive_weights(args.pos_weight, tasks, train.labels))
     return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
-                                  weighting=weights, class_weights=class_weights)
+                                  weighting=weights, class_weights=class_weights, kinds=kinds)
 
 
 def choose_augmentation(args, train, tasks, image_shape):
@@ -235,7 +267,7 @@ def prepare_lists(args, kv, gpus=0):
     tasks = resolve_tasks(args, train, val)
     train = distributed.shard_list(train, kv.rank, kv.num_workers)
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
-    _logger.info("tasks: %s", ", ".join("%s (%d classes%s)" % (t.name, t.num_classes,
+    _logger.info("tasks: %s", ", ".join("%s (%s%s)" % (t.name, describe_kind(t),
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
     threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
     phases.switch("image check")
@@ -247,6 +279,13 @@ def prepare_lists(args, kv, gpus=0):
     train = distributed.equalize_shards(train, kv)
     preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
     return train, val, tasks, threads
+
+
+def describe_kind(task):
+    """'4 classes', 'regression' or '5 attributes': a task's head in words, for logs."""
+    if task.kind == "regress":
+        return "regression"
+    return "%d %s" % (task.num_classes, "attributes" if task.kind == "multilabel" else "classes")
 
 
 def make_loaders(args, train_set, val_set, threads, pin_memory=False):

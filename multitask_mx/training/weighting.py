@@ -29,7 +29,8 @@ import numpy as np
 from mxnet import gluon
 
 from ..errors import UserInputError
-from ..data.tasks import class_histograms, config_lines
+from ..data.task_kinds import kind_histograms
+from ..data.tasks import config_lines
 from ..flagtypes import finite_float
 
 _logger = logging.getLogger(__name__)
@@ -222,8 +223,9 @@ def make_class_weights(flag, tasks, image_list):
     if not flag:
         return None
     if flag == "auto":
-        histograms = class_histograms(tasks, image_list.labels)
-        weights = [inverse_frequency(histograms[t.name]["counts"]) for t in tasks]
+        histograms = kind_histograms(tasks, image_list.labels)
+        # class weights apply to softmax tasks only
+        weights = [inverse_frequency(histograms[t.name]["counts"]) if t.kind == "class" else None for t in tasks]
         source = "inverse class frequency in %s" % image_list.source
     else:
         weights = read_class_weights(flag, tasks)

@@ -30,6 +30,7 @@ from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
 from ..mxerrors import describe_mxnet_error
+from . import kind_outputs
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
 
@@ -254,7 +255,7 @@ class PredictConfig:
 
 @dataclass
 class Predictions:
-    """Per-task log-probabilities (N x classes; NaN rows for failed images) and failures."""
+    """Per-task log-probabilities (N x classes; NaN rows for failed images; other kinds: kind_outputs.py)."""
 
     paths: List[str]
     log_probs: List[np.ndarray]
@@ -271,10 +272,10 @@ class Predictions:
         return mask
 
 
-def _log_softmax_outputs(net, x):
+def _log_softmax_outputs(net, x, tasks=None):
     outputs = net(x)
     outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else list(outputs)
-    return [mx.nd.log_softmax(o, axis=-1) for o in outputs]
+    return kind_outputs.head_outputs(outputs, tasks)  # log-softmax of class heads; kind_outputs.py for the others
 
 
 def _log_mean_exp(a, b):
@@ -282,15 +283,16 @@ def _log_mean_exp(a, b):
     return top + mx.nd.log((mx.nd.exp(a - top) + mx.nd.exp(b - top)) / 2)
 
 
-def forward_log_probs(net, data, ctxs, tta="none"):
-    """Log-probabilities per task for one batch, spread over ``ctxs``, copied to the CPU (async)."""
+def forward_log_probs(net, data, ctxs, tta="none", tasks=None):
+    """Log-probabilities per task (``tasks``' kinds: kind_outputs.py) for one batch over ``ctxs``, on the CPU (async)."""
     parts, _ = split_batch([data], ctxs)
     per_device = []
     for (x,) in parts:
-        log_probs = _log_softmax_outputs(net, x)
-        if tta == "flip":  # mean of the probabilities of the image and its mirror
-            mirrored = _log_softmax_outputs(net, mx.nd.flip(x, axis=3))
-            log_probs = [_log_mean_exp(a, b) for a, b in zip(log_probs, mirrored)]
+        log_probs = _log_softmax_outputs(net, x, tasks)
+        if tta == "flip":  # mean of the probabilities (or values) of the image and its mirror
+            mirrored = _log_softmax_outputs(net, mx.nd.flip(x, axis=3), tasks)
+            values = [kind_outputs.is_value(t) for t in tasks] if tasks else [False] * len(log_probs)
+            log_probs = [(a + b) / 2 if v else _log_mean_exp(a, b) for a, b, v in zip(log_probs, mirrored, values)]
         per_device.append([lp.as_in_context(mx.cpu()) for lp in log_probs])
     size = data.shape[0]
     return [mx.nd.concat(*outs, dim=0)[:size] if len(outs) > 1 else outs[0][:size]
@@ -314,7 +316,7 @@ def predict_paths(model: SavedModel, paths: Sequence[str], cfg: Optional[Predict
                disable=not (cfg.progress and sys.stderr.isatty() and len(paths) > cfg.batch_size))
     chunks, failed, pending, start = [], {}, None, 0
     for data, errors in loader:
-        outputs = forward_log_probs(model.net, data, model.ctxs, cfg.tta)
+        outputs = forward_log_probs(model.net, data, model.ctxs, cfg.tta, model.tasks)
         if pending is not None:  # read the previous batch while this one computes
             chunks.append([o.asnumpy() for o in pending])
         pending = outputs

@@ -32,13 +32,31 @@ def top_classes(model, probs, k):
     return result
 
 
+def task_answers(model, outputs, k):
+    """{task: answer} of one image from its per-task inference outputs (``Predictions.log_probs`` rows).
+
+    A class task gives its top-``k`` classes (top_classes); a regress task
+    ``{"value"}``; a multilabel task ``[{"index", "attribute", "prob", "present"}]``
+    for every attribute in order, ``present`` when its probability is 0.5 or more.
+    """
+    answers = top_classes(model, [np.exp(row) for row in outputs], k)
+    for task, row in zip(model.tasks, outputs):
+        if task.kind == "regress":
+            answers[task.name] = {"value": float(row[0])}
+        elif task.kind == "multilabel":
+            names = model.classes[task.name]
+            answers[task.name] = [{"index": a, "attribute": names[a], "prob": float(p), "present": bool(p >= 0.5)}
+                                  for a, p in enumerate(np.exp(row))]
+    return answers
+
+
 def prediction_rows(model, items, predictions, k):
-    """Per image: {"path", "line"?, "tasks": {task: [{"index", "class", "prob"}]}} or {"path", "error"}.
+    """Per image: {"path", "line"?, "tasks": {task: answer (task_answers)}} or {"path", "error"}.
 
     ``items``: ``Item``s or plain paths, in the order ``predictions`` (``inference.predict_paths``) has them.
     """
     rows = []
-    probs = [predictions.probs(i) for i in range(len(model.tasks))]
+    outputs = predictions.log_probs
     for n, item in enumerate(items):
         item = item if isinstance(item, Item) else Item(str(item), str(item))
         row = {"path": item.name}
@@ -47,7 +65,7 @@ def prediction_rows(model, items, predictions, k):
         if n in predictions.failed:
             row["error"] = predictions.failed[n]
         else:
-            row["tasks"] = top_classes(model, [p[n] for p in probs], k)
+            row["tasks"] = task_answers(model, [o[n] for o in outputs], k)
         rows.append(row)
     return rows
 

@@ -200,7 +200,7 @@ def model_forward(model, tta="none"):
     """``forward`` for the Batcher: a stacked CHW float32 batch -> per-task log-probabilities."""
     def forward(batch):
         data = mx.nd.array(batch, dtype=np.float32)
-        return [lp.asnumpy() for lp in inference.forward_log_probs(model.net, data, model.ctxs, tta)]
+        return [lp.asnumpy() for lp in inference.forward_log_probs(model.net, data, model.ctxs, tta, model.tasks)]
     return forward
 
 
@@ -325,7 +325,7 @@ def create_app(model, batcher, cfg: ServeConfig):
             future.cancel()
             return error_response(503, "the model did not answer within %.0f s" % cfg.timeout_s)
         body = {"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
-                "tasks": predictions.top_classes(model, [np.exp(lp) for lp in log_probs], cfg.top_k)}
+                "tasks": predictions.task_answers(model, log_probs, cfg.top_k)}
         if flask.request.args.get("cam", "").lower() in ("1", "true", "yes"):  # of the top class of each task
             body["cams"] = heat_maps.for_upload(image, data, [int(np.argmax(lp)) for lp in log_probs])
         return jsonify(body)
