@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..data import augment, augment_presets, datasets as data, label_tables, task_kinds, tasks as tasks_mod
+from ..data import augment, augment_presets, task_kinds, tasks as tasks_mod
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
 from .. import devices
 from ..model import network as model, precision
@@ -23,75 +23,18 @@ from .best import BestTracker
 from .checkpoints import CheckpointSaver
 from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
-from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
-from ..data.augment import AugmentConfig, TrainTransform, preview_samples
-from ..data.images import EvalTransform, parse_image_shape
-from ..data.lists import check_label_range, infer_num_classes, read_list
+from ..data.augment import TrainTransform, preview_samples
+from ..data.images import parse_image_shape
 from ..logs import setup_logging
 from ..mxerrors import clean_mxnet_error
 from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
+from .inputs import build_datasets, choose_augmentation, is_finetuning, make_loaders, prepare_lists
 from .resume import check_save_result, prepare_net
 
 _logger = logging.getLogger(__name__)
-
-
-def uses_label_tables(args):
-    """True when labels are read as real numbers: --task-types given, or a CSV list."""
-    return bool(args.task_types) or label_tables.is_csv(args.data_train)
-
-
-def read_lists(args):
-    """Training and validation lists (whole: workers shard after the tasks are known), with their checks done."""
-    if uses_label_tables(args):
-        train, header = label_tables.read_table(args.data_train, args.image_train)
-        val = label_tables.read_table(args.data_val, args.image_val)[0] if args.data_val else None
-        train.header = header  # the CSV's column names: task and attribute names
-    else:
-        train = read_list(args.data_train, args.image_train)
-        val = read_list(args.data_val, args.image_val) if args.data_val else None
-    if val is not None and val.num_label_columns != train.num_label_columns:
-        raise UserInputError("%s has %d label column(s) but %s has %d; both lists need the same columns."
-                             % (val.source, val.num_label_columns, train.source, train.num_label_columns))
-    return train, val
-
-
-def resolve_tasks(args, train, val):
-    """Tasks from --num-classes (or the lists), --task-names and --derived-task; each has labels in train."""
-    names = args.task_names.split(",") if args.task_names else None
-    if uses_label_tables(args):
-        return resolve_kind_tasks(args, names, train, val)
-    num_classes = tasks_mod.parse_num_classes(args.num_classes)
-    if num_classes is None:
-        columns = names if names and len(names) == train.num_label_columns else \
-            tasks_mod.default_column_names(train.num_label_columns)
-        tasks_mod.check_columns_labelled(train, columns)  # else a column would infer 0 classes
-        num_classes = infer_num_classes([lst for lst in (train, val) if lst is not None])
-        _logger.info("--num-classes not given: inferred %s from the lists", ",".join(map(str, num_classes)))
-    for lst in filter(None, (train, val)):
-        check_label_range(lst, num_classes)
-    derived = [] if args.no_derived_task else args.derived_task
-    tasks = tasks_mod.build_tasks(num_classes, names, derived)
-    tasks_mod.check_tasks_labelled(tasks, train)
-    return tasks
-
-
-def resolve_kind_tasks(args, names, train, val):
-    """Tasks of --task-types (all class without it) over real-valued lists; regress targets standardised."""
-    types = task_kinds.parse_task_types(args.task_types) if args.task_types else \
-        [("class", 1)] * train.num_label_columns
-    derived = [] if args.no_derived_task else args.derived_task
-    tasks = task_kinds.build_kind_tasks(types, train.labels, names, args.num_classes, derived,
-                                        getattr(train, "header", None))
-    for lst in filter(None, (train, val)):
-        task_kinds.check_kind_labels(tasks, lst)
-    for task in tasks:
-        if task.kind == "regress":
-            _logger.info("task %s: regression, target standardised with mean %.6g std %.6g of %s",
-                         task.name, task.mean, task.std, train.source)
-    return tasks
 
 
 def build_loss(args, tasks, train, ctxs):
@@ -104,15 +47,6 @@ def build_loss(args, tasks, train, ctxs):
             tasks, args.regress_loss, task_kinds.positive_weights(args.pos_weight, tasks, train.labels))
     return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
                                   weighting=weights, class_weights=class_weights, kinds=kinds)
-
-
-def choose_augmentation(args, train, tasks, image_shape):
-    """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
-    situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
-                                          num_epoch=args.num_epoch,
-                                          images_per_class=len(train) / float(tasks[0].num_classes),
-                                          num_updates=args.num_epoch * -(-len(train) // args.batch_size))
-    return augment_presets.resolve_augmentation(args, situation)
 
 
 def resolve_lr(args, run_finder=None, resumed_lr=None):
@@ -143,23 +77,6 @@ def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=No
     if png_path:
         _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
     return result.suggestion
-
-
-def is_finetuning(args):
-    """True when the trunk starts from pretrained weights (--model, --pretrained) rather than from scratch."""
-    return bool(args.model or args.pretrained)
-
-
-def build_datasets(args, train, val, tasks, image_shape, normalization, augment: AugmentConfig, uint8=False):
-    """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
-    out_hw = image_shape[1:]
-    train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
-    if uint8 and data.uint8_capable(train_tf):
-        train_tf, val_tf = data.Uint8Output(train_tf), data.Uint8Output(val_tf)
-        _logger.info("loader: uint8 batches, %s normalisation on the device", normalization)
-    train_set = LstDataset(train, tasks, train_tf, args.skip_bad_images)
-    val_set = LstDataset(val, tasks, val_tf, args.skip_bad_images) if val else None
-    return train_set, val_set
 
 
 def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
@@ -255,49 +172,6 @@ def augmentation_samples(args, train, image_shape, recipe, count):
     """``count`` augmented samples of the first training images (uint8 HxWx3), as --preview-augmentation draws."""
     transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
     return preview_samples([e.path for e in train.entries[:count]], transform, count, args.seed or 0)
-
-
-def prepare_lists(args, kv, gpus=0):
-    """Read, check and shard the lists; returns (train, val, tasks, loader workers).
-
-    Tasks are resolved on the whole lists, so that every distributed worker infers
-    the same classes; then each worker keeps its shard.
-    """
-    train, val = read_lists(args)
-    tasks = resolve_tasks(args, train, val)
-    train = distributed.shard_list(train, kv.rank, kv.num_workers)
-    val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
-    _logger.info("tasks: %s", ", ".join("%s (%s%s)" % (t.name, describe_kind(t),
-                 ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
-    phases.switch("image check")
-    if args.check_images != "none":
-        full = args.check_images == "full"
-        train = check_images_or_skip(train, args.skip_bad_images, full, threads)
-        val = check_images_or_skip(val, args.skip_bad_images, full, threads) if val else None
-    phases.switch("lists")
-    train = distributed.equalize_shards(train, kv)
-    preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
-    return train, val, tasks, threads
-
-
-def describe_kind(task):
-    """'4 classes', 'regression' or '5 attributes': a task's head in words, for logs."""
-    if task.kind == "regress":
-        return "regression"
-    return "%d %s" % (task.num_classes, "attributes" if task.kind == "multilabel" else "classes")
-
-
-def make_loaders(args, train_set, val_set, threads, pin_memory=False):
-    """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
-    if args.cache_images:
-        for dataset in filter(None, (train_set, val_set)):
-            dataset.cache_images(threads)
-    batch = args.batch_size
-    train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
-                               last_batch="rollover" if len(train_set) >= batch else "keep")
-    val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None
-    return train_loader, val_loader
 
 
 def validate_train_config(args):
