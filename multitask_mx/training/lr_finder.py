@@ -155,7 +155,7 @@ def _suggest(result: FinderResult):
         result.rule = "the loss never fell: lr at the lowest loss / 10"
         return
     slope = np.gradient(smoothed[:lowest + 1], np.log10(result.lrs[:lowest + 1]))
-    index = skip + int(np.argmin(slope[skip:lowest + 1]))
+    index = skip + int(np.argmin(slope[skip:lowest]))  # before the minimum: the loss still falls there
     result.suggestion_index = index
     result.suggestion = result.lrs[index]
     result.rule = "steepest descent of the smoothed loss (minimum at lr %.3g)" % result.lrs[lowest]
