@@ -28,7 +28,7 @@ import mxnet as mx  # noqa: E402
 from bench_training import TrainEpochs, loading_sources  # noqa: E402
 from multitask_mx.model import network as model  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.training import pipeline  # noqa: E402
+from multitask_mx.training import inputs  # noqa: E402
 from multitask_mx.data.datasets import make_loader  # noqa: E402
 from multitask_mx.model.finetune import FinetuneConfig, apply_freezing  # noqa: E402
 from multitask_mx.data.lists import read_list  # noqa: E402
@@ -69,7 +69,7 @@ def train_flags(args):
 def datasets(args, flags, tasks):
     """data_example's training set with train's transform preset."""
     train = read_list(os.path.join(EXAMPLE, "train_data.lst"), os.path.join(EXAMPLE, "images"))
-    dataset, _ = pipeline.build_datasets(flags, train, None, tasks, (3, args.size, args.size), "imagenet")
+    dataset, _ = inputs.build_datasets(flags, train, None, tasks, (3, args.size, args.size), "imagenet")
     return dataset
 
 

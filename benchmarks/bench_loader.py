@@ -38,7 +38,7 @@ def parse_args():
 def time_loader(lists, tasks, args, workers, uint8):
     """img/s of a second pass over ``args.batches`` batches of train's loader."""
     from multitask_mx.commands import train as train_command
-    from multitask_mx.training import pipeline
+    from multitask_mx.training import inputs
     from multitask_mx.data.datasets import make_loader
     from multitask_mx.data.lists import read_list
     path = lists.path(args.batches * args.batch_size)
@@ -46,7 +46,7 @@ def time_loader(lists, tasks, args, workers, uint8):
     train_command.add_arguments(parser)
     flags = parser.parse_args(["--data-train", path, "--save-result", "unused", "--batch-size",
                                str(args.batch_size), "--image-shape", "3,%d,%d" % (args.size, args.size)])
-    dataset, _ = pipeline.build_datasets(flags, read_list(path, lists.root), None, tasks,
+    dataset, _ = inputs.build_datasets(flags, read_list(path, lists.root), None, tasks,
                                               (3, args.size, args.size), "imagenet", uint8=uint8)
     loader = make_loader(dataset, args.batch_size, True, workers, last_batch="rollover")
     for _ in loader:  # first pass: starts the workers, warms the page cache

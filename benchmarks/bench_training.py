@@ -56,7 +56,7 @@ from mxnet import gluon  # noqa: E402
 from multitask_mx.model import network as model
 from multitask_mx.training import loop as training  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.training import pipeline  # noqa: E402
+from multitask_mx.training import inputs  # noqa: E402
 from multitask_mx.commands.doctor import build_features, versions  # noqa: E402
 from multitask_mx.data.datasets import make_loader  # noqa: E402
 from multitask_mx.data.lists import read_list  # noqa: E402
@@ -168,7 +168,7 @@ def train_args(s: Settings, lst_path):
 def real_loader(lists, tasks, normalization, s: Settings, batches):
     """Our training loader as `train` builds it (dataset, transform preset, workers) over ``batches`` batches."""
     path = lists.path(batches * s.batch_size)
-    dataset, _ = pipeline.build_datasets(train_args(s, path), read_list(path, lists.root), None, tasks,
+    dataset, _ = inputs.build_datasets(train_args(s, path), read_list(path, lists.root), None, tasks,
                                               (3, s.size, s.size), normalization)
     return make_loader(dataset, s.batch_size, True, s.workers, last_batch="rollover")
 

@@ -15,7 +15,7 @@ from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..data.images import parse_image_shape
 from ..logs import setup_logging
 from . import train as train_command
-from ..training import pipeline, resume
+from ..training import inputs, pipeline, resume
 
 _logger = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ def run(args):
     image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     pipeline.check_devices_and_dtype(args, ctxs)
-    train_list, val, tasks, threads = pipeline.prepare_lists(args, kv)
+    train_list, val, tasks, threads = inputs.prepare_lists(args, kv)
     loss_fn = pipeline.build_loss(args, tasks, train_list, ctxs)
-    recipe = pipeline.choose_augmentation(args, train_list, tasks, image_shape)
+    recipe = inputs.choose_augmentation(args, train_list, tasks, image_shape)
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
     net, _, normalization, _ = resume.prepare_net(args, tasks, ctxs, image_shape, saver)
     apply_rate_multipliers(net, FinetuneConfig.from_args(args))
     net.hybridize(static_alloc=True, static_shape=True)
-    train_set, _ = pipeline.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
-    loader, _ = pipeline.make_loaders(args, train_set, None, threads)
+    train_set, _ = inputs.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
+    loader, _ = inputs.make_loaders(args, train_set, None, threads)
     result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=training.LoopConfig(
         progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)
