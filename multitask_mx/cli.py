@@ -45,6 +45,9 @@ def _peek_cpu_contexts(argv):
     return 1
 
 
+TERMINATED = "terminated (SIGTERM): the checkpoints of finished epochs are kept; continue with --resume."
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, systemd, batch schedulers), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
@@ -60,8 +63,30 @@ def _stop_on_sigterm():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        _arm_exit_watchdog()
         raise Terminated()
     signal.signal(signal.SIGTERM, handler)
+
+
+_REPORTED = []  # the stop message, once printed
+
+
+def _arm_exit_watchdog(seconds=20.0):
+    """Exit with 143 if unwinding after SIGTERM gets stuck (seen under load: a loader pool that never joins).
+
+    The exception raised in the main thread can land inside a lock or a pool's join;
+    every file a later run reads is written atomically, so ending the process is safe.
+    """
+    import threading
+
+    def stop():
+        if not _REPORTED:
+            _report(TERMINATED, 143, "stopped")
+        sys.stderr.flush()
+        os._exit(143)
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
 
 
 def chosen_command(argv):
@@ -120,8 +145,7 @@ def main(argv=None):
             raise
         return _report("%s\nThe checkpoints of finished epochs are kept." % device_error_message(exc, args.command), 4)
     except Terminated:
-        return _report("terminated (SIGTERM): the checkpoints of finished epochs are kept; continue with --resume.",
-                       143, "stopped")
+        return _report(TERMINATED, 143, "stopped")
     except KeyboardInterrupt:
         return _report("interrupted: the checkpoints of finished epochs are kept; continue with --resume.",
                        130, "stopped")
@@ -130,6 +154,7 @@ def main(argv=None):
 
 def _report(message, status, kind="error"):
     """Print ``message`` once on stderr (the log file, if any, gets it too); return the exit status."""
+    _REPORTED.append(status)
     text = "%s: %s" % (kind, message) if kind == "error" else str(message)
     logger = logging.getLogger("multitask_mx")
     for handler in logging.getLogger().handlers:  # the console handler would print it a second time
