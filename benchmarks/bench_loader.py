@@ -31,8 +31,12 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per figure")
     parser.add_argument("--images", type=int, default=128, help="generated JPEGs (cycled)")
-    parser.add_argument("--json", default=None, help="write the figures here")
-    return parser.parse_args()
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds: 1 worker, 64 px, 2 batches of 8")
+    args = parser.parse_args()
+    if args.smoke:
+        args.workers, args.size, args.batch_size, args.batches, args.images = "1", 64, 8, 2, 16
+    return args
 
 
 def time_loader(lists, tasks, args, workers, uint8):
@@ -46,8 +50,9 @@ def time_loader(lists, tasks, args, workers, uint8):
     train_command.add_arguments(parser)
     flags = parser.parse_args(["--data-train", path, "--save-result", "unused", "--batch-size",
                                str(args.batch_size), "--image-shape", "3,%d,%d" % (args.size, args.size)])
-    dataset, _ = inputs.build_datasets(flags, read_list(path, lists.root), None, tasks,
-                                              (3, args.size, args.size), "imagenet", uint8=uint8)
+    train, shape = read_list(path, lists.root), (3, args.size, args.size)
+    recipe = inputs.choose_augmentation(flags, train, tasks, shape)  # the preset train would pick
+    dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, "imagenet", recipe.config, uint8=uint8)
     loader = make_loader(dataset, args.batch_size, True, workers, last_batch="rollover")
     for _ in loader:  # first pass: starts the workers, warms the page cache
         pass
@@ -63,7 +68,7 @@ def main():
     args = parse_args()
     _runtime.configure_threads()
     import numpy as np
-    from common import machine_header
+    from common import machine_header, write_result
     from photos import Lists, make_photos
     from multitask_mx.data.tasks import build_tasks
     cores = _runtime.usable_cores()
@@ -87,6 +92,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+    write_result("bench_loader", {"size": args.size, "batch_size": args.batch_size, "rows": rows})
     return result
 
 

@@ -168,8 +168,9 @@ def train_args(s: Settings, lst_path):
 def real_loader(lists, tasks, normalization, s: Settings, batches):
     """Our training loader as `train` builds it (dataset, transform preset, workers) over ``batches`` batches."""
     path = lists.path(batches * s.batch_size)
-    dataset, _ = inputs.build_datasets(train_args(s, path), read_list(path, lists.root), None, tasks,
-                                              (3, s.size, s.size), normalization)
+    flags, train, shape = train_args(s, path), read_list(path, lists.root), (3, s.size, s.size)
+    recipe = inputs.choose_augmentation(flags, train, tasks, shape)  # the preset train would pick
+    dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, normalization, recipe.config)
     return make_loader(dataset, s.batch_size, True, s.workers, last_batch="rollover")
 
 
