@@ -53,7 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="batch of the batched path")
     parser.add_argument("--images", type=int, default=128, help="JPEGs generated in a temporary folder")
     parser.add_argument("--photo", default="500x375", help="WIDTHxHEIGHT of the generated JPEGs")
-    parser.add_argument("--workers", type=int, default=inference.default_workers(),
+    parser.add_argument("--workers", type=int, default=_runtime.default_loader_workers(),
                         help="decoding worker processes of the batched path (predict's default)")
     parser.add_argument("--gpus", default="", help="GPU id to run on ('' for CPU)")
     parser.add_argument("--repeats", type=int, default=1,
