@@ -89,3 +89,18 @@ def run_cli(*args, expect=0, timeout=600, env=None):
         raise AssertionError("exit %d (wanted %d)\nstdout:\n%s\nstderr:\n%s"
                              % (proc.returncode, expect, proc.stdout[-4000:], proc.stderr[-6000:]))
     return proc
+
+
+def is_alive(pid):
+    """True while ``pid`` is a live (not zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, make_images, write_list
+from conftest import REPO, is_alive, make_images, write_list
 from multitask_mx import cli
 from multitask_mx.training import distributed, cluster as launch, processes
 from multitask_mx.errors import UserInputError
@@ -28,21 +28,6 @@ PY = sys.executable
 
 
 # ---------------------------------------------------------------- process checks without psutil
-
-def is_alive(pid):
-    """True while ``pid`` is a live (not zombie) process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def group_members(pgid):
     """Live processes whose process group is ``pgid`` (each launched node leads its own group)."""

@@ -17,7 +17,7 @@ import pytest
 
 import multitask_mx  # noqa: F401
 import mxnet as mx
-from conftest import REPO, make_images, run_cli, write_list
+from conftest import REPO, is_alive, make_images, run_cli, write_list
 from multitask_mx.training.checkpoints import CheckpointSaver
 
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.01",
@@ -241,13 +241,6 @@ def _children(pid):
     return found
 
 
-def _running(pid):
-    try:
-        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _start(args):
     return subprocess.Popen([sys.executable, "-m", "multitask_mx"] + args, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -272,9 +265,9 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(data, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in out + err
     deadline = time.time() + 30  # workers end as their parent does; a loaded machine may take a moment
-    while time.time() < deadline and [pid for pid in workers if _running(pid)]:
+    while time.time() < deadline and [pid for pid in workers if is_alive(pid)]:
         time.sleep(0.2)
-    assert workers and not [pid for pid in workers if _running(pid)]
+    assert workers and not [pid for pid in workers if is_alive(pid)]
     assert CheckpointSaver(save, "net").loadable_epochs()[:1] == [1]
     assert "terminated (SIGTERM)" in open(os.path.join(save, "train.log")).read()
 
