@@ -9,6 +9,10 @@ history.json (label_gt0, the derived task, is stored too). Two datasets that pac
   none, light, standard
             the presets (--augment NAME), default lr and batch: issue 10's check is
             "default within 0.02 of the best preset" (before --augment existed: the nearest flags)
+  light-noflip, standard-noflip
+            those presets without the mirror flip, as auto uses them
+  none-lr0.0125, none-lr0.05
+            no augmentation at half and twice the default lr from scratch (0.025 at batch 32)
   original  multi-task-MXNet's recipe: resize + random crop + mirror (no colour), SGD lr 0.001,
             momentum 0.9, wd 0.0001, lr x0.1 at epochs 5 and 10
   tuned     the best flags found by hand for these short runs: mirror only, lr 0.01 cosine, batch 16
@@ -62,6 +66,12 @@ RECIPES = {
     "light": (["--augment", "light"], ["--no-rand-crop"] + NO_COLOUR),
     "standard": (["--augment", "standard"], ["--rand-crop-scale", "0.35,1", "--brightness", "0.2", "--contrast", "0.2",
                                              "--saturation", "0.2"]),
+    # the presets as auto uses them, without the mirror flip; and no augmentation at half and twice the
+    # default scratch lr (0.025 at batch 32): the evidence for auto's rule and for the default lr
+    "light-noflip": (["--augment", "light", "--no-hflip"], None),
+    "standard-noflip": (["--augment", "standard", "--no-hflip"], None),
+    "none-lr0.0125": (["--augment", "none", "--lr", "0.0125"], None),
+    "none-lr0.05": (["--augment", "none", "--lr", "0.05"], None),
     "original": (["--no-rand-crop"] + NO_COLOUR + ORIGINAL_OPT, ["--no-rand-crop"] + NO_COLOUR + ORIGINAL_OPT),
     "tuned": (["--no-rand-crop"] + NO_COLOUR + TUNED_OPT, ["--no-rand-crop"] + NO_COLOUR + TUNED_OPT),
 }
@@ -119,12 +129,15 @@ class Runner:
         self.work = args.keep_runs or tempfile.mkdtemp(prefix="bench_learning_")
 
     def flags(self, recipe):
-        """The recipe's flags for this version of train."""
-        return list(RECIPES[recipe][0 if self.modern else 1])
+        """The recipe's flags for this version of train (None: the recipe needs --augment)."""
+        flags = RECIPES[recipe][0 if self.modern else 1]
+        return None if flags is None else list(flags)
 
     def train(self, tag, train_lst, val_lst, epochs, recipe, seed, extra=()):
         """One run; returns its record (val accuracies, seconds, the command)."""
         out = os.path.join(self.work, tag)
+        if self.flags(recipe) is None:
+            raise SystemExit("bench_learning: recipe %s needs a train with --augment" % recipe)
         cmd = ([sys.executable, "-m", "multitask_mx", "train", "--data-train", train_lst, "--data-val", val_lst,
                 "--num-epoch", str(epochs), "--seed", str(seed), "--save-result", out] + BASE
                + self.flags(recipe) + list(extra))

@@ -53,7 +53,9 @@ LAYOUTS = {
     "bench_learning": ("Learning quality: held-out `label` accuracy, train's defaults against other recipes", "rows",
                        [("dataset", "dataset"), ("budget", "train images x epochs"), ("default", "default flags"),
                         ("none", "--augment none"), ("light", "--augment light"),
-                        ("standard", "--augment standard"), ("original", "original's recipe"), ("tuned", "tuned"),
+                        ("standard", "--augment standard"), ("light-noflip", "light, no flip"),
+                        ("standard-noflip", "standard, no flip"), ("none-lr0.0125", "none, lr 0.0125"),
+                        ("none-lr0.05", "none, lr 0.05"), ("original", "original's recipe"), ("tuned", "tuned"),
                         ("best_preset", "best preset"),
                         ("default_within_0.02", "default within 0.02 of best preset"),
                         ("default_minus_best_other", "default - best of all")]),
@@ -151,7 +153,7 @@ def extra_lines(name, record):
         out += ["| %s | %s | %s | %s | %s | %s |" % (r["dataset"], r["budget"], r["recipe"], _cell(r["scratch"]),
                                                     _cell(r["finetune"]), r["finetune_beats_scratch"])
                 for r in figures.get("finetune_rows", [])]
-        out += ["", "Recipes' flags: " + "; ".join("%s: `%s`" % (k, " ".join(v) or "(none)")
+        out += ["", "Recipes' flags: " + "; ".join("%s: `%s`" % (k, " ".join(v or []) or "(none)")
                                                   for k, v in figures.get("recipes", {}).items()) + ".",
                 "Data: " + "; ".join("%s: %s" % kv for kv in figures.get("datasets", {}).items()) + "."]
     notes = record.get("notes")

@@ -177,14 +177,12 @@ def _situation(side, finetune, epochs, per_class, updates=5000):
 
 
 SITUATIONS = [  # (situation, preset auto picks, a word of the reason)
-    (_situation(224, False, 3, 60, updates=57), "none", "very short run"),
-    (_situation(224, True, 90, 10, updates=299), "none", "very short run"),
-    (_situation(224, True, 90, 1000), "light", "fine-tuning"),
-    (_situation(224, False, 10, 1000), "light", "short run"),
-    (_situation(32, False, 100, 5000), "light", "small images"),
-    (_situation(128, False, 100, 50), "light", "few images"),
-    (_situation(64, False, 30, 200), "standard", "long run"),
-    (_situation(224, False, 90, 1300), "standard", "long run"),
+    (_situation(32, False, 3, 50, updates=48), "light", "short run"),
+    (_situation(224, False, 90, 10, updates=149), "light", "short run"),
+    (_situation(224, True, 90, 1000, updates=100000), "light", "fine-tuning"),
+    (_situation(224, True, 3, 10, updates=20), "light", "fine-tuning"),
+    (_situation(32, False, 5, 100, updates=160), "standard", "from scratch of 160 updates"),
+    (_situation(224, False, 90, 1300, updates=150), "standard", "from scratch"),
 ]
 
 
@@ -192,6 +190,15 @@ SITUATIONS = [  # (situation, preset auto picks, a word of the reason)
 def test_auto_picks_the_documented_preset(situation, preset, reason):
     chosen, why = choose_preset(situation)
     assert (chosen, reason in why) == (preset, True)
+
+
+@pytest.mark.parametrize("argv", [[], ["--brightness", "0.1"]])
+def test_auto_leaves_out_the_flip_and_says_why(argv):
+    recipe = resolve_augmentation(_parse(*argv), SHORT_RUN)
+    assert recipe.preset == "standard" and not recipe.config.hflip and "mirror" in recipe.reason
+    assert recipe.config == dataclasses.replace(PRESETS["standard"], hflip=False, **(
+        {"brightness": 0.1} if argv else {}))
+    assert resolve_augmentation(_parse("--augment", "standard"), SHORT_RUN).config.hflip
 
 
 def test_presets_are_what_the_readme_says():
@@ -203,12 +210,15 @@ def test_presets_are_what_the_readme_says():
 
 
 SHORT_RUN = _situation(32, False, 5, 100, updates=1000)
+NO_FLIP = {"hflip": False}
 
 
 @pytest.mark.parametrize("argv, preset, expected", [
-    ([], "light", PRESETS["light"]),
-    (["--brightness", "0.3"], "light", dataclasses.replace(PRESETS["light"], brightness=0.3)),
-    (["--rand-crop-scale", "0.5,1"], "light", dataclasses.replace(PRESETS["light"], pad_crop=0.0, scale=(0.5, 1.0))),
+    ([], "standard", dataclasses.replace(PRESETS["standard"], **NO_FLIP)),
+    (["--augment", "light", "--brightness", "0.3"], "light", dataclasses.replace(PRESETS["light"], brightness=0.3)),
+    (["--rand-crop-scale", "0.5,1"], "standard", dataclasses.replace(PRESETS["standard"], scale=(0.5, 1.0), **NO_FLIP)),
+    (["--augment", "light", "--rand-crop-scale", "0.5,1"], "light",
+     dataclasses.replace(PRESETS["light"], pad_crop=0.0, scale=(0.5, 1.0))),
     (["--augment", "standard", "--no-hflip"], "standard", dataclasses.replace(PRESETS["standard"], hflip=False)),
     (["--augment", "none", "--rotate", "10"], "none", dataclasses.replace(AugmentConfig.off(), rotate=10.0)),
     (["--augment", "imagenet", "--crop-pad", "0.1"], "imagenet", dataclasses.replace(AugmentConfig(), pad_crop=0.1)),
@@ -232,9 +242,11 @@ def test_auto_through_the_cli_logs_its_choice_and_records_the_recipe(tiny_data, 
                    "--num-epoch", "1", "--data-train", tiny_data["train"], "--image-train", tiny_data["root"],
                    "--save-result", save, "--seed", "1", "--quiet", "--data-nthreads", "1", "--saturation", "0.2")
     log = open(os.path.join(save, "train.log")).read()
-    assert "augmentation: none (very short run (3 updates < 300)" in log and "overridden by --saturation" in log
+    assert "augmentation: light (short run from scratch (3 updates < 150)" in log and "mirror" in log
+    assert "overridden by --saturation" in log
     recipe = json.load(open(os.path.join(save, "config.json")))["augmentation"]
-    assert (recipe["preset"], recipe["overrides"]) == ("none", ["--saturation"])
-    assert recipe["params"]["random_crop"] is False and recipe["params"]["saturation"] == 0.2
-    # the default lr policy is logged with its reason: 0.1 x 8 / 256 from scratch
-    assert "lr 0.003125: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]
+    assert (recipe["preset"], recipe["overrides"]) == ("light", ["--saturation"])
+    assert recipe["params"]["pad_crop"] == 0.125 and recipe["params"]["hflip"] is False
+    assert recipe["params"]["saturation"] == 0.2
+    # the default lr policy is logged with its reason: 0.2 x 8 / 256 from scratch
+    assert "lr 0.00625: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]

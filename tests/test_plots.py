@@ -39,6 +39,23 @@ def test_curves_png(tmp_path):
     assert os.listdir(tmp_path) == ["curves.png"]  # no temporary file left behind
 
 
+def test_curves_writer_redraws_at_most_its_share_of_the_time_and_finishes_current(tmp_path):
+    path = tmp_path / "curves.png"
+    writer = plots.CurvesWriter(str(path), share=1e-6)  # after one drawing, the next is due in days
+    assert writer.update(_history(1)) and path.exists()
+    first = path.read_bytes()
+    assert not writer.update(_history(2))  # not due: the picture still shows epoch 1
+    assert path.read_bytes() == first
+    writer.finish(_history(2))  # the end of the run draws what is not shown yet
+    assert path.read_bytes() != first
+    drawn = path.read_bytes()
+    writer.finish(_history(2))  # already shown: nothing to draw
+    assert path.read_bytes() == drawn
+    assert plots.CurvesWriter(str(path), share=1.0).update(_history(3))  # a large share: due at once
+    none = plots.CurvesWriter(None)  # a worker that writes no files
+    assert not none.update(_history(1)) and none.finish(_history(1)) is None
+
+
 def _lines(ax):
     return {line.get_label(): list(line.get_xdata()) for line in ax.lines}
 

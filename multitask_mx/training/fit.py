@@ -36,6 +36,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         return saver.history
     save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
                                                           batches_done, ema))
+    curves = plots.CurvesWriter(saver.path(rundir.CURVES_FILE) if saver.writer else None)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
         phases.switch("training loop")
         tic = time.time()
@@ -58,14 +59,14 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
         _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
-        if saver.writer:
-            plots.plot_curves(saver.history, saver.path(rundir.CURVES_FILE))
+        curves.update(saver.history)
         for callback in callbacks:
             callback(record)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
         if epoch < args.num_epoch and stopper.should_stop(epoch):
             saver.record_stop(record, stopper.stop_record(epoch))
             break
+    curves.finish(saver.history)
     return saver.history
 
 
