@@ -21,7 +21,7 @@ and fine-tune against scratch: a trunk trained on classes 0-4 (tuned recipe), sa
 GluonCV-style .params (`features.*` names, no output layer), then `--model FILE.params` on
 classes 5-9 against the same run from scratch, same budget and flags.
 
-    python benchmarks/bench_learning.py                  # full run (1 seed; --seeds 1,2 for two)
+    python benchmarks/bench_learning.py                  # full run (seeds 1 and 2; --seeds 1,2,3 for three)
     python benchmarks/bench_learning.py --datasets mnist5k --keep-runs /tmp/bl &   # split over processes,
     python benchmarks/bench_learning.py --datasets fashion --keep-runs /tmp/bl;     # then assemble:
     python benchmarks/bench_learning.py --reuse --keep-runs /tmp/bl
@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument("--pretrain", default="150x3", help="trunk's budget on classes 0-4")
     p.add_argument("--finetune-recipes", default="default,tuned")
     p.add_argument("--val-per-class", type=int, default=50, help="held-out images per class")
-    p.add_argument("--seeds", default="1", help="training seeds, comma-separated; figures are their mean")
+    p.add_argument("--seeds", default="1,2", help="training seeds, comma-separated; figures are their mean")
     p.add_argument("--cache", default=CACHE, help="where the PNG files and lists are written once")
     p.add_argument("--keep-runs", metavar="DIR", help="keep every run's folder under DIR")
     p.add_argument("--reuse", action="store_true",

@@ -27,8 +27,8 @@ REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 TARGETS = ("README.md", os.path.join("docs", "serving.md"))
 BLOCK = re.compile(r"(<!-- bench:start([^>]*?)-->\n)(.*?)(<!-- bench:end -->)", re.S)
-RESULT_ORDER = ("bench_training", "bench_original", "bench_finetune", "bench_predict", "bench_serve",
-                "bench_distributed")
+RESULT_ORDER = ("bench_training", "bench_original", "bench_small_net", "bench_finetune", "bench_predict",
+                "bench_serve", "bench_distributed")
 # result name -> (title, where its rows are in "figures", [(column key, header)], extra lines)
 LAYOUTS = {
     "bench_training": ("Training speed: real loader, synthetic batches, loaders, the original's training loop",
@@ -48,6 +48,9 @@ LAYOUTS = {
                     [("server", "server"), ("max_batch", "max batch"), ("omp_wait_policy", "OMP_WAIT_POLICY"),
                      ("req_s", "req/s"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("mean_batch", "mean batch"),
                      ("errors", "errors")]),
+    "bench_small_net": ("A small network against a plain PyTorch script, equal threads", "rows",
+                        [("measurement", "measurement"), ("side", "side"), ("img/s", "img/s"), ("s", "wall s"),
+                         ("acc", "held-out accuracy"), ("vs_pytorch", "ours vs PyTorch (>1: faster)")]),
     "bench_distributed": ("Distributed training on one machine", "jobs",
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
     "bench_learning": ("Learning quality: held-out `label` accuracy, train's defaults against other recipes", "rows",
