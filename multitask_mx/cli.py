@@ -55,8 +55,13 @@ class Terminated(KeyboardInterrupt):
 def _stop_on_sigterm():
     # Raising in the main process unwinds like Ctrl-C: atomic writes remove their
     # temporary files and the DataLoader's worker pool is terminated at exit. Forked
-    # children (loader workers) inherit the handler and must simply die, as by default.
+    # children (loader workers) must simply die, as by default: a Python handler runs
+    # only in the main thread, and a worker's main thread waits in the pool's queue lock
+    # while MXNet's engine threads (re-created after the fork) take the signal, so with
+    # the inherited handler pool.terminate() sent SIGTERM and then waited forever for
+    # the worker (seen as a finished run that never exited). Hence SIG_DFL at the fork.
     main_pid = os.getpid()
+    os.register_at_fork(after_in_child=_default_sigterm)
 
     def handler(signum, frame):
         if os.getpid() != main_pid:
@@ -66,6 +71,14 @@ def _stop_on_sigterm():
         _arm_exit_watchdog()
         raise Terminated()
     signal.signal(signal.SIGTERM, handler)
+
+
+def _default_sigterm():
+    """In a forked child: SIGTERM ends the process whichever of its threads receives it."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread of the main interpreter (cannot happen right after fork)
+        pass
 
 
 _REPORTED = []  # the stop message, once printed

@@ -272,6 +272,30 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(data, tmp_path):
     assert "terminated (SIGTERM)" in open(os.path.join(save, "train.log")).read()
 
 
+FORKED_CHILD_SIGTERM = """
+import multiprocessing, signal
+from multitask_mx import cli
+cli._stop_on_sigterm()
+def report(queue):
+    queue.put(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+child = ctx.Process(target=report, args=(queue,))
+child.start()
+print(queue.get(timeout=60), signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+child.join()
+"""
+
+
+def test_forked_children_die_on_sigterm_whichever_thread_receives_it():
+    # A loader worker whose main thread waits in the pool's queue lock never ran the inherited Python
+    # handler when one of MXNet's engine threads took the signal: pool.terminate() then waited forever
+    # (a finished run that never exited). Children must have the default action from the fork on.
+    out = subprocess.run([sys.executable, "-c", FORKED_CHILD_SIGTERM], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_sigkill_during_saves_at_several_moments_loses_nothing(data, tmp_path):
     save = str(tmp_path / "save")
