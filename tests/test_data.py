@@ -56,6 +56,29 @@ def test_dataset_with_train_transform_and_missing_labels(tmp_path):
     assert dataset[1][1].tolist() == [1, 1]
 
 
+def _seeded_epochs(train_list, seed, workers, epochs=2):
+    """Every batch (images, positions) of ``epochs`` epochs of a shuffled, augmented loader built after np seed 0."""
+    from multitask_mx.data.augment import AugmentConfig
+    np.random.seed(0)  # the order: train seeds numpy's global generator with --seed
+    dataset = LstDataset(train_list, build_tasks([4]), TrainTransform((16, 16), "raw", AugmentConfig(pad_crop=0.25)))
+    loader = make_loader(dataset, 8, True, workers, last_batch="rollover", seed=seed)
+    return [[(batch[0].asnumpy(), batch[2].asnumpy()) for batch in loader] for _ in range(epochs)]
+
+
+def test_a_seed_repeats_the_augmentation_whichever_worker_decodes_an_image(train_list):
+    first, again = _seeded_epochs(train_list, 7, 2), _seeded_epochs(train_list, 7, 1)
+    for epoch_a, epoch_b in zip(first, again):
+        assert len(epoch_a) == len(epoch_b) == 3
+        for (images_a, positions_a), (images_b, positions_b) in zip(epoch_a, epoch_b):
+            assert positions_a.tolist() == positions_b.tolist()
+            assert np.array_equal(images_a, images_b)
+    # a new epoch draws new crops for the same image; another seed other crops
+    by_position = [{int(p): img for images, positions in epoch for p, img in zip(positions, images)} for epoch in first]
+    assert any(not np.array_equal(by_position[0][p], by_position[1][p]) for p in by_position[0])
+    other = _seeded_epochs(train_list, 8, 2, epochs=1)[0]
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first[0], other))
+
+
 def test_unreadable_image_mid_epoch_names_image_and_line(tiny_data, train_list):
     bad = train_list.entries[4]
     with open(bad.path, "wb") as f:

@@ -326,8 +326,9 @@ def augment_arguments(parser):
     """
     group = parser.add_argument_group("augmentation")
     group.add_argument("--augment", default="auto", choices=["auto", "none", "light", "standard", "imagenet"],
-                       help="augmentation preset (README 'Augmentation presets'); auto picks one from the image "
-                       "size, fine-tuning or scratch, --num-epoch and images per class, and logs why")
+                       help="augmentation preset (README 'Defaults that learn'); auto: light when fine-tuning or for "
+                       "runs from scratch of under 150 updates, standard for longer ones, both without the "
+                       "mirror flip; the log says why")
     group.add_argument("--rand-crop-scale", default=None, metavar="MIN,MAX",
                        help="random resized crop: range of the crop's fraction of the image area (e.g. 0.08,1)")
     group.add_argument("--rand-crop-ratio", default=None, metavar="MIN,MAX",

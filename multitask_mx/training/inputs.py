@@ -133,6 +133,6 @@ def make_loaders(args, train_set, val_set, threads, pin_memory=False):
             dataset.cache_images(threads)
     batch = args.batch_size
     train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
-                               last_batch="rollover" if len(train_set) >= batch else "keep")
+                               last_batch="rollover" if len(train_set) >= batch else "keep", seed=args.seed)
     val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None
     return train_loader, val_loader
