@@ -30,16 +30,15 @@ PRESETS = {
 PRESET_NAMES = ["auto"] + list(PRESETS)
 
 # ``auto`` picks "standard" for runs from scratch of at least this many optimizer updates, "light" for
-# shorter ones. bench_learning (cifar_resnet20_v1 at 32 px, lr 0.025, batch 32, seeds 1 and 2, held-out
-# `label` accuracy, presets without the flip): at 160 updates standard won on both datasets (Fashion-MNIST
-# none/light/standard 0.696/0.716/0.746, MNIST digits 0.855/0.903/0.937); at 48 updates light or
-# standard won (fashion 0.502/0.570/0.461, digits 0.413/0.434/0.580), never none.
+# shorter ones. benchmarks/results/bench_learning.json (cifar_resnet20_v1 at 32 px, lr 0.025, batch 32,
+# seeds 1 and 2, held-out `label` accuracy, none/light/standard without the flip): at 160 updates
+# standard won on MNIST digits (0.855/0.908/0.939) and tied light on Fashion-MNIST (0.696/0.729/0.738);
+# at 48 updates light or standard won (fashion 0.502/0.543/0.482, digits 0.413/0.441/0.499), never none.
 STANDARD_MIN_UPDATES = 150
 
 # Why ``auto`` leaves out the mirror flip: it cannot tell whether a mirror changes the class (digits,
-# letters, left/right labels). Same runs, light with/without flip: digits 0.373/0.434 (48 updates),
-# 0.750/0.903 (160); standard: 0.367/0.580, 0.851/0.937; on Fashion-MNIST the flip gained nothing
-# beyond noise (standard 0.754 with, 0.746 without at 160 updates; light 0.496/0.570 at 48).
+# letters, left/right labels). Same runs with/without flip: digits at 160 updates light 0.795/0.908,
+# standard 0.848/0.939; on Fashion-MNIST the flip gained nothing (standard 0.732/0.738).
 AUTO_NO_FLIP = "without the mirror flip (auto cannot tell whether a mirror changes a class: digits, text; " \
     "--augment %s keeps it)"
 
