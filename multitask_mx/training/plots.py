@@ -94,8 +94,8 @@ class CurvesWriter:
     def update(self, history, force=False):
         """Redraw from ``history`` if due (or ``force``); returns whether it drew."""
         now = time.monotonic()
-        if self.path is None or not history or (not force and self._drawn_at is not None
-                           and now - self._drawn_at < self._cost / self.share):
+        due = force or self._drawn_at is None or now - self._drawn_at >= self._cost / self.share
+        if self.path is None or not history or not due:
             return False
         plot_curves(history, self.path)
         self._drawn_at, self._shown = time.monotonic(), len(history)

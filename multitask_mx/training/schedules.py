@@ -39,7 +39,8 @@ SCRATCH_LR_PER_256 = 0.2
 # Fine-tuning: the ImageNet rate, 0.1 (0.0125 at batch 32). Half of it (0.00625 at batch 32) left a
 # pretrained trunk behind training from scratch on a short run. bench_learning, fashion classes 5-9,
 # 250 images x 3 epochs (24 updates), trunk from classes 0-4, seed 1, val acc of `label`: fine-tune at
-# lr 0.00625 0.472, 0.0125 0.592, 0.025 0.608; scratch at 0.0125 0.548 (benchmarks/results/bench_learning.json).
+# lr 0.00625 0.472, 0.0125 0.592, 0.025 0.608; scratch at 0.0125 0.548 (bench_learning's run of
+# 2026-12-01 19:03 UTC, one seed, before the current defaults).
 FINETUNE_LR_PER_256 = 0.1
 
 
