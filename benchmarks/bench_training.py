@@ -338,7 +338,7 @@ def bench_original(lists, tasks, s: Settings, root):
     prefix = make_classic_checkpoint(s.classic_symbol, os.path.join(root, "resnet-50"))
     spec, normalization, classic_params = model.resolve_trunk(None, prefix, 0, "auto")
     net = model.build_net(spec, tasks, [mx.cpu()], (3, s.size, s.size))
-    model.load_pretrained_trunk(net, prefix, spec, classic_params)
+    model.load_pretrained_trunk(net, prefix, classic_params)
     net.hybridize(static_alloc=True, static_shape=True)
     step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
     ours = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
