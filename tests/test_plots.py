@@ -39,10 +39,11 @@ def test_curves_png(tmp_path):
     assert os.listdir(tmp_path) == ["curves.png"]  # no temporary file left behind
 
 
-def test_curves_writer_redraws_at_most_its_share_of_the_time_and_finishes_current(tmp_path):
+def test_curves_writer_redraws_at_most_its_share_of_the_time_and_finishes_current(tmp_path, caplog):
     path = tmp_path / "curves.png"
     writer = plots.CurvesWriter(str(path), share=1e-6)  # after one drawing, the next is due in days
-    assert writer.update(_history(1)) and path.exists()
+    assert writer.update(_history(1))
+    writer.wait()  # drawn in a background thread
     first = path.read_bytes()
     assert not writer.update(_history(2))  # not due: the picture still shows epoch 1
     assert path.read_bytes() == first
@@ -51,7 +52,14 @@ def test_curves_writer_redraws_at_most_its_share_of_the_time_and_finishes_curren
     drawn = path.read_bytes()
     writer.finish(_history(2))  # already shown: nothing to draw
     assert path.read_bytes() == drawn
-    assert plots.CurvesWriter(str(path), share=1.0).update(_history(3))  # a large share: due at once
+    writer = plots.CurvesWriter(str(path), share=1.0)
+    assert writer.update(_history(3))  # a large share: due at once
+    writer.finish(_history(3))
+    assert path.read_bytes() != drawn
+    broken = plots.CurvesWriter(str(tmp_path / "no such folder" / "curves.png"))
+    assert broken.update(_history(1))  # the drawing fails in its thread: a warning, not an error
+    broken.finish(_history(1))
+    assert "could not draw" in caplog.text
     none = plots.CurvesWriter(None)  # a worker that writes no files
     assert not none.update(_history(1)) and none.finish(_history(1)) is None
 

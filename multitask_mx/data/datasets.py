@@ -293,7 +293,7 @@ def add_arguments(parser):
     group.add_argument("--num-examples", type=positive_int, default=None,
                        help="images per epoch for the lr schedule (default: counted from --data-train)")
     group.add_argument("--data-nthreads", type=non_negative_int, default=None,
-                       help="loader worker processes (default: number of cores, at most 4)")
+                       help="loader worker processes (default on CPU: the cores, at most 4; with GPUs: every core but one per GPU)")
     group.add_argument("--cache-images", action="store_true",
                        help="keep decoded images in RAM (small datasets: no decoding after the first pass)")
     group.add_argument("--skip-bad-images", action="store_true",

@@ -8,9 +8,10 @@ misses are handled here:
 
 - a trunk cut from a classic checkpoint is loaded from JSON, not built from patched
   operators: ``amp_symbol`` converts that symbol with ``amp.convert_symbol``;
-- nothing else: checkpoints stay float32 and load anywhere because ``HybridBlock.export``
-  drops AMP's casts from the symbol file (``remove_amp_cast=True``, MXNet's default) and
-  the weights are float32 master copies.
+- checkpoints stay float32 and load anywhere: ``HybridBlock.export`` bypasses AMP's casts
+  that feed another node (``remove_amp_cast=True``, MXNet's default), ``drop_output_casts``
+  removes the ones that are outputs (bf16 logits cast back to float32), and the weights
+  are float32 master copies.
 
 ``--dtype auto`` times a few training steps of each type (``time_train_dtypes``, in a
 child process, since ``amp.init`` cannot be undone) and keeps bfloat16 only where it is
@@ -93,6 +94,27 @@ def amp_symbol(symbol, input_name="data"):
                                    cast_optional_params=False)
     _logger.info("converted the checkpoint trunk's graph to %s compute (AMP casts added)", amp_dtype())
     return converted
+
+
+def drop_output_casts(symbol_file):
+    """Rewrite ``symbol_file`` without the ``amp_cast`` ops that are its outputs; nothing without AMP.
+
+    Under bfloat16 the heads' logits are cast back to float32 (network.py), and those
+    casts are the graph's outputs. ``export``'s ``remove_amp_cast`` only bypasses casts
+    that feed another node, so they would stay in every checkpoint's symbol file. Without
+    them a bf16 run's symbol is exactly the float32 one.
+    """
+    if amp_dtype() is None:
+        return
+    symbol = mx.sym.load(symbol_file)
+    outputs = [_uncast(out) for out in symbol]
+    mx.sym.Group(outputs).save(symbol_file, remove_amp_cast=True)
+
+
+def _uncast(output):
+    """The input of ``output`` if it is an ``amp_cast`` node, else ``output``."""
+    last = json.loads(output.tojson())["nodes"][-1]
+    return output.get_children()[0] if last["op"] == "amp_cast" else output
 
 
 def synthetic_train_speed(net, image_shape, batch, ctx, seconds=None, steps=None, warmup=2):

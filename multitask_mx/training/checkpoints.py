@@ -123,7 +123,7 @@ class CheckpointSaver:
     def save_epoch(self, net, trainer, epoch, record, best=None, ema=None):
         """Write the epoch's symbol, params (and EMA params), optimizer states, history row (and best, keep-last)."""
         if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
-            self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
+            self.history = self.history_with(record)
             return
         try:
             self._export(net, self.params_file(epoch))
@@ -212,8 +212,10 @@ class CheckpointSaver:
         return arrays, updates, path
 
     def _export(self, net, params_path):
+        from ..model.precision import drop_output_casts  # imports mxnet: only once a checkpoint is written
         with atomic_prefix(self.prefix, {"-symbol.json": self.symbol_file(), "-0000.params": params_path}) as tmp:
             net.export(tmp, epoch=0)
+            drop_output_casts(tmp + "-symbol.json")
 
     @staticmethod
     def _link_atomic(source, target):
@@ -276,9 +278,13 @@ class CheckpointSaver:
         return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
                               % (flag, params_file, hint))
 
+    def history_with(self, record):
+        """The history once ``record`` is saved: earlier epochs, then it (a resumed epoch replaces later rows)."""
+        return [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
+
     def append_history(self, record):
         """Add one epoch's record to ``history.json`` and ``history.csv``."""
-        self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
+        self.history = self.history_with(record)
         atomic_write_json(self.path(HISTORY_FILE), self.history)
         atomic_write_bytes(self.path(HISTORY_CSV), history_csv_text(self.history).encode("utf-8"))
 

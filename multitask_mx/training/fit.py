@@ -58,8 +58,8 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
+        curves.update(saver.history_with(record))  # drawn in a thread while the checkpoint is written
         _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
-        curves.update(saver.history)
         for callback in callbacks:
             callback(record)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)

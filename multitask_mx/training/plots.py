@@ -8,6 +8,7 @@ middle of a run always sees a whole image.
 import io
 import logging
 import math
+import threading
 import time
 
 import numpy as np
@@ -78,34 +79,55 @@ def plot_curves(history, path):
 
 
 class CurvesWriter:
-    """Redraws ``curves.png`` after an epoch, at most about ``share`` of the run's time.
+    """Redraws ``curves.png`` after an epoch, in a background thread, at most about ``share`` of the run's time.
 
-    Drawing the three panels takes 0.3-0.7 s on 2 cores, a sixth of a 4-second epoch
-    (make demo: 15 epochs, 17 s of 77 s went to checkpoints and curves). So after an
-    epoch the picture is redrawn only once the time since the last drawing is at least
-    the drawing's own time / ``share``; ``finish`` draws whatever is not yet shown. A
-    person watching the file sees it at most that much behind; history.json never is.
+    Drawing the three panels takes 0.3-0.7 s on 2 cores (plus about 0.5 s to import
+    matplotlib the first time): a sixth of a 4-second epoch (make demo: 15 epochs, 17 s of
+    77 s went to checkpoints and curves). So after an epoch the picture is redrawn only
+    once the time since the last drawing is at least the drawing's own time / ``share``,
+    and the drawing runs in a thread while the main thread writes the checkpoint and
+    trains on (both wait in MXNet or in fsync, outside the GIL). ``finish`` draws whatever
+    is not yet shown and waits. A person watching the file sees it at most that much
+    behind; history.json never is. A picture that cannot be drawn is a warning, never
+    the end of a run.
     """
 
     def __init__(self, path, share=0.05):
         self.path, self.share = path, share  # path None: draw nothing (a worker that writes no files)
-        self._drawn_at, self._cost, self._shown = None, 0.0, None
+        self._started_at, self._cost, self._shown = None, 0.0, None
+        self._thread = None
 
     def update(self, history, force=False):
-        """Redraw from ``history`` if due (or ``force``); returns whether it drew."""
+        """Start redrawing from ``history`` if due (or ``force``); returns whether it started."""
         now = time.monotonic()
-        due = force or self._drawn_at is None or now - self._drawn_at >= self._cost / self.share
+        due = force or self._started_at is None or now - self._started_at >= self._cost / self.share
         if self.path is None or not history or not due:
             return False
-        plot_curves(history, self.path)
-        self._drawn_at, self._shown = time.monotonic(), len(history)
-        self._cost = self._drawn_at - now
+        self.wait()  # one drawing at a time
+        self._started_at, self._shown = now, len(history)
+        self._thread = threading.Thread(target=self._draw, args=(list(history), now), name="curves.png",
+                                        daemon=True)  # a run that fails does not wait for its picture
+        self._thread.start()
         return True
 
+    def _draw(self, history, started):
+        try:
+            plot_curves(history, self.path)
+        except Exception as exc:  # noqa: BLE001  (a full disk, a font problem: the run goes on)
+            _logger.warning("could not draw %s: %s", self.path, exc)
+        self._cost = time.monotonic() - started
+
+    def wait(self):
+        """Block until the drawing in progress (if any) is written."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
     def finish(self, history):
-        """Draw the last epochs if the picture does not show them yet."""
+        """Draw the last epochs if the picture does not show them yet, and wait for the drawing."""
         if self.path is not None and history and self._shown != len(history):
             self.update(history, force=True)
+        self.wait()
 
 
 def curves_figure(history):
