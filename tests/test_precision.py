@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from multitask_mx import _runtime
+from multitask_mx.model import precision
 from conftest import REPO, make_images, run_cli, write_list
 
 AMX_CPUINFO = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse avx2 avx512f "
@@ -102,10 +103,10 @@ def trained(shapes):
 def test_dtype_auto_logs_its_decision(trained):
     log = open(os.path.join(trained, "train.log")).read()
     assert "--dtype auto: " in log
-    if not (_runtime.amx_enabled() and _runtime.CPU_FEATURES["amx_bf16"]):
-        assert "--dtype auto: float32 (no AMX bf16" in log
-    else:
-        assert "float32 %" not in log and "img/s, bfloat16" in log
+    if not precision.native_bf16():
+        assert "--dtype auto: float32 (no native bf16" in log
+    else:  # timed both: resnet18_v1 at this small size is faster in float32
+        assert "img/s, bfloat16" in log
 
 
 @pytest.mark.skipif(BF16_CPU, reason="this CPU runs bf16")
@@ -140,7 +141,7 @@ def predicted(proc):
 def test_int8_export_and_predict_agree_with_fp32(trained, shapes):
     out = str(shapes["base"] / "deploy")
     proc = run_cli("export", "--save-result", trained, "--out", out, "--int8", "--calib-images", 16, "--quiet")
-    assert "INT8, entropy calibration on 16 images" in proc.stdout
+    assert "INT8, naive calibration on 16 images" in proc.stdout
     info = json.load(open(os.path.join(out, "multitask-preprocess.json")))
     assert info["files"]["int8"]["symbol"] == "multitask-int8-symbol.json"
     common = ["predict", shapes["val"], "--image-root", shapes["root"], "--save-result", trained, "--json", "-",
