@@ -22,6 +22,7 @@ with resnet18_v1 at 64 px; see parity_data):
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--train-batch", type=int, default=16, help="training step batch")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps / inference batches per figure")
     parser.add_argument("--single-images", type=int, default=32, help="images of the one-at-a-time loop")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="each speed figure this many times, sides alternating; medians (a shared VM's "
+                             "speed drifts by 20 %% between minutes)")
     parser.add_argument("--accuracy-epochs", type=int, default=5, help="epochs of the parity trainings")
     parser.add_argument("--no-accuracy", action="store_true", help="speed table only")
     parser.add_argument("--no-speed", action="store_true", help="accuracy parity only")
@@ -61,7 +65,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.network, args.size, args.batch_size, args.train_batch = "resnet18_v1", 32, 4, 4
-        args.steps, args.single_images, args.accuracy_epochs = 1, 4, 1
+        args.steps, args.single_images, args.accuracy_epochs, args.repeats = 1, 4, 1, 1
     return args
 
 
@@ -101,15 +105,19 @@ def inference_speeds(args):
                 block(one)[0].asnumpy()  # the one-image path reads each answer before the next image
         return run
 
-    speeds = {}
-    for name in ("fp32", "int8"):
-        speeds["%s batched" % name] = args.batch_size / timed(lambda b=blocks[name]: b(batch), args.steps)
-    for name in ("fp32", "fp32 plain graph", "int8"):
-        speeds["%s one image" % name] = args.single_images / timed(loop(blocks[name]), 1)
+    runs = {}  # figure -> img/s of each repeat; the sides alternate within a repeat
+    for _ in range(args.repeats):
+        for name in ("fp32", "int8"):
+            runs.setdefault("%s batched" % name, []).append(
+                args.batch_size / timed(lambda b=blocks[name]: b(batch), args.steps))
+        for name in ("fp32", "fp32 plain graph", "int8"):
+            runs.setdefault("%s one image" % name, []).append(args.single_images / timed(loop(blocks[name]), 1))
+    speeds = {name: statistics.median(values) for name, values in runs.items()}
     best_single = max(speeds["fp32 one image"], speeds["fp32 plain graph one image"])
     speeds = {k: round(v, 2) for k, v in speeds.items()}
     speeds["int8 batched / fp32 batched"] = round(speeds["int8 batched"] / speeds["fp32 batched"], 2)
     speeds["int8 batched / fp32 one-image loop (fastest graph)"] = round(speeds["int8 batched"] / best_single, 2)
+    speeds["runs (img/s)"] = {name: [round(v, 2) for v in values] for name, values in runs.items()}
     return speeds
 
 
@@ -121,9 +129,12 @@ def training_speeds(args):
         net.hybridize(static_alloc=True, static_shape=True)
         fp32 = precision.synthetic_train_speed(net, shape, args.train_batch, mx.cpu(), steps=args.steps)
         return {"float32": round(fp32, 2), "bfloat16": None, "bfloat16 note": "no AVX-512: no bf16 kernels"}
-    speeds = precision.time_train_dtypes(TrunkSpec(network=args.network), [4], shape, args.train_batch,
-                                         steps=args.steps)
+    # amp.init cannot be undone: each repeat times fp32 then bf16 in a fresh child process
+    runs = [precision.measure_in_child(TrunkSpec(network=args.network), [4], shape, args.train_batch, args.steps)
+            for _ in range(args.repeats)]
+    speeds = {dtype: statistics.median(r[dtype] for r in runs) for dtype in ("float32", "bfloat16")}
     speeds["bfloat16 / float32"] = round(speeds["bfloat16"] / speeds["float32"], 2)
+    speeds["runs (img/s)"] = {dtype: [r[dtype] for r in runs] for dtype in ("float32", "bfloat16")}
     return speeds
 
 
@@ -197,6 +208,35 @@ def accuracy_parity(args, tmp):
     return out
 
 
+def summary_rows(figures):
+    """The README's rows: each measured ratio or agreement beside issue 13's target, and whether it is met."""
+    rows = []
+
+    def add(measurement, value, target, met, unit=""):
+        if value is not None:
+            rows.append({"measurement": measurement, "value": "%s%s" % (value, unit), "target": target,
+                         "met": "yes" if met else "no"})
+
+    for key, values in figures.items():
+        if key.startswith("inference"):
+            ratio, loop = values["int8 batched / fp32 batched"], values["int8 batched / fp32 one-image loop (fastest graph)"]
+            add("INT8 batched / fp32 batched, %s" % key.split("(")[1].rstrip(")"), ratio, ">= 3", ratio >= 3, "x")
+            add("INT8 batched / fp32 one-image loop (fastest graph)", loop, ">= 5", loop >= 5, "x")
+        if key.startswith("training") and values.get("bfloat16"):
+            ratio = values["bfloat16 / float32"]
+            add("bf16 / fp32 training step, %s" % key.split("(")[1].rstrip(")"), ratio, ">= 1.5", ratio >= 1.5, "x")
+    acc = figures.get("accuracy", {})
+    if "bf16 - fp32 val accuracy" in acc:
+        change = acc["bf16 - fp32 val accuracy"]
+        add("bf16 - fp32 held-out accuracy, %s, %d epochs" % (acc["network"], acc["epochs"]), change,
+            ">= -0.01", change >= -0.01)
+    if "int8 top-1 agreement with fp32" in acc:
+        agreement = acc["int8 top-1 agreement with fp32"]
+        add("INT8 top-1 agreement with fp32 (%d held-out images)" % acc["val_images"], agreement, ">= 0.98",
+            agreement >= 0.98)
+    return rows
+
+
 def main(argv=None):
     """Measure, print one table, store benchmarks/results/bench_precision.json."""
     args = parse_args(argv)
@@ -212,11 +252,17 @@ def main(argv=None):
             inference_speeds(args)
         figures["training img/s (%s, %d px, batch %d)" % (args.network, args.size, args.train_batch)] = \
             training_speeds(args)
+    figures["rows"] = summary_rows(figures)
     for section, values in figures.items():
+        if section == "rows":
+            continue
         print(section)
         for key, value in values.items():
             print("  %-52s %s" % (key, value))
-    common.write_result("bench_precision", figures, notes="random weights for speed; data_example/ for accuracy")
+    for row in figures["rows"]:
+        print("%-60s %-8s target %-8s met: %s" % (row["measurement"], row["value"], row["target"], row["met"]))
+    common.write_result("bench_precision", figures, notes="random weights for speed; medians of --repeats %d; "
+                        "accuracy: see accuracy.data" % args.repeats)
 
 
 if __name__ == "__main__":

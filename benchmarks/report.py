@@ -27,8 +27,8 @@ REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 TARGETS = ("README.md", os.path.join("docs", "serving.md"))
 BLOCK = re.compile(r"(<!-- bench:start([^>]*?)-->\n)(.*?)(<!-- bench:end -->)", re.S)
-RESULT_ORDER = ("bench_training", "bench_original", "bench_small_net", "bench_finetune", "bench_predict",
-                "bench_serve", "bench_distributed")
+RESULT_ORDER = ("bench_training", "bench_original", "bench_small_net", "bench_precision", "bench_finetune",
+                "bench_predict", "bench_serve", "bench_distributed")
 # result name -> (title, where its rows are in "figures", [(column key, header)], extra lines)
 LAYOUTS = {
     "bench_training": ("Training speed: real loader, synthetic batches, loaders, the original's training loop",
@@ -39,6 +39,9 @@ LAYOUTS = {
                         ("wall_s", "wall s"), ("cpu_s", "CPU s"), ("train_img_s", "img/s"),
                         ("train_img_s_per_core", "img/s per core"),
                         ("speedup_vs_original_equal_threads", "vs original, equal threads")]),
+    "bench_precision": ("Lower precision on the CPU: INT8 inference, bf16 training, accuracy parity", "rows",
+                        [("measurement", "measurement"), ("value", "measured"), ("target", "target"),
+                         ("met", "met")]),
     "bench_finetune": ("Fine-tuning: --freeze-trunk, --cache-images", "rows",
                        [("name", "measurement"), ("img_s", "img/s"), ("ratio", "ratio")]),
     "bench_predict": ("predict: batched against one image at a time", "rows",
@@ -145,6 +148,15 @@ def extra_lines(name, record):
     if name == "bench_original" and figures.get("our_phases_s"):
         out.append("Our side's phases (train.log, medians): " + ", ".join(
             "%s %.1f s" % kv for kv in figures["our_phases_s"].items()) + ".")
+    if name == "bench_precision":
+        for key, values in figures.items():
+            if key.startswith(("inference", "training")):
+                out.append("%s, medians: %s." % (key[0].upper() + key[1:], ", ".join(
+                    "%s %s" % (k, v) for k, v in values.items() if isinstance(v, (int, float)) and "/" not in k)))
+        acc = figures.get("accuracy", {})
+        if acc:
+            out.append("Accuracy: %s; %s, %s epochs: %s." % (acc.get("data"), acc.get("network"), acc.get("epochs"),
+                       ", ".join("%s %s" % (k, v) for k, v in acc.items() if "accuracy" in k or "agreement" in k)))
     if name == "bench_distributed":
         out += ["%s: %.1f ms per pushpull of %d arrays" % (p["name"], p["ms_median"], p["arrays"])
                 for p in figures.get("pushpull", [])]
