@@ -186,7 +186,7 @@ def native_bf16():
 
     On AVX-512 without either, oneDNN emulates bf16 and it is slower than float32, so
     ``auto`` does not even time it. Measured with AVX512-BF16 and no AMX (2 cores, AMD
-    EPYC): ResNet-50 at 224 trained 1.48x faster in bf16 (bench_precision.json).
+    EPYC): ResNet-50 at 224 trained 1.59x faster in bf16 (bench_precision.json, median of 3).
     """
     features = _runtime.CPU_FEATURES
     return bool((_runtime.amx_enabled() and features.get("amx_bf16")) or features.get("avx512_bf16"))
