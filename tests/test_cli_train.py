@@ -213,6 +213,18 @@ def test_sigkill_mid_run_then_resume_completes_all_epochs(tiny_data, tmp_path):
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_batch_size_not_given_follows_the_run_length_and_resume_keeps_it(tiny_data, tmp_path):
+    save = str(tmp_path / "save")
+    flags = [a for a in train_args(tiny_data, save) if a not in ("--batch-size", "8")]  # SMALL's batch left out
+    run_cli(*flags, "--num-epoch", "1")
+    log = open(os.path.join(save, "train.log")).read()
+    assert "batch size 8 (a short run: 3 updates in 1 epoch(s)" in log  # 24 images: 3 batches of 8
+    assert json.load(open(os.path.join(save, "config.json")))["args"]["batch_size"] == 8
+    run_cli(*flags, "--num-epoch", "2", "--resume")
+    log = open(os.path.join(save, "train.log")).read()
+    assert "batch size 8: the one the resumed run used (config.json)" in log
+
+
 def test_resume_refuses_a_run_of_other_tasks_or_network(two_device_run, tmp_path):
     data, save = two_device_run["data"], two_device_run["save"]
     proc = run_cli(*train_args(data, save, "--resume", "--num-epoch", "4", "--no-derived-task"), expect=2)

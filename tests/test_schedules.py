@@ -216,3 +216,15 @@ def test_resume_through_the_checkpoint_states_on_two_devices(tmp_path):
     load_trainer_states(second, str(tmp_path / "s.states"))
     assert second.optimizer.num_update == 2 * E
     assert done + steps(net2, second, 2 * E) == pytest.approx(lr_curve(c, epoch_size=E))
+
+
+def _updates_per_epoch(images):
+    return lambda batch: -(-images // batch)
+
+
+def test_default_batch_gives_a_short_run_enough_updates():
+    assert schedules.default_batch_size(_updates_per_epoch(50000), 10)[0] == 32  # long runs keep 32
+    assert schedules.default_batch_size(_updates_per_epoch(1000), 5)[0] == 16  # 160 updates at 32, 315 at 16
+    batch, why = schedules.default_batch_size(_updates_per_epoch(500), 3)  # 189 even at 8
+    assert batch == 8 and "short run" in why and "189 updates" in why
+    assert schedules.default_batch_size(_updates_per_epoch(500), 3, devices=4)[0] == 32

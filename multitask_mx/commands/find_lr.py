@@ -41,6 +41,7 @@ def run(args):
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     pipeline.check_devices_and_dtype(args, ctxs)
     train_list, val, tasks, threads = inputs.prepare_lists(args, kv)
+    pipeline.resolve_batch_size(args, args.num_examples or len(train_list), kv, ctxs)
     loss_fn = pipeline.build_loss(args, tasks, train_list, ctxs)
     recipe = inputs.choose_augmentation(args, train_list, tasks, image_shape)
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing

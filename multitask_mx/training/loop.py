@@ -308,7 +308,9 @@ def lr_value(text):
 def add_arguments(parser):
     """Optimisation flags (the original's names and defaults)."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=positive_int, default=32, help="total batch size over all devices")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help="total batch size over all devices (default: 32, or 16 or 8 where that gives a run on "
+                            "one device at least 300 optimizer updates; README)")
     group.add_argument("--num-epoch", type=positive_int, default=10, help="train up to this epoch")
     group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
                        "not given: 0.2 x batch/256 from scratch, 0.1 x batch/256 fine-tuning (README)")

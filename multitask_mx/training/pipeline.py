@@ -20,7 +20,7 @@ from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
 from . import phases
 from . import rundir
 from .best import BestTracker
-from .checkpoints import CheckpointSaver
+from .checkpoints import CONFIG_FILE, CheckpointSaver
 from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..errors import UserInputError
@@ -32,7 +32,7 @@ from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
 from .inputs import build_datasets, choose_augmentation, is_finetuning, make_loaders, prepare_lists
-from .resume import check_save_result, prepare_net
+from .resume import check_save_result, continues_run, prepare_net
 
 _logger = logging.getLogger(__name__)
 
@@ -47,6 +47,25 @@ def build_loss(args, tasks, train, ctxs):
             tasks, args.regress_loss, task_kinds.positive_weights(args.pos_weight, tasks, train.labels))
     return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
                                   weighting=weights, class_weights=class_weights, kinds=kinds)
+
+
+def resolve_batch_size(args, num_examples, kv, ctxs):
+    """Set --batch-size where it was not given: the resumed run's (config.json), else the default policy; logged."""
+    if args.batch_size is not None:
+        return args.batch_size
+    config = os.path.join(args.save_result, CONFIG_FILE)
+    saved = None
+    if continues_run(args) and os.path.exists(config):
+        with open(config) as f:
+            saved = json.load(f).get("args", {}).get("batch_size")
+    if saved:
+        args.batch_size = saved
+        _logger.info("batch size %d: the one the resumed run used (config.json)", saved)
+        return saved
+    args.batch_size, why = schedules.default_batch_size(
+        lambda batch: distributed.updates_per_epoch(num_examples, batch, kv), args.num_epoch, len(ctxs))
+    _logger.info("batch size %d (%s; --batch-size sets it)", args.batch_size, why)
+    return args.batch_size
 
 
 def resolve_lr(args, run_finder=None, resumed_lr=None):
@@ -251,6 +270,7 @@ def train(args):
     loss_fn = build_loss(args, tasks, train, ctxs)
 
     num_examples = args.num_examples or len(train) * kv.num_workers
+    resolve_batch_size(args, num_examples, kv, ctxs)
     epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
     recipe = choose_augmentation(args, train, tasks, image_shape)
     if args.plot_lr or augment.preview_settings(args):
