@@ -161,12 +161,12 @@ def test_default_step_epochs_scale_with_the_run():
     assert [schedules.default_step_epochs(n) for n in (1, 2, 3, 10, 50)] == [(), (1,), (1, 2), (5, 7), (25, 37)]
 
 
-def test_default_lr_scales_with_the_batch_and_is_half_for_fine_tuning():
+def test_default_lr_scales_with_the_batch_from_scratch_and_fine_tuning():
     scratch, why = schedules.default_lr(32, finetune=False)
     assert scratch == pytest.approx(0.025) and "scratch" in why
     assert schedules.default_lr(64, finetune=False)[0] == pytest.approx(2 * scratch)
     tuned, why = schedules.default_lr(32, finetune=True)
-    assert tuned == pytest.approx(0.0125) and "fine-tuning" in why
+    assert tuned == pytest.approx(0.025) and "fine-tuning" in why
     assert _parse("--plot-lr", "lr.png").plot_lr == "lr.png"
 
 
