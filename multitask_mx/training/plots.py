@@ -105,8 +105,9 @@ class CurvesWriter:
             return False
         self.wait()  # one drawing at a time
         self._started_at, self._shown = now, len(history)
-        self._thread = threading.Thread(target=self._draw, args=(list(history), now), name="curves.png",
-                                        daemon=True)  # a run that fails does not wait for its picture
+        # not a daemon: a run that stops on an error still finishes (or cleans up) the picture it is
+        # writing before the process exits, so no half-written temporary file is left behind
+        self._thread = threading.Thread(target=self._draw, args=(list(history), now), name="curves.png")
         self._thread.start()
         return True
 
