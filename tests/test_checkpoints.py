@@ -102,3 +102,12 @@ def test_best_tracker_metrics():
     assert BestTracker("val-loss", ["label"], has_val=False).metric == "train-loss"
     with pytest.raises(UserInputError, match="val-acc:label"):
         BestTracker("val-acc:nope", ["label"])
+
+
+def test_a_damaged_run_json_is_named_with_what_to_do(tmp_path):
+    from multitask_mx.training.checkpoints import read_json
+    from multitask_mx.errors import UserInputError
+    path = tmp_path / "config.json"
+    path.write_text('{"args": {"batch_size"')  # cut off mid-write by something other than us
+    with pytest.raises(UserInputError, match="config.json is damaged .*another --save-result"):
+        read_json(str(path))

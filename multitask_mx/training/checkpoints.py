@@ -32,9 +32,13 @@ PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
 
 
 def read_json(path):
-    """Load a JSON file."""
+    """Load a JSON file of a run; a damaged one is a UserInputError naming it."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise UserInputError("%s is damaged (not valid JSON: %s). Restore it from a copy, or start a new "
+                                 "run in another --save-result." % (path, exc)) from None
 
 
 def flatten_record(record, prefix=""):

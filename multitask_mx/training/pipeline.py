@@ -20,7 +20,7 @@ from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
 from . import phases
 from . import rundir
 from .best import BestTracker
-from .checkpoints import CONFIG_FILE, CheckpointSaver
+from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
 from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..errors import UserInputError
@@ -56,8 +56,7 @@ def resolve_batch_size(args, num_examples, kv, ctxs):
     config = os.path.join(args.save_result, CONFIG_FILE)
     saved = None
     if continues_run(args) and os.path.exists(config):
-        with open(config) as f:
-            saved = json.load(f).get("args", {}).get("batch_size")
+        saved = read_json(config).get("args", {}).get("batch_size")
     if saved:
         args.batch_size = saved
         _logger.info("batch size %d: the one the resumed run used (config.json)", saved)

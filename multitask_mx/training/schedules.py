@@ -39,7 +39,7 @@ SCRATCH_LR_PER_256 = 0.2
 # Fine-tuning: the same 0.2. Short fine-tuning runs learned faster the higher the rate up to it, in both
 # measurements (bench_learning, classes 5-9, 250 images x 3 epochs, trunk pretrained on classes 0-4,
 # val acc of `label`): at batch 32, Fashion-MNIST, seed 1, per-256 0.05/0.1/0.2: 0.472/0.592/0.608; at
-# batch 8 (the default batch there), seeds 1-3, per-256 0.1/0.2/0.4: Fashion-MNIST 0.796/0.821/0.841,
+# batch 8 (the default batch there), seeds 1-3, per-256 0.1/0.2/0.4 (side runs; the stored file has 0.2's): Fashion-MNIST 0.796/0.821/0.841,
 # digits 0.747/0.799/0.829. 0.4 won there but by less than the seeds' spread, and 0.2 is the rate that
 # won from scratch.
 FINETUNE_LR_PER_256 = 0.2
