@@ -161,8 +161,14 @@ def extra_lines(name, record):
         out += ["%s: %.1f ms per pushpull of %d arrays" % (p["name"], p["ms_median"], p["arrays"])
                 for p in figures.get("pushpull", [])]
     if name == "bench_learning":
-        out += ["Fine-tuning a trunk pretrained on classes 0-4 (GluonCV-style `.params`, `--model FILE.params`) "
-                "against scratch on classes 5-9, same budget and flags:", "",
+        trunks = ["%s %s per class x %s epochs, held-out accuracy %.3f" % (
+            (ds,) + tuple(ft["pretrain"].split("x")) + (ft["pretrain_val_acc"],))
+            for ds, ft in ((d, r.get("finetune") or {}) for d, r in figures.get("results", {}).items())
+            if "pretrain_val_acc" in ft]
+        out += ["Fine-tuning a trunk pretrained on classes 0-4 (GluonCV-style `.params`, `--model FILE.params`%s) "
+                "against scratch on classes 5-9, same budget and flags (heads-1x and heads-10x: the default with "
+                "`--head-lr-mult 1` or `10` instead of 4, against the default's scratch runs):"
+                % ("; " + "; ".join(trunks) if trunks else ""), "",
                 "| dataset | images x epochs | recipe | scratch | fine-tune | fine-tune beats scratch |",
                 "| --- | --- | --- | --- | --- | --- |"]
         out += ["| %s | %s | %s | %s | %s | %s |" % (r["dataset"], r["budget"], r["recipe"], _cell(r["scratch"]),

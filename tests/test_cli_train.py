@@ -105,10 +105,12 @@ def test_classic_checkpoint_trunk_is_cut_structurally(tiny_data, tmp_path, class
     save = str(tmp_path / "save")
     args = train_args(tiny_data, save, "--num-epoch", "1", "--model", classic_checkpoint, "--epoch", "0",
                       "--cpus", "2")
+    del args[args.index("--lr"):args.index("--lr") + 2]  # the default lr policy, which sets the heads' rate
     proc = run_cli(*args)
     log = open(os.path.join(save, "train.log")).read()
     assert "trunk cut at layer 'flatten0'" in log
     assert "--network resnet18_v1 does not apply" in log
+    assert "heads learn at 4 x --lr (fine-tuning at the default lr" in log  # and the heads' multiplier
     config = json.load(open(os.path.join(save, "config.json")))
     assert config["normalization"] == "raw" and config["trunk"]["kind"] == "symbol"
     saved = load_params(os.path.join(save, "net-0001.params"))
@@ -139,6 +141,7 @@ def test_gluon_params_file_loads_and_frozen_trunk_stays_unchanged(tiny_data, tmp
         np.testing.assert_array_equal(saved[net_names[name]], pretrained[key])
     log = open(os.path.join(save, "train.log")).read()
     assert "only the heads train" in log
+    assert "heads learn at" not in log  # --freeze-trunk: the heads alone, at --lr
 
 
 def test_params_file_of_another_network_is_refused_with_a_list(tiny_data, tmp_path):

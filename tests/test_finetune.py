@@ -15,7 +15,8 @@ def _net():
 
 
 def _cfg(**kw):
-    args = dict(freeze_trunk=False, unfreeze_from=None, freeze_epochs=0, trunk_lr_mult=1.0, no_wd_bias_bn=False)
+    args = dict(freeze_trunk=False, unfreeze_from=None, freeze_epochs=0, trunk_lr_mult=1.0, no_wd_bias_bn=False,
+                head_lr_mult=None, model=None, pretrained=False)
     args.update(kw)
     return finetune.FinetuneConfig.from_args(argparse.Namespace(**args))
 
@@ -59,10 +60,10 @@ def test_trunk_lr_mult_scales_the_real_sgd_update():
     from mxnet import autograd, gluon
     from multitask_mx.training.loop import MultiTaskLoss
 
-    def update_sizes(mult):
+    def update_sizes(mult, head=None):
         mx.random.seed(3)
         net = _net()
-        finetune.apply_rate_multipliers(net, _cfg(trunk_lr_mult=mult))
+        finetune.apply_rate_multipliers(net, _cfg(trunk_lr_mult=mult, head_lr_mult=head))
         trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "wd": 0.0})
         conv = net.trunk_params()[0]  # the first convolution's weight
         head = list(net.head_params().values())[0]
@@ -76,6 +77,20 @@ def test_trunk_lr_mult_scales_the_real_sgd_update():
         return (abs(conv.data().asnumpy() - before[0]).sum(), abs(head.data().asnumpy() - before[1]).sum())
 
     full, tenth, none = update_sizes(1.0), update_sizes(0.1), update_sizes(0.0)
+    heads_4x = update_sizes(1.0, head=4.0)
     assert full[0] > 0 and none[0] == 0 and none[1] > 0
     assert abs(tenth[0] / full[0] - 0.1) < 1e-3   # same gradient, a tenth of the step
     assert abs(tenth[1] / full[1] - 1.0) < 1e-3   # the heads keep the full rate
+    assert abs(heads_4x[1] / full[1] - 4.0) < 1e-3  # --head-lr-mult 4: four times the heads' step
+    assert abs(heads_4x[0] / full[0] - 1.0) < 1e-3  # and the trunk's unchanged
+
+
+def test_default_head_lr_mult_follows_the_situation():
+    assert _cfg().head_lr_mult == 1.0  # from scratch
+    assert _cfg(model="trunk.params").head_lr_mult == finetune.FINETUNE_HEAD_LR_MULT == 4.0
+    assert _cfg(pretrained=True).head_lr_mult == 4.0
+    assert _cfg(model="trunk.params", freeze_trunk=True).head_lr_mult == 1.0  # only the heads learn
+    assert _cfg(model="trunk.params", head_lr_mult=1.0).head_lr_mult == 1.0  # the flag wins
+    assert _cfg(head_lr_mult=2.5).head_lr_mult == 2.5
+    assert _cfg(model="trunk.params", lr=0.01).head_lr_mult == 1.0  # a chosen lr applies to every layer
+    assert _cfg(model="trunk.params", lr="auto").head_lr_mult == 1.0

@@ -8,6 +8,7 @@ from ..data.datasets import LstDataset, check_images_or_skip, make_loader, prefl
 from ..errors import UserInputError
 from ..data.augment import AugmentConfig, TrainTransform
 from ..data.images import EvalTransform
+from ..model.finetune import is_finetuning
 from ..data.lists import check_label_range, infer_num_classes, read_list
 
 _logger = logging.getLogger(__name__)
@@ -76,11 +77,6 @@ def choose_augmentation(args, train, tasks, image_shape):
                                           images_per_class=len(train) / float(tasks[0].num_classes),
                                           num_updates=args.num_epoch * -(-len(train) // args.batch_size))
     return augment_presets.resolve_augmentation(args, situation)
-
-
-def is_finetuning(args):
-    """True when the trunk starts from pretrained weights (--model, --pretrained) rather than from scratch."""
-    return bool(args.model or args.pretrained)
 
 
 def build_datasets(args, train, val, tasks, image_shape, normalization, augment: AugmentConfig, uint8=False):

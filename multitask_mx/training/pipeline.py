@@ -22,7 +22,7 @@ from . import rundir
 from .best import BestTracker
 from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
 from .states import load_trainer_states
-from ..model.finetune import FinetuneConfig, apply_rate_multipliers
+from ..model.finetune import FinetuneConfig, apply_rate_multipliers, is_finetuning
 from ..errors import UserInputError
 from ..data.augment import TrainTransform, preview_samples
 from ..data.images import parse_image_shape
@@ -31,7 +31,7 @@ from ..mxerrors import clean_mxnet_error
 from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
-from .inputs import build_datasets, choose_augmentation, is_finetuning, make_loaders, prepare_lists
+from .inputs import build_datasets, choose_augmentation, make_loaders, prepare_lists
 from .resume import check_save_result, continues_run, prepare_net
 
 _logger = logging.getLogger(__name__)

@@ -36,10 +36,11 @@ _logger = logging.getLogger(__name__)
 # digits 48 updates 0.382/0.421/0.411, 160 updates 0.753/0.867/0.878. 0.4 wins only digits at 160, and in a
 # sweep lost with augmentation (Fashion-MNIST, standard without flip, 48 updates: 0.394 against 0.461 at 0.2).
 SCRATCH_LR_PER_256 = 0.2
-# Fine-tuning: the same 0.2. Short fine-tuning runs learned faster the higher the rate up to it, in both
-# measurements (bench_learning, classes 5-9, 250 images x 3 epochs, trunk pretrained on classes 0-4,
+# Fine-tuning: the same 0.2 for the trunk (the new heads at 4x it: model/finetune.py FINETUNE_HEAD_LR_MULT).
+# Short fine-tuning runs learned faster the higher the rate up to it (side runs, not stored; bench_learning,
+# classes 5-9, 250 images x 3 epochs, a weaker trunk pretrained on classes 0-4 for 750 images x 3 epochs,
 # val acc of `label`): at batch 32, Fashion-MNIST, seed 1, per-256 0.05/0.1/0.2: 0.472/0.592/0.608; at
-# batch 8 (the default batch there), seeds 1-3, per-256 0.1/0.2/0.4 (side runs; the stored file has 0.2's): Fashion-MNIST 0.796/0.821/0.841,
+# batch 8 (the default batch there), seeds 1-3, per-256 0.1/0.2/0.4: Fashion-MNIST 0.796/0.821/0.841,
 # digits 0.747/0.799/0.829. 0.4 won there but by less than the seeds' spread, and 0.2 is the rate that
 # won from scratch.
 FINETUNE_LR_PER_256 = 0.2
@@ -80,7 +81,7 @@ def default_lr(batch_size, finetune):
     From scratch 0.2 x batch/256 (CIFAR's ResNet recipe, 0.025 at batch 32); fine-tuning the same
     (bench_learning: short fine-tuning runs learned faster at 0.2 than at 0.1 or 0.05): they learn too slowly
     below it (issue 10: a pretrained trunk at 0.001, 0.81 vs 0.88 at 0.01; bench_learning: at half
-    this rate fine-tuning trailed scratch).
+    this rate fine-tuning trailed scratch). The heads' multiplier is ``finetune.default_head_lr_mult``.
     """
     per_256 = FINETUNE_LR_PER_256 if finetune else SCRATCH_LR_PER_256
     lr = per_256 * batch_size / 256.0
