@@ -56,6 +56,10 @@ LAYOUTS = {
                          ("acc", "held-out accuracy"), ("vs_pytorch", "ours vs PyTorch (>1: faster)")]),
     "bench_distributed": ("Distributed training on one machine", "jobs",
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
+    "bench_demo": ("`make demo` on data_example/: the script as shipped against the one before", "rows",
+                   [("side", "side"), ("flags", "flags appended"), ("epochs", "epochs"),
+                    ("label_runs", "`label` per seed"), ("label", "`label` mean"), ("label_gt0", "`label_gt0` mean"),
+                    ("seconds_runs", "seconds per seed"), ("seconds", "seconds mean")]),
     "bench_learning": ("Learning quality: held-out `label` accuracy, train's defaults against other recipes", "rows",
                        [("dataset", "dataset"), ("budget", "train images x epochs"), ("default", "default flags"),
                         ("none", "--augment none"), ("light", "--augment light"),
@@ -69,6 +73,8 @@ LAYOUTS = {
 # Accuracy does not depend on how busy the cores were (only the run time does): published under load too,
 # with a note. These results have their own block (<!-- bench:start bench_learning -->), not the speed one.
 LOAD_INDEPENDENT = ("bench_learning",)
+# results shown only in their own block (README's quick start), not in the speed section's
+OWN_BLOCK = LOAD_INDEPENDENT + ("bench_demo",)
 
 
 def load_results(folder=RESULTS):
@@ -89,6 +95,8 @@ def _cell(value):
         return "yes" if value else ""
     if isinstance(value, float):
         return "%.3f" % value if abs(value) < 10 else "%.1f" % value
+    if isinstance(value, list):  # per-seed or per-repeat figures
+        return " / ".join(_cell(v) for v in value)
     return str(value).replace("|", "\\|")
 
 
@@ -186,7 +194,7 @@ def extra_lines(name, record):
 def render(results, names=None):
     """The block's text for ``names`` (default: every result, known ones first)."""
     chosen = names or [n for n in RESULT_ORDER if n in results] + sorted(set(results) - set(RESULT_ORDER)
-                                                                      - set(LOAD_INDEPENDENT))
+                                                                      - set(OWN_BLOCK))
     lines = []
     for name in chosen:
         if name in results:

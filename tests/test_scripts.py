@@ -47,7 +47,7 @@ def test_train_multitask_sh_trains_from_scratch_without_a_checkpoint(tiny_data, 
     save = str(tmp_path / "results")
     env = dict(lists_env(tiny_data, save), MODEL=str(tmp_path / "none"))
     proc = run_script("train_multitask.sh", env, *TINY_NET.split(), "--num-epoch", "1", *FAST)
-    assert "training resnet18_v1 from scratch" in proc.stdout
+    assert "training cifar_resnet20_v1 from scratch" in proc.stdout
     assert epochs(save) == [1]
     assert json.load(open(os.path.join(save, "config.json")))["network"] == "mobilenet0.25"  # later flags win
 
