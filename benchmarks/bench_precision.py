@@ -95,7 +95,7 @@ def inference_speeds(args):
         for name, backend in (("fp32", {"backend": "MKLDNN"}), ("fp32 plain graph", {})):
             blocks[name] = quantize._load_block(*files)
             blocks[name].hybridize(static_alloc=True, **backend)
-    blocks["int8"].hybridize(static_alloc=True)
+    quantize.hybridize_lowered(blocks["int8"])  # as predict/evaluate/serve run it
     batch = mx.nd.random.uniform(-2, 2, (args.batch_size,) + shape)
     one = mx.nd.random.uniform(-2, 2, (1,) + shape)
 

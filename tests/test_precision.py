@@ -157,6 +157,36 @@ def test_int8_export_and_predict_agree_with_fp32(trained, shapes):
     assert np.allclose(probs.sum(1), 1, atol=1e-3)  # softmax outputs, as the fp32 export
 
 
+INT8_CALLS = """
+import sys
+import mxnet as mx
+from multitask_mx.use import inference, quantize
+model = quantize.apply_precision(inference.load_model(sys.argv[1]),
+                                 quantize.PrecisionConfig(precision="int8", calib_images=8))
+batch = mx.nd.random.uniform(-1, 1, (4, 3, 32, 32))
+for call in range(3):
+    print("=== call %d" % call, flush=True)
+    model.net(batch)[0].wait_to_read()
+    mx.nd.waitall()
+"""
+
+
+def test_int8_model_quantizes_its_weights_once_not_on_every_call(trained):
+    # oneDNN's verbose log lists every primitive run; a weight reorder (fp32 -> s8) per convolution in every
+    # call is what MXNet 1.9's CachedOp does without static_shape (quantize.hybridize_lowered)
+    env = dict(os.environ, DNNL_VERBOSE="1", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", INT8_CALLS, trained], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = proc.stdout.split("=== call ")
+    convs = [line for line in calls[3].splitlines() if line.startswith("dnnl_verbose,exec,cpu,convolution")]
+    reorders = [line for line in calls[3].splitlines() if line.startswith("dnnl_verbose,exec,cpu,reorder")]
+    assert len(convs) >= 15 and all("int8" in c or "vnni" in c or "s8" in c for c in convs), convs[:3]
+    assert len(reorders) <= 3, "%d reorders in the third call: %s" % (len(reorders), reorders[:4])
+    first = [line for line in calls[1].splitlines() if line.startswith("dnnl_verbose,exec,cpu,reorder")]
+    assert len(first) > len(convs)  # the first call does quantize every weight: the check can see it
+
+
 def test_evaluate_reports_the_int8_change_against_fp32(trained, shapes, tmp_path):
     report = str(tmp_path / "eval.json")
     proc = run_cli("evaluate", "--save-result", trained, "--data", shapes["val"], "--image-root", shapes["root"],
