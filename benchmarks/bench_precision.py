@@ -39,7 +39,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from multitask_mx.model import precision
-from multitask_mx.use import quantize  # noqa: E402
+from multitask_mx.use import inference, quantize  # noqa: E402
 from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
 from multitask_mx.data.tasks import build_tasks  # noqa: E402
 
@@ -92,10 +92,9 @@ def inference_speeds(args):
         files = (os.path.join(tmp, "net-symbol.json"), os.path.join(tmp, "net-0000.params"))
         calib = np.random.RandomState(0).uniform(-2, 2, (16,) + shape).astype(np.float32)
         blocks = {"int8": quantize.quantize_checkpoint(*files, calib, "naive")}  # speed: any calibration
-        for name, backend in (("fp32", {"backend": "MKLDNN"}), ("fp32 plain graph", {})):
-            blocks[name] = quantize._load_block(*files)
-            blocks[name].hybridize(static_alloc=True, **backend)
-    quantize.hybridize_lowered(blocks["int8"])  # as predict/evaluate/serve run it
+        for name, fuse in (("fp32", True), ("fp32 plain graph", False)):  # as predict/evaluate/serve run them
+            blocks[name] = inference.hybridize_for_inference(quantize._load_block(*files), fuse=fuse)
+    inference.hybridize_for_inference(blocks["int8"], fuse=False)
     batch = mx.nd.random.uniform(-2, 2, (args.batch_size,) + shape)
     one = mx.nd.random.uniform(-2, 2, (1,) + shape)
 

@@ -27,6 +27,7 @@ from mxnet import gluon
 from ..errors import UserInputError
 from ..data.images import read_checked_image
 from ..data.lists import read_list
+from .inference import hybridize_for_inference
 
 _logger = logging.getLogger(__name__)
 
@@ -126,19 +127,6 @@ def quantize_checkpoint(symbol_file, params_file, calib, mode="naive"):
             calib_mode=mode, num_calib_examples=len(calib), ctx=mx.cpu())
 
 
-def hybridize_lowered(net):
-    """Hybridize an INT8 (or bf16) SymbolBlock for repeated inference: static memory and shapes.
-
-    ``static_shape`` keeps the fused INT8 convolutions' operator state between calls: without it
-    MXNet 1.9's CachedOp rebuilds that state on every call, and each convolution quantizes its
-    fp32 weights again (oneDNN's verbose log shows two reorders per convolution per call).
-    ResNet-50 at 224, batch 32, 2 cores with VNNI: 225-250 ms per batch with it, 300-400 without;
-    bf16 is unchanged. A batch of another size (the last one) still runs, re-planned.
-    """
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net
-
-
 def bf16_checkpoint(symbol_file, params_file):
     """A SymbolBlock of the checkpoint with AMP's bfloat16 casts (float32 outputs)."""
     from mxnet.contrib import amp
@@ -179,7 +167,7 @@ def apply_precision(model, cfg: PrecisionConfig):
     else:
         net = bf16_checkpoint(model.symbol_file, model.params_file)
         how = "AMP casts"
-    hybridize_lowered(net)
+    hybridize_for_inference(net, fuse=False)  # quantize_net's graph is fused already
     model.net, model.precision = net, cfg.precision
     _logger.info("running %s in %s (%s, %.1f s); AMX %s", model.params_file, cfg.precision, how,
                  time.time() - tic, _runtime.CPU_FEATURES.get("amx"))
