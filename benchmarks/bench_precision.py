@@ -3,9 +3,11 @@
 
 Speed (one process, back to back, random weights: speed does not depend on them; every
 timer starts and stops on an idle engine, ``mx.nd.waitall()``; warm-up excluded):
-  - inference of ``--network`` at ``--size``: fp32 batched (MKL-DNN fused graph), INT8
-    batched (``quantize_net``, naive calibration on random images), and one image at a time
-    in fp32 at its fastest setting (fused and plain graph both timed) and in INT8;
+  - inference of ``--network`` at ``--size``, hybridized as predict/evaluate/serve do
+    (``inference.hybridize_for_inference``): fp32 batched (MKL-DNN fused graph), INT8 batched
+    (``quantize_net``, naive calibration on random images), each at predict's default batch for it
+    (32; INT8 64, and INT8 at 32 too), and one image at a time in fp32 at its fastest setting
+    (fused and plain graph both timed) and in INT8;
   - one training step, fp32 then bf16 (MXNet AMP; needs AVX-512, AMX where the CPU has it).
     Training comes last: ``amp.init`` stays on for the rest of the process.
 Accuracy (real images through the CLI: 1,000 Fashion-MNIST training and 500 held-out images at 32 px
@@ -51,7 +53,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="resnet50_v1", help="network of the speed table")
     parser.add_argument("--size", type=int, default=224, help="input side of the speed table")
-    parser.add_argument("--batch-size", type=int, default=32, help="inference batch")
+    parser.add_argument("--batch-size", type=int, default=inference.DEFAULT_BATCH,
+                        help="fp32 inference batch (predict's default)")
+    parser.add_argument("--int8-batch", type=int, default=inference.DEFAULT_INT8_BATCH,
+                        help="INT8 inference batch (predict's default with --precision int8); INT8 is also "
+                             "timed at --batch-size")
     parser.add_argument("--train-batch", type=int, default=16, help="training step batch")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps / inference batches per figure")
     parser.add_argument("--single-images", type=int, default=32, help="images of the one-at-a-time loop")
@@ -64,7 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="seconds of work: small network, tiny parity run")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.network, args.size, args.batch_size, args.train_batch = "resnet18_v1", 32, 4, 4
+        args.network, args.size, args.batch_size, args.train_batch, args.int8_batch = "resnet18_v1", 32, 4, 4, 8
         args.steps, args.single_images, args.accuracy_epochs, args.repeats = 1, 4, 1, 1
     return args
 
@@ -95,7 +101,8 @@ def inference_speeds(args):
         for name, fuse in (("fp32", True), ("fp32 plain graph", False)):  # as predict/evaluate/serve run them
             blocks[name] = inference.hybridize_for_inference(quantize._load_block(*files), fuse=fuse)
     inference.hybridize_for_inference(blocks["int8"], fuse=False)
-    batch = mx.nd.random.uniform(-2, 2, (args.batch_size,) + shape)
+    batches = {"fp32": mx.nd.random.uniform(-2, 2, (args.batch_size,) + shape),
+               "int8": mx.nd.random.uniform(-2, 2, (args.int8_batch,) + shape)}
     one = mx.nd.random.uniform(-2, 2, (1,) + shape)
 
     def loop(block):
@@ -108,13 +115,18 @@ def inference_speeds(args):
     for _ in range(args.repeats):
         for name in ("fp32", "int8"):
             runs.setdefault("%s batched" % name, []).append(
-                args.batch_size / timed(lambda b=blocks[name]: b(batch), args.steps))
+                len(batches[name]) / timed(lambda b=blocks[name], x=batches[name]: b(x), args.steps))
+        if args.int8_batch != args.batch_size:  # the same batch as fp32's, for the record
+            runs.setdefault("int8 at fp32's batch", []).append(
+                args.batch_size / timed(lambda b=blocks["int8"], x=batches["fp32"]: b(x), args.steps))
         for name in ("fp32", "fp32 plain graph", "int8"):
             runs.setdefault("%s one image" % name, []).append(args.single_images / timed(loop(blocks[name]), 1))
     speeds = {name: statistics.median(values) for name, values in runs.items()}
     best_single = max(speeds["fp32 one image"], speeds["fp32 plain graph one image"])
     speeds = {k: round(v, 2) for k, v in speeds.items()}
     speeds["int8 batched / fp32 batched"] = round(speeds["int8 batched"] / speeds["fp32 batched"], 2)
+    if "int8 at fp32's batch" in speeds:
+        speeds["int8 / fp32 at fp32's batch"] = round(speeds["int8 at fp32's batch"] / speeds["fp32 batched"], 2)
     speeds["int8 batched / fp32 one-image loop (fastest graph)"] = round(speeds["int8 batched"] / best_single, 2)
     speeds["runs (img/s)"] = {name: [round(v, 2) for v in values] for name, values in runs.items()}
     return speeds
@@ -247,8 +259,8 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             figures["accuracy"] = accuracy_parity(args, tmp)
     if not args.no_speed:
-        figures["inference img/s (%s, %d px, batch %d)" % (args.network, args.size, args.batch_size)] = \
-            inference_speeds(args)
+        figures["inference img/s (%s, %d px, batch %d, INT8 batch %d)" % (
+            args.network, args.size, args.batch_size, args.int8_batch)] = inference_speeds(args)
         figures["training img/s (%s, %d px, batch %d)" % (args.network, args.size, args.train_batch)] = \
             training_speeds(args)
     figures["rows"] = summary_rows(figures)

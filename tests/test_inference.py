@@ -176,3 +176,14 @@ def test_top_k_and_find_image_files(tmp_path):
     found = [os.path.relpath(p, tmp_path) for p in find_image_files(str(tmp_path))]
     assert found == ["a/deep/y.png", "a/x.JPG", "z.jpeg"]
     assert find_image_files(str(tmp_path), recursive=False) == [str(tmp_path / "z.jpeg")]
+
+
+def test_default_batch_follows_the_precision_and_the_flag_wins():
+    import argparse
+    from multitask_mx.commands import predict
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    for extra, batch in (([], 32), (["--precision", "int8"], 64), (["--precision", "int8", "--batch-size", "8"], 8),
+                         (["--precision", "bf16"], 32)):
+        args = parser.parse_args(["x.jpg", "--save-result", "runs/x"] + extra)
+        assert inference.predict_config(args).batch_size == batch, extra

@@ -258,6 +258,13 @@ class _Collate:
         return data, [s[1] for s in samples]
 
 
+# predict/evaluate --batch-size when not given. INT8 gains from the larger batch where fp32 does not:
+# ResNet-50 at 224, 2 cores with VNNI, img/s at batch 32 / 64 (two runs each): INT8 123, 96 / 133, 141;
+# fp32 35, 31 / 33, 37.
+DEFAULT_BATCH = 32
+DEFAULT_INT8_BATCH = 64
+
+
 @dataclass
 class PredictConfig:
     """How to run prediction: batch size, loader workers, flip TTA, progress bar."""
@@ -374,7 +381,9 @@ def add_arguments(parser, prediction=True):
     if not prediction:
         return
     group = parser.add_argument_group("prediction")
-    group.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help="images per forward pass (default: %d, %d with --precision int8)"
+                            % (DEFAULT_BATCH, DEFAULT_INT8_BATCH))
     group.add_argument("--data-nthreads", type=non_negative_int, default=None,
                        help="image decoding worker processes (default: number of cores, at most 4)")
     group.add_argument("--tta", choices=["none", "flip"], default="none",
@@ -392,7 +401,10 @@ def model_contexts(args):
 
 def predict_config(args):
     """PredictConfig from the parsed prediction flags."""
-    if args.batch_size < 1:
-        raise UserInputError("--batch-size %d: give 1 or more." % args.batch_size)
+    batch = args.batch_size
+    if batch is None:
+        batch = DEFAULT_INT8_BATCH if getattr(args, "precision", "fp32") == "int8" else DEFAULT_BATCH
+    if batch < 1:
+        raise UserInputError("--batch-size %d: give 1 or more." % batch)
     workers = _runtime.default_loader_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
-    return PredictConfig(batch_size=args.batch_size, workers=workers, tta=args.tta, progress=not args.quiet)
+    return PredictConfig(batch_size=batch, workers=workers, tta=args.tta, progress=not args.quiet)
