@@ -48,5 +48,5 @@ setup(
         "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
         "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
-    entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:main"]},
+    entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:run_and_exit"]},
 )

@@ -4,7 +4,7 @@
 Speed (one process, back to back, random weights: speed does not depend on them; every
 timer starts and stops on an idle engine, ``mx.nd.waitall()``; warm-up excluded):
   - inference of ``--network`` at ``--size``, hybridized as predict/evaluate/serve do
-    (``inference.hybridize_for_inference``): fp32 batched (MKL-DNN fused graph), INT8 batched
+    (``graphs.hybridize_for_inference``): fp32 batched (MKL-DNN fused graph), INT8 batched
     (``quantize_net``, naive calibration on random images), each at predict's default batch for it
     (32; INT8 64, and INT8 at 32 too), and one image at a time in fp32 at its fastest setting
     (fused and plain graph both timed) and in INT8;
@@ -41,7 +41,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from multitask_mx.model import precision
-from multitask_mx.use import inference, quantize  # noqa: E402
+from multitask_mx.use import graphs, inference, quantize  # noqa: E402
 from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
 from multitask_mx.data.tasks import build_tasks  # noqa: E402
 
@@ -99,8 +99,8 @@ def inference_speeds(args):
         calib = np.random.RandomState(0).uniform(-2, 2, (16,) + shape).astype(np.float32)
         blocks = {"int8": quantize.quantize_checkpoint(*files, calib, "naive")}  # speed: any calibration
         for name, fuse in (("fp32", True), ("fp32 plain graph", False)):  # as predict/evaluate/serve run them
-            blocks[name] = inference.hybridize_for_inference(quantize._load_block(*files), fuse=fuse)
-    inference.hybridize_for_inference(blocks["int8"], fuse=False)
+            blocks[name] = graphs.hybridize_for_inference(quantize._load_block(*files), fuse=fuse)
+    graphs.hybridize_for_inference(blocks["int8"], fuse=False)
     batches = {"fp32": mx.nd.random.uniform(-2, 2, (args.batch_size,) + shape),
                "int8": mx.nd.random.uniform(-2, 2, (args.int8_batch,) + shape)}
     one = mx.nd.random.uniform(-2, 2, (1,) + shape)

@@ -1,6 +1,4 @@
 """``python -m multitask_mx`` is the same as the ``multitask-mx`` command."""
-import sys
+from .cli import run_and_exit
 
-from .cli import main
-
-sys.exit(main())
+run_and_exit()

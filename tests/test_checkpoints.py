@@ -111,3 +111,47 @@ def test_a_damaged_run_json_is_named_with_what_to_do(tmp_path):
     path.write_text('{"args": {"batch_size"')  # cut off mid-write by something other than us
     with pytest.raises(UserInputError, match="config.json is damaged .*another --save-result"):
         read_json(str(path))
+
+
+def _hybrid_trainer():
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(3, in_units=2))
+    net.initialize(mx.init.One())
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9})
+    with autograd.record():
+        loss = net(mx.nd.ones((2, 2))).sum()
+    loss.backward()
+    trainer.step(2)
+    return net, trainer
+
+
+def test_epoch_files_written_in_the_background_match_a_plain_save(tmp_path):
+    net, trainer = _hybrid_trainer()
+    plain, early = CheckpointSaver(str(tmp_path / "plain"), "m"), CheckpointSaver(str(tmp_path / "early"), "m")
+    plain.save_epoch(net, trainer, 1, {"epoch": 1, "val_loss": 1.0})
+    started = early.start_epoch_files(net, trainer, 1)
+    out = net(mx.nd.ones((4, 2))).asnumpy()  # the network keeps working meanwhile (validation)
+    early.save_epoch(net, trainer, 1, {"epoch": 1, "val_loss": 1.0}, started=started)
+    for saver in (plain, early):
+        block = gluon.SymbolBlock.imports(saver.symbol_file(), ["data"], saver.params_file(1))
+        np.testing.assert_allclose(block(mx.nd.ones((4, 2))).asnumpy(), out, rtol=1e-6)
+        assert saver.resume_point() == (1, saver.params_file(1), saver.states_file(1), 0)
+    _, fresh = _hybrid_trainer()
+    states.load_trainer_states(fresh, early.states_file(1))
+    assert fresh.optimizer.num_update == trainer.optimizer.num_update
+
+
+def test_a_background_write_that_fails_is_reported_by_save_epoch(tmp_path, monkeypatch):
+    net, trainer = _hybrid_trainer()
+    saver = CheckpointSaver(str(tmp_path), "m")
+    saver.save_epoch(net, trainer, 1, {"epoch": 1, "val_loss": 1.0})
+
+    def full_disk(*args, **kwargs):
+        raise checkpoints.DiskFullError(str(tmp_path), "")
+    monkeypatch.setattr(checkpoints, "save_trainer_states", full_disk)
+    started = saver.start_epoch_files(net, trainer, 2)
+    with pytest.raises(checkpoints.DiskFullError, match="epoch 2 was not saved; epoch 1 is the last one saved"):
+        saver.save_epoch(net, trainer, 2, {"epoch": 2, "val_loss": 0.5}, started=started)
+    assert not os.path.exists(saver.params_file(2))  # half an epoch's files are removed
+    assert saver.resume_point()[0] == 1 and [r["epoch"] for r in saver.history] == [1]

@@ -388,3 +388,33 @@ def test_strict_json_and_stale_temporary_files(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_command_skips_mxnets_teardown_only_when_nothing_needs_an_orderly_exit(monkeypatch):
+    import threading
+    import mxnet  # noqa: F401  (loaded: the case the fast exit is for)
+    from multitask_mx import cli
+    monkeypatch.delenv("DMLC_ROLE", raising=False)
+    assert not cli._needs_orderly_exit()
+    monkeypatch.setenv("DMLC_ROLE", "worker")  # ps-lite tells the scheduler it leaves
+    assert cli._needs_orderly_exit()
+    monkeypatch.delenv("DMLC_ROLE")
+    release = threading.Event()
+    writer = threading.Thread(target=release.wait)  # e.g. a file still being written
+    writer.start()
+    try:
+        assert cli._needs_orderly_exit()
+    finally:
+        release.set()
+        writer.join()
+    assert not cli._needs_orderly_exit()
+
+
+def test_a_fast_exit_keeps_the_status_and_everything_printed(tmp_path):
+    # stdout piped (buffered) and a user error: exit status 2 and the whole message, after the fast exit
+    lines = "\n".join("%d\t0\tmissing_%d.jpg" % (i, i) for i in range(3))
+    (tmp_path / "x.lst").write_text(lines + "\n")
+    proc = subprocess.run([sys.executable, "-m", "multitask_mx", "evaluate", "--save-result", str(tmp_path / "none"),
+                           "--data", str(tmp_path / "x.lst")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

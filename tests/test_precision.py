@@ -173,7 +173,7 @@ for call in range(3):
 
 def test_int8_model_quantizes_its_weights_once_not_on_every_call(trained):
     # oneDNN's verbose log lists every primitive run; a weight reorder (fp32 -> s8) per convolution in every
-    # call is what MXNet 1.9's CachedOp does without static_shape (inference.hybridize_for_inference)
+    # call is what MXNet 1.9's CachedOp does without static_shape (graphs.hybridize_for_inference)
     env = dict(os.environ, DNNL_VERBOSE="1", PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, "-c", INT8_CALLS, trained], env=env, capture_output=True, text=True,
                           timeout=300)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .. import __version__
-from ..use import inference, kind_outputs, quantize
+from ..use import graphs, inference, kind_outputs, quantize
 import mxnet as mx
 from mxnet import gluon
 
@@ -191,7 +191,7 @@ def export_int8(model, prefix, cfg):
     """Write ``PREFIX-int8-symbol.json``/``-0000.params`` (softmax outputs), report top-1 agreement with fp32."""
     calib = quantize.calibration_batch(model, cfg)
     qnet = quantize.quantize_checkpoint(prefix + "-symbol.json", prefix + "-0000.params", calib, cfg.calib_mode)
-    inference.hybridize_for_inference(qnet, fuse=False)
+    graphs.hybridize_for_inference(qnet, fuse=False)
     outputs = qnet(mx.nd.array(calib))  # also builds the graph that export() writes
     outputs = [outputs] if isinstance(outputs, mx.nd.NDArray) else outputs
     reference = reference_probs(model, calib)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 
 from ..atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,
     is_temp_name, remove_stale_temps)
@@ -124,17 +125,36 @@ class CheckpointSaver:
         if self.writer:
             atomic_write_bytes(self.path(filename), text.encode("utf-8"))
 
-    def save_epoch(self, net, trainer, epoch, record, best=None, ema=None):
-        """Write the epoch's symbol, params (and EMA params), optimizer states, history row (and best, keep-last)."""
+    def start_epoch_files(self, net, trainer, epoch):
+        """Start writing the epoch's symbol, params and optimizer states in a background thread.
+
+        For the time validation takes: neither changes the weights or the optimizer, and the
+        writing is mostly serialisation outside the GIL (ResNet-50: 1.2 s of 1.6). Pass the
+        returned handle to ``save_epoch``, which waits for it and handles its errors as its own.
+        None for workers that write nothing.
+        """
+        return _EpochFiles(self, net, trainer, epoch) if self.writer else None
+
+    def _write_epoch_files(self, net, trainer, epoch):
+        self._export(net, self.params_file(epoch))
+        if trainer is not None:
+            save_trainer_states(trainer, self.states_file(epoch))
+
+    def save_epoch(self, net, trainer, epoch, record, best=None, ema=None, started=None):
+        """Write the epoch's symbol, params (and EMA params), optimizer states, history row (and best, keep-last).
+
+        ``started``: the handle of ``start_epoch_files`` when the weights and states are being written already.
+        """
         if not self.writer:  # other workers keep the history in memory only (the loss weighting reads it)
             self.history = self.history_with(record)
             return
         try:
-            self._export(net, self.params_file(epoch))
+            if started is not None:
+                started.wait()
+            else:
+                self._write_epoch_files(net, trainer, epoch)
             if ema is not None:
                 self._export_ema(net, ema, self.ema_params_file(epoch))
-            if trainer is not None:
-                save_trainer_states(trainer, self.states_file(epoch))
             self.append_history(record)
         except DiskFullError:
             for path in (self.params_file(epoch), self.ema_params_file(epoch), self.states_file(epoch)):
@@ -317,6 +337,29 @@ class CheckpointSaver:
         if not epoch:
             return None
         return epoch, self.params_file(epoch), self.states_file(epoch), 0
+
+
+class _EpochFiles:
+    """An epoch's weights and optimizer states being written by a thread (CheckpointSaver.start_epoch_files)."""
+
+    def __init__(self, saver, net, trainer, epoch):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(saver, net, trainer, epoch),
+                                        name="checkpoint-epoch-%d" % epoch)
+        self._thread.start()
+
+    def _run(self, saver, net, trainer, epoch):
+        try:
+            saver._write_epoch_files(net, trainer, epoch)
+        except BaseException as exc:  # raised again in the training thread by wait()
+            self._error = exc
+
+    def wait(self):
+        """Block until the files are written; raise what the writing raised (DiskFullError, ...)."""
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def params_loadable(path):

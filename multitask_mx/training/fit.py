@@ -50,8 +50,11 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
         _logger.info("Epoch[%d] Train: %s (%.1f img/s)", epoch, summarise(train_values), speed)
+        # the weights and optimizer states are written while validation runs; not with --ema, whose
+        # validation swaps the averaged weights into the network
+        started = _start_finite_epoch(saver, net, trainer, epoch) if ema is None and val_loader is not None else None
         val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
-                                             (epoch, lr, train_values, speed, skipped, tic), normalization)
+                                             (epoch, lr, train_values, speed, skipped, tic), normalization, started)
         record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         record.update(cfg.task_gradients.record() if cfg.task_gradients is not None else {})
@@ -59,7 +62,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
         curves.update(saver.history_with(record))  # drawn in a thread while the checkpoint is written
-        _save_finite_epoch(saver, net, trainer, epoch, record, best, ema)
+        _save_finite_epoch(saver, net, trainer, epoch, record, best, ema, started)
         for callback in callbacks:
             callback(record)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
@@ -82,20 +85,31 @@ def _weights_and_agreement(epoch, task_weighting, val_metrics):
     return extras
 
 
-def _save_finite_epoch(saver, net, trainer, epoch, record, best, ema=None):
-    """Save the epoch's checkpoint, never with NaN or infinite weights (FloatingPointError instead)."""
+def _save_finite_epoch(saver, net, trainer, epoch, record, best, ema=None, started=None):
+    """Save the epoch's checkpoint, never with NaN or infinite weights (FloatingPointError instead).
+
+    ``started``: its weights and states are being written already (checked by _start_finite_epoch).
+    """
+    if saver.writer and started is None:
+        training.check_weights_finite(net.collect_params().values(), epoch)
+    saver.save_epoch(net, trainer, epoch, record, best, ema, started)
+
+
+def _start_finite_epoch(saver, net, trainer, epoch):
+    """Check the weights are finite (FloatingPointError if not), then start writing the epoch's files."""
     if saver.writer:
         training.check_weights_finite(net.collect_params().values(), epoch)
-    saver.save_epoch(net, trainer, epoch, record, best, ema)
+    return saver.start_epoch_files(net, trainer, epoch)
 
 
 def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer, epoch_info,
-                            normalization="imagenet"):
+                            normalization="imagenet", started=None):
     """Validation values (None without --data-val); an unreadable validation image never loses the epoch.
 
     Without --skip-bad-images a validation image that fails to decode raises; the
     epoch just trained is saved first (without validation figures), then the error is
     shown with what to do. With --skip-bad-images such images are counted and logged.
+    ``started``: the epoch's files already being written (CheckpointSaver.start_epoch_files).
     """
     if val_loader is None:
         return None
@@ -106,7 +120,7 @@ def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, 
                                                                  normalization=normalization)
     except UserInputError as exc:
         record = training.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
-        _save_finite_epoch(saver, net, trainer, epoch, record, None)
+        _save_finite_epoch(saver, net, trainer, epoch, record, None, None, started)
         raise UserInputError("validation after epoch %d: %s. Epoch %d is saved (without validation figures); fix "
                              "or remove that image, or pass --skip-bad-images, and continue with --resume."
                              % (epoch, exc, epoch)) from None

@@ -30,7 +30,7 @@ from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
 from ..mxerrors import describe_mxnet_error
-from . import kind_outputs
+from . import graphs, kind_outputs
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
 
@@ -171,31 +171,6 @@ def choose_weights(save_dir, save_name, epoch, weights="raw"):
     return epoch, params_file, symbol_file, weights
 
 
-def inference_backend(ctxs):
-    """hybridize() options for inference: on CPU, MKL-DNN's fused graph (conv+BN+ReLU).
-
-    Measured here: ResNet-50 at 224 runs 28-35% faster (batch 1 and 32) than the plain
-    graph; outputs differ by float rounding only. Set MULTITASK_MX_NO_FUSION=1 to compare.
-    """
-    fusable = mx.runtime.Features().is_enabled("MKLDNN") and all(c.device_type == "cpu" for c in ctxs)
-    return {"backend": "MKLDNN"} if fusable and not os.environ.get("MULTITASK_MX_NO_FUSION") else {}
-
-
-def hybridize_for_inference(net, ctxs=None, fuse=True):
-    """Hybridize ``net`` for repeated inference: static memory and shapes (+ the fused graph, ``fuse``).
-
-    ``static_shape`` keeps the operators' state between calls of the same batch shape: without it
-    MXNet 1.9's CachedOp rebuilds that state on every call, so the fused graph folds BatchNorm into
-    the weights again and an INT8 graph quantizes every weight again (oneDNN's verbose log: weight
-    reorders in every call). ResNet-50 at 224 on 2 cores (VNNI): fused fp32 one image 25 ms per call
-    with it against 52-65 without (34-39 unfused); INT8 batch 32 225-250 ms against 300-400; fp32 and
-    bf16 at batch 32 unchanged. A batch of another shape still runs, re-planned: calls that keep
-    changing shape (1, 2, 3, 1, 4, 2 images) took 87 against 78 ms each.
-    """
-    net.hybridize(static_alloc=True, static_shape=True, **(inference_backend(ctxs or [mx.cpu()]) if fuse else {}))
-    return net
-
-
 def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     """Load a trained model from ``save_dir`` onto ``ctxs`` (default CPU).
 
@@ -216,7 +191,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
                 raise saver.damaged_params_error(params_file, "epoch %s" % epoch) from None
             raise UserInputError(describe_mxnet_error(exc, "loading %s on %s" % (params_file, ctxs[0]),
                                                       "cannot load %s with %s: %%s" % (params_file, symbol_file)))
-    hybridize_for_inference(net, ctxs)
+    graphs.hybridize_for_inference(net, ctxs)
     tasks = [Task.from_dict(d) for d in config["tasks"]]
     classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]
                for t in tasks}

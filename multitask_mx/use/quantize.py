@@ -27,7 +27,7 @@ from mxnet import gluon
 from ..errors import UserInputError
 from ..data.images import read_checked_image
 from ..data.lists import read_list
-from .inference import hybridize_for_inference
+from .graphs import hybridize_for_inference
 
 _logger = logging.getLogger(__name__)
 
