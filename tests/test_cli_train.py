@@ -228,6 +228,18 @@ def test_batch_size_not_given_follows_the_run_length_and_resume_keeps_it(tiny_da
     assert "batch size 8: the one the resumed run used (config.json)" in log
 
 
+def test_continuing_a_run_keeps_the_heads_lr_multiplier_it_trained_with(tiny_data, tmp_path):
+    save = str(tmp_path / "save")
+    flags = [a for a in train_args(tiny_data, save) if a not in ("--lr", "0.01")]  # the default lr policy
+    run_cli(*flags, "--num-epoch", "1")  # from scratch: heads at 1x
+    assert json.load(open(os.path.join(save, "config.json")))["head_lr_mult"] == 1.0
+    # the original's way to continue, --model SAVE_PREFIX, looks like fine-tuning to the default rule
+    run_cli(*flags, "--num-epoch", "2", "--model", os.path.join(save, "net"), "--model-epoch", "1")
+    log = open(os.path.join(save, "train.log")).read()
+    assert "resuming after epoch 1" in log and "heads learn at" not in log
+    assert [r["epoch"] for r in json.load(open(os.path.join(save, "history.json")))] == [1, 2]
+
+
 def test_resume_refuses_a_run_of_other_tasks_or_network(two_device_run, tmp_path):
     data, save = two_device_run["data"], two_device_run["save"]
     proc = run_cli(*train_args(data, save, "--resume", "--num-epoch", "4", "--no-derived-task"), expect=2)

@@ -15,10 +15,14 @@ def _net():
 
 
 def _cfg(**kw):
+    return finetune.FinetuneConfig.from_args(_args(**kw))
+
+
+def _args(**kw):
     args = dict(freeze_trunk=False, unfreeze_from=None, freeze_epochs=0, trunk_lr_mult=1.0, no_wd_bias_bn=False,
                 head_lr_mult=None, model=None, pretrained=False)
     args.update(kw)
-    return finetune.FinetuneConfig.from_args(argparse.Namespace(**args))
+    return argparse.Namespace(**args)
 
 
 def test_freeze_epochs_then_unfreeze_from_stage():
@@ -94,3 +98,6 @@ def test_default_head_lr_mult_follows_the_situation():
     assert _cfg(head_lr_mult=2.5).head_lr_mult == 2.5
     assert _cfg(model="trunk.params", lr=0.01).head_lr_mult == 1.0  # a chosen lr applies to every layer
     assert _cfg(model="trunk.params", lr="auto").head_lr_mult == 1.0
+    resumed = finetune.FinetuneConfig.from_args(_args(model="trunk.params"), 1.0, "resumed")
+    assert (resumed.head_lr_mult, resumed.head_lr_reason) == (1.0, "resumed")  # the caller's value over the default rule
+    assert finetune.FinetuneConfig.from_args(_args(model="t", head_lr_mult=2.0), 1.0, "x").head_lr_mult == 2.0

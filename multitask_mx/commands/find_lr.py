@@ -46,7 +46,8 @@ def run(args):
     recipe = inputs.choose_augmentation(args, train_list, tasks, image_shape)
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
     net, _, normalization, _ = resume.prepare_net(args, tasks, ctxs, image_shape, saver)
-    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
+    # the suggestion is meant for --lr, and with a given --lr every layer learns at it: test that
+    apply_rate_multipliers(net, FinetuneConfig.from_args(args, 1.0, "find-lr: its suggestion is for --lr"))
     net.hybridize(static_alloc=True, static_shape=True)
     train_set, _ = inputs.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
     loader, _ = inputs.make_loaders(args, train_set, None, threads)

@@ -56,8 +56,12 @@ class FinetuneConfig:
     head_lr_reason: str = "--head-lr-mult"
 
     @classmethod
-    def from_args(cls, args):
-        """Build from parsed flags, refusing combinations that contradict each other."""
+    def from_args(cls, args, head_lr_mult=None, head_lr_reason=None):
+        """Build from parsed flags, refusing combinations that contradict each other.
+
+        ``head_lr_mult`` (with its reason): the heads' multiplier when --head-lr-mult is not given, decided
+        by the caller (a resumed run's, find-lr's); else ``default_head_lr_mult``.
+        """
         if args.freeze_trunk and args.unfreeze_from:
             raise UserInputError("--freeze-trunk trains no trunk layer, --unfreeze-from %s trains some: use one. "
                                  "(--freeze-epochs N with --unfreeze-from does both in sequence.)"
@@ -67,8 +71,12 @@ class FinetuneConfig:
                                  "it cannot be combined with --freeze-trunk (frozen throughout).")
         if args.trunk_lr_mult < 0:
             raise UserInputError("--trunk-lr-mult must be 0 or more (0.1 = the trunk learns 10x slower).")
-        head_mult, reason = (args.head_lr_mult, "--head-lr-mult") if args.head_lr_mult is not None \
-            else default_head_lr_mult(args)
+        if args.head_lr_mult is not None:
+            head_mult, reason = args.head_lr_mult, "--head-lr-mult"
+        elif head_lr_mult is not None:
+            head_mult, reason = head_lr_mult, head_lr_reason
+        else:
+            head_mult, reason = default_head_lr_mult(args)
         return cls(args.freeze_trunk, args.unfreeze_from, args.freeze_epochs, args.trunk_lr_mult,
                    args.no_wd_bias_bn, head_mult, reason)
 

@@ -67,6 +67,16 @@ def resolve_batch_size(args, num_examples, kv, ctxs):
     return args.batch_size
 
 
+def resumed_finetune_config(args, saver):
+    """FinetuneConfig of a resumed run: the heads keep the lr multiplier the run trained with (config.json).
+
+    Whatever the flags of the resuming command say by default (e.g. --model SAVE_PREFIX, the original's
+    way to continue, looks like fine-tuning); runs from before it was recorded trained at 1.
+    """
+    saved = saver.read_config().get("head_lr_mult")
+    return FinetuneConfig.from_args(args, 1.0 if saved is None else saved, "the resumed run's (config.json)")
+
+
 def resolve_lr(args, run_finder=None, resumed_lr=None):
     """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
     if isinstance(args.lr, float):
@@ -122,7 +132,8 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
         raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
 
 
-def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None):
+def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None,
+                head_lr_mult=None):
     """What later commands need to rebuild and use the model (config.json)."""
     return {
         "format": 1,
@@ -140,6 +151,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "args": plain_args(args),
         "augmentation": augmentation,
         "lr": lr,
+        "head_lr_mult": head_lr_mult,
     }
 
 
@@ -279,7 +291,8 @@ def train(args):
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
     precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
     net, trunk_spec, normalization, point = prepare_net(args, tasks, ctxs, image_shape, saver)
-    apply_rate_multipliers(net, FinetuneConfig.from_args(args))
+    finetune_cfg = resumed_finetune_config(args, saver) if point else FinetuneConfig.from_args(args)
+    apply_rate_multipliers(net, finetune_cfg)
     net.hybridize(static_alloc=True, static_shape=True)
 
     phases.switch("loaders and trainer")
@@ -294,7 +307,7 @@ def train(args):
 
     if point is None:
         saver.write_config(make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
-                                       recipe.to_dict(), base_lr))
+                                       recipe.to_dict(), base_lr, finetune_cfg.head_lr_mult))
         if trunk_spec.from_symbol:
             saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
