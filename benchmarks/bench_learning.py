@@ -21,7 +21,7 @@ and fine-tune against scratch: a trunk trained on classes 0-4 (default recipe, -
 GluonCV-style .params (`features.*` names, no output layer), then `--model FILE.params` on
 classes 5-9 against the same run from scratch, same budget and flags (recipes default and tuned; and
 heads-1x / heads-10x, the default with the new heads at 1x and 10x the trunk's lr instead of 4x, against
-the default's scratch runs).
+the default's scratch runs; tuned-heads-4x, the tuned recipe with the heads at 4x, against tuned's).
 
     python benchmarks/bench_learning.py                  # full run (seeds 1 and 2; --seeds 1,2,3 for three)
     python benchmarks/bench_learning.py --datasets mnist5k --keep-runs /tmp/bl &   # split over processes,
@@ -80,8 +80,12 @@ RECIPES = {
     # model/finetune.py FINETUNE_HEAD_LR_MULT); their scratch column is the default's scratch runs
     "heads-1x": (["--head-lr-mult", "1"], None),
     "heads-10x": (["--head-lr-mult", "10"], None),
+    # and the tuned recipe (a chosen --lr: every layer at it) with the heads at 4x: why a given --lr
+    # leaves the heads' multiplier at 1
+    "tuned-heads-4x": (["--no-rand-crop"] + NO_COLOUR + TUNED_OPT + ["--head-lr-mult", "4"], None),
 }
-FINETUNE_ONLY = ("heads-1x", "heads-10x")
+# fine-tuning-only recipe -> the recipe whose scratch runs it is compared with
+FINETUNE_ONLY = {"heads-1x": "default", "heads-10x": "default", "tuned-heads-4x": "tuned"}
 
 
 def parse_args(argv=None):
@@ -97,7 +101,7 @@ def parse_args(argv=None):
     # 0.86 Fashion-MNIST, 0.98 digits), the stand-in for ImageNet weights. The earlier 750 x 3 trunk with the
     # tuned recipe (0.70 on Fashion-MNIST's clothes) was a weaker start than random weights on shoes and bags.
     p.add_argument("--pretrain", default="400x5", help="trunk's budget on classes 0-4 (default recipe)")
-    p.add_argument("--finetune-recipes", default="default,tuned,heads-1x,heads-10x")
+    p.add_argument("--finetune-recipes", default="default,tuned,heads-1x,heads-10x,tuned-heads-4x")
     p.add_argument("--val-per-class", type=int, default=50, help="held-out images per class")
     p.add_argument("--seeds", default="1,2", help="training seeds, comma-separated; figures are their mean")
     p.add_argument("--cache", default=CACHE, help="where the PNG files and lists are written once")
@@ -266,7 +270,7 @@ def finetune(runner, data, name, args):
         row = {"scratch": [], "finetune": []}
         for s in args.seed_list:
             tag = "%s-5to9-%dx%d-%s-s%d" % (name, per_class * 5, epochs, recipe, s)
-            base = "default" if recipe in FINETUNE_ONLY else recipe  # their scratch column: the default's runs
+            base = FINETUNE_ONLY.get(recipe, recipe)  # the scratch column of a fine-tuning-only recipe
             if (base, s) not in scratch_runs:
                 scratch_runs[base, s] = runner.train("%s-5to9-%dx%d-%s-s%d-scratch" % (name, per_class * 5, epochs,
                                                                                       base, s),

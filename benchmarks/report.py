@@ -175,7 +175,8 @@ def extra_lines(name, record):
             if "pretrain_val_acc" in ft]
         out += ["Fine-tuning a trunk pretrained on classes 0-4 (GluonCV-style `.params`, `--model FILE.params`%s) "
                 "against scratch on classes 5-9, same budget and flags (heads-1x and heads-10x: the default with "
-                "`--head-lr-mult 1` or `10` instead of 4, against the default's scratch runs):"
+                "`--head-lr-mult 1` or `10` instead of 4, against the default's scratch runs; tuned-heads-4x: "
+                "the tuned recipe with `--head-lr-mult 4`, against tuned's):"
                 % ("; " + "; ".join(trunks) if trunks else ""), "",
                 "| dataset | images x epochs | recipe | scratch | fine-tune | fine-tune beats scratch |",
                 "| --- | --- | --- | --- | --- | --- |"]
