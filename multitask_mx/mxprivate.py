@@ -87,6 +87,11 @@ def finish_deferred_init(param):
     param._finish_deferred_init()
 
 
+def has_traced_graph(block):
+    """True once a hybridized block has run forward in this process, so that ``export`` can write its graph."""
+    return bool(block._cached_graph)
+
+
 def structural_params(block):
     """{structural name such as 'features.0.weight': Parameter} of a block (the names save_parameters writes)."""
     return block._collect_params_with_prefix()

@@ -155,3 +155,14 @@ def test_a_background_write_that_fails_is_reported_by_save_epoch(tmp_path, monke
         saver.save_epoch(net, trainer, 2, {"epoch": 2, "val_loss": 0.5}, started=started)
     assert not os.path.exists(saver.params_file(2))  # half an epoch's files are removed
     assert saver.resume_point()[0] == 1 and [r["epoch"] for r in saver.history] == [1]
+
+
+def test_a_network_not_yet_run_in_this_process_is_saved_after_validation_not_before(tmp_path):
+    # a run resumed after an epoch's last batch trains no batch before validation: export needs the traced graph
+    net, trainer = _hybrid_trainer()
+    net.hybridize()  # a fresh graph, as in a new process
+    saver = CheckpointSaver(str(tmp_path), "m")
+    assert saver.start_epoch_files(net, trainer, 1) is None
+    net(mx.nd.ones((4, 2)))  # validation traces it
+    saver.save_epoch(net, trainer, 1, {"epoch": 1, "val_loss": 1.0}, started=None)
+    assert saver.resume_point() == (1, saver.params_file(1), saver.states_file(1), 0)

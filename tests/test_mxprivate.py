@@ -74,6 +74,16 @@ def test_deferred_parameters():
     assert not mxprivate.is_deferred(net.weight) and net.weight.data().shape == (3, 4)
 
 
+def test_has_traced_graph():
+    block = mx.gluon.nn.HybridSequential()
+    block.add(mx.gluon.nn.Dense(2, in_units=3))
+    block.initialize()
+    block.hybridize()
+    assert not mxprivate.has_traced_graph(block)
+    block(mx.nd.ones((1, 3)))
+    assert mxprivate.has_traced_graph(block)
+
+
 def test_structural_params():
     block = gluon.nn.HybridSequential()
     block.add(gluon.nn.Dense(2, in_units=3))

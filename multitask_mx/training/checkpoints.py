@@ -131,9 +131,14 @@ class CheckpointSaver:
         For the time validation takes: neither changes the weights or the optimizer, and the
         writing is mostly serialisation outside the GIL (ResNet-50: 1.2 s of 1.6). Pass the
         returned handle to ``save_epoch``, which waits for it and handles its errors as its own.
-        None for workers that write nothing.
+        None (``save_epoch`` then writes them itself) for workers that write nothing, and for a network
+        that has not run forward in this process, whose graph export cannot write before validation traces
+        it (a run resumed after the last batch of an epoch).
         """
-        return _EpochFiles(self, net, trainer, epoch) if self.writer else None
+        from .. import mxprivate  # imports mxnet: only once a checkpoint is written
+        if not (self.writer and mxprivate.has_traced_graph(net)):
+            return None
+        return _EpochFiles(self, net, trainer, epoch)
 
     def _write_epoch_files(self, net, trainer, epoch):
         self._export(net, self.params_file(epoch))
