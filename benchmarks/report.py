@@ -27,7 +27,7 @@ REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 TARGETS = ("README.md", os.path.join("docs", "serving.md"))
 BLOCK = re.compile(r"(<!-- bench:start([^>]*?)-->\n)(.*?)(<!-- bench:end -->)", re.S)
-RESULT_ORDER = ("bench_training", "bench_original", "bench_small_net", "bench_precision", "bench_finetune",
+RESULT_ORDER = ("bench_training", "bench_original", "bench_fusion", "bench_small_net", "bench_precision", "bench_finetune",
                 "bench_predict", "bench_serve", "bench_distributed")
 # result name -> (title, where its rows are in "figures", [(column key, header)], extra lines)
 LAYOUTS = {
@@ -39,6 +39,10 @@ LAYOUTS = {
                         ("wall_s", "wall s"), ("cpu_s", "CPU s"), ("train_img_s", "img/s"),
                         ("train_img_s_per_core", "img/s per core"),
                         ("speedup_vs_original_equal_threads", "vs original, equal threads")]),
+    "bench_fusion": ("BatchNorm+ReLU fused on the CPU: the same network with and without", "rows",
+                     [("trunk", "trunk"), ("measurement", "measurement"), ("image", "image"), ("batch", "batch"),
+                      ("plain_img_s", "plain img/s"), ("fused_img_s", "fused img/s"),
+                      ("ratio", "fused / plain (paired rounds)")]),
     "bench_precision": ("Lower precision on the CPU: INT8 inference, bf16 training, accuracy parity", "rows",
                         [("measurement", "measurement"), ("value", "measured"), ("target", "target"),
                          ("met", "met")]),

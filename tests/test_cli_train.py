@@ -111,6 +111,9 @@ def test_classic_checkpoint_trunk_is_cut_structurally(tiny_data, tmp_path, class
     assert "trunk cut at layer 'flatten0'" in log
     assert "--network resnet18_v1 does not apply" in log
     assert "heads learn at 4 x --lr (fine-tuning at the default lr" in log  # and the heads' multiplier
+    assert "trunk: 50 BatchNorm+ReLU pairs run as one oneDNN operator each" in log  # fusion.py, on CPU
+    saved_graph = open(os.path.join(save, "net-symbol.json")).read()  # the plain graph, ReLUs by their names
+    assert "_contrib_BatchNormWithReLU" not in saved_graph and '"stage1_unit1_relu1"' in saved_graph
     config = json.load(open(os.path.join(save, "config.json")))
     assert config["normalization"] == "raw" and config["trunk"]["kind"] == "symbol"
     saved = load_params(os.path.join(save, "net-0001.params"))

@@ -19,6 +19,7 @@ from mxnet.gluon import nn
 from ..errors import UserInputError
 from ..mxerrors import describe_mxnet_error
 from .. import mxprivate
+from .fusion import fuse_block_bn_relu, fuse_bn_relu, fusion_wanted, unfuse_symbol_file
 from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 from ..flagtypes import fraction, non_negative_int
@@ -56,7 +57,13 @@ def _unknown_network(network):
                           "All names: gluoncv.model_zoo.get_model_list()." % (network, ", ".join(close) or "none"))
 
 
-def _zoo_trunk(network):
+def _log_fused(pairs):
+    if pairs:
+        _logger.info("trunk: %d BatchNorm+ReLU pairs run as one oneDNN operator each (fusion.py; saved "
+                     "checkpoints keep them apart)", pairs)
+
+
+def _zoo_trunk(network, fuse_for_shape=None):
     from gluoncv.model_zoo import get_model
     try:
         base = get_model(network, pretrained=False)
@@ -65,11 +72,16 @@ def _zoo_trunk(network):
     if not hasattr(base, "features"):
         raise UserInputError("--network %s has no `features` trunk to share between heads; choose a "
                              "classification network such as resnet50_v1, mobilenetv2_1.0, vgg16." % network)
+    if fuse_for_shape is not None:
+        _log_fused(fuse_block_bn_relu(base.features, fuse_for_shape))
     return base.features
 
 
-def _symbol_trunk(spec: TrunkSpec):
+def _symbol_trunk(spec: TrunkSpec, fuse_for_shape=None):
     symbol = amp_symbol(mx.sym.load_json(spec.symbol_json), spec.input_name)  # AMP's patching misses JSON
+    if fuse_for_shape is not None:
+        symbol, pairs = fuse_bn_relu(symbol, spec.input_name, fuse_for_shape)
+        _log_fused(pairs)
     with warnings.catch_warnings():  # "Cannot decide type for ... data": it is float32, set at first call
         warnings.simplefilter("ignore", UserWarning)
         block = gluon.SymbolBlock(symbol, mx.sym.var(spec.input_name))
@@ -84,14 +96,19 @@ def _symbol_trunk(spec: TrunkSpec):
 
 
 class MultiTaskNet(gluon.HybridBlock):
-    """Shared trunk -> one Dense head per task; forward returns a tuple of logits."""
+    """Shared trunk -> one Dense head per task; forward returns a tuple of logits.
+
+    ``fuse_for_shape`` (an image shape): the trunk's BatchNorm+ReLU pairs run fused
+    (fusion.py), checked for images of that shape; build_net decides.
+    """
 
     def __init__(self, trunk_spec: TrunkSpec, task_classes: Sequence[int], task_names: Sequence[str],
-                 head_hidden=0, dropout=0.0, **kwargs):
+                 head_hidden=0, dropout=0.0, fuse_for_shape=None, **kwargs):
         super().__init__(prefix=NET_PREFIX, **kwargs)
         self.task_names = list(task_names)
         with self.name_scope():
-            self.trunk = _symbol_trunk(trunk_spec) if trunk_spec.from_symbol else _zoo_trunk(trunk_spec.network)
+            self.trunk = _symbol_trunk(trunk_spec, fuse_for_shape) if trunk_spec.from_symbol else \
+                _zoo_trunk(trunk_spec.network, fuse_for_shape)
             self.heads = nn.HybridSequential(prefix="")
             for name, classes in zip(task_names, task_classes):
                 head = nn.HybridSequential(prefix="head_%s_" % name)
@@ -108,6 +125,15 @@ class MultiTaskNet(gluon.HybridBlock):
         if amp_dtype() == "bfloat16":  # logits back to float32: CPU metrics and argmax have no bf16 kernels
             return tuple(F.amp_cast(head(features), dtype="float32") for head in self.heads)
         return tuple(head(features) for head in self.heads)
+
+    def export(self, path, epoch=0, remove_amp_cast=True):
+        """Gluon's export, with the plain graph: fused BatchNorm+ReLU nodes written as the two layers.
+
+        The fused operator runs only on CPUs with oneDNN; the files load anywhere
+        (GPUs, INT8 quantization, ONNX) and name their layers as the unfused network does.
+        """
+        super().export(path, epoch, remove_amp_cast)
+        unfuse_symbol_file("%s-symbol.json" % path)
 
     def trunk_params(self):
         """The trunk's learnable parameters (for freezing and lr multipliers).
@@ -215,8 +241,9 @@ def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dro
     ``defer``: weights will be loaded next (load_pretrained_trunk, load_checkpoint_params,
     which then make the arrays); the parameters' arrays do not exist before that.
     """
+    fuse_for_shape = tuple(image_shape) if fusion_wanted(ctx, amp_dtype()) else None
     net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
-                       head_hidden=head_hidden, dropout=dropout)
+                       head_hidden=head_hidden, dropout=dropout, fuse_for_shape=fuse_for_shape)
     try:
         initialize_net(net, ctx, image_shape, defer)
     except (mx.base.MXNetError, ValueError) as exc:  # ValueError: Gluon's "Deferred initialization failed"

@@ -243,7 +243,7 @@ class CheckpointSaver:
     def _export(self, net, params_path):
         from ..model.precision import drop_output_casts  # imports mxnet: only once a checkpoint is written
         with atomic_prefix(self.prefix, {"-symbol.json": self.symbol_file(), "-0000.params": params_path}) as tmp:
-            net.export(tmp, epoch=0)
+            net.export(tmp, epoch=0)  # MultiTaskNet.export: the plain graph, without fused BatchNorm+ReLU
             drop_output_casts(tmp + "-symbol.json")
 
     @staticmethod
