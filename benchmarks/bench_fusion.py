@@ -26,6 +26,7 @@ import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
 from bench_training import make_classic_checkpoint  # noqa: E402
+from multitask_mx import mxprivate  # noqa: E402
 from multitask_mx.model import network as model  # noqa: E402
 from multitask_mx.model.pretrained import load_classic_checkpoint  # noqa: E402
 
@@ -65,7 +66,7 @@ def twin_steps(spec, shape, batch):
     for name, fuse in (("plain", None), ("fused", shape)):
         net = model.MultiTaskNet(spec, [4], ["label"], fuse_for_shape=fuse)
         model.initialize_net(net, [mx.cpu()], shape)
-        params = net._collect_params_with_prefix()  # structural names: the same in both networks
+        params = mxprivate.structural_params(net)  # structural names: the same in both networks
         weights = weights or {k: p.data().copy() for k, p in params.items()}
         for k, p in params.items():
             p.set_data(weights[k])

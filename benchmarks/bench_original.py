@@ -185,7 +185,9 @@ def figures(args, runs, phase_runs):
                      "wall_s": round(wall, 2), "runs_s": [round(w, 2) for w, _ in measured],
                      "cpu_s": round(statistics.median(c for _, c in measured), 2),
                      "train_img_s": round(trained / wall, 2), "train_img_s_per_core": round(trained / wall / cores, 2),
-                     "speedup_vs_original_equal_threads": round(base / wall, 3)})
+                     "speedup_vs_original_equal_threads": round(base / wall, 3),
+                     "paired_speedups": paired_speedups(runs["original"], measured),
+                     "paired_speedup_median": round(statistics.median(paired_speedups(runs["original"], measured)), 3)})
     names = list(dict.fromkeys(n for p in phase_runs for n in p))
     phases = {n: round(statistics.median(p.get(n, 0.0) for p in phase_runs), 2) for n in names}
     return {"rows": rows, "our_phases_s": phases,
@@ -194,6 +196,12 @@ def figures(args, runs, phase_runs):
                     "batch_size": args.batch_size, "epochs": args.epochs, "repeats": max(1, args.repeats),
                     "threads": args.threads, "train_flags": args.train_flags,
                     "ours_code": os.path.relpath(os.path.abspath(args.ours_code), REPO)}}
+
+
+def paired_speedups(original, measured):
+    """original's wall time / this side's, run by run: each run of a round ran minutes apart from the
+    next round's, so a pair shares the machine's speed of that moment (it drifts by up to 20 %)."""
+    return [round(o / w, 3) for (o, _), (w, _) in zip(original, measured)]
 
 
 def print_table(result):
@@ -205,6 +213,9 @@ def print_table(result):
                                                                  r["cpu_s"], r["train_img_s"], r["train_img_s_per_core"],
                                                             r["speedup_vs_original_equal_threads"], r["loader"]))
     print("img/s: training images x epochs / whole-process wall time (validation and checkpoints included)")
+    print("vs orig.: ratio of the medians; run by run (original / side, same round): " + "; ".join(
+        "%s %s (median %.2fx)" % (r["side"], " ".join("%.2f" % v for v in r["paired_speedups"]),
+                                  r["paired_speedup_median"]) for r in result["rows"] if r["side"] != "original"))
     print("our phases (train.log, medians): " + ", ".join("%s %.1f s" % kv for kv in result["our_phases_s"].items()))
 
 

@@ -97,6 +97,26 @@ def structural_params(block):
     return block._collect_params_with_prefix()
 
 
+def child_blocks(block):
+    """[(key, child block)] of a block, in order (a HybridSequential's layers)."""
+    return list(block._children.items())
+
+
+def replace_child(block, key, child):
+    """Put ``child`` in the place of the child block ``key`` (same position, same structural names after it)."""
+    block._children[key] = child
+
+
+def activation_type(activation):
+    """The act_type of an ``nn.Activation`` block ('relu', 'sigmoid', ...)."""
+    return activation._act_type
+
+
+def batchnorm_options(batchnorm):
+    """The (mutable) dict of operator arguments an ``nn.BatchNorm`` passes at each call (axis, eps, ...)."""
+    return batchnorm._kwargs
+
+
 # --- KVStore ---------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from mxnet import autograd, gluon
 from conftest import CLASSIC_SYMBOL
 from multitask_mx.model import network as model
 from multitask_mx.data.tasks import build_tasks
+from multitask_mx import mxprivate
 from multitask_mx.model import fusion
 from multitask_mx.model.pretrained import load_classic_checkpoint
 
@@ -46,7 +47,7 @@ def test_fused_trunk_trains_exactly_like_the_plain_one(trunk, pairs, classic_che
         net = model.MultiTaskNet(spec, [t.num_classes for t in tasks], [t.name for t in tasks],
                                  fuse_for_shape=SHAPE if fused else None)
         model.initialize_net(net, [mx.cpu()], SHAPE)
-        structural = net._collect_params_with_prefix()  # names by position: the same in both networks
+        structural = mxprivate.structural_params(net)  # names by position: the same in both networks
         if weights is None:
             weights = {name: p.data().copy() for name, p in structural.items()}
         for name, p in structural.items():
@@ -67,7 +68,7 @@ def test_fused_trunk_trains_exactly_like_the_plain_one(trunk, pairs, classic_che
 
 def _by_position(net, arrays):
     """``arrays`` keyed by parameter name, re-keyed by the parameters' structural names."""
-    return {position: arrays[p.name] for position, p in net._collect_params_with_prefix().items() if p.name in arrays}
+    return {position: arrays[p.name] for position, p in mxprivate.structural_params(net).items() if p.name in arrays}
 
 
 def test_fuse_then_unfuse_gives_back_the_same_graph():

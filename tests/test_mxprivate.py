@@ -115,3 +115,14 @@ def test_gluoncv_store_table():
     pytest.importorskip("gluoncv")
     sha1, url_format = mxprivate.gluoncv_store_table()
     assert len(sha1["resnet18_v1"]) == 40 and "{repo_url}" in url_format
+
+
+def test_child_blocks_replace_child_and_layer_options():
+    block = gluon.nn.HybridSequential()
+    block.add(gluon.nn.BatchNorm(), gluon.nn.Activation("relu"))
+    (_, bn), (key, act) = mxprivate.child_blocks(block)
+    assert mxprivate.activation_type(act) == "relu"
+    assert mxprivate.batchnorm_options(bn)["axis"] == 1
+    dense = gluon.nn.Dense(2)
+    mxprivate.replace_child(block, key, dense)
+    assert [child for _, child in mxprivate.child_blocks(block)] == [bn, dense]
