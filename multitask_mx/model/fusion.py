@@ -26,6 +26,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from .. import mxprivate
+from ..atomic import atomic_write_text
 
 FUSED_OP = "_contrib_BatchNormWithReLU"
 RELU_NAME = "__relu_name__"  # hidden attribute (MXNet's parsers accept __x__ keys): the ReLU's own name
@@ -182,5 +183,4 @@ def unfuse_symbol_file(path):
         text = f.read()
     plain = unfuse_json(text)
     if plain is not text:
-        with open(path, "w") as f:
-            f.write(plain)
+        atomic_write_text(path, plain)

@@ -239,7 +239,8 @@ def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dro
     """Create and initialise a MultiTaskNet for ``tasks`` on ``ctx``.
 
     ``defer``: weights will be loaded next (load_pretrained_trunk, load_checkpoint_params,
-    which then make the arrays); the parameters' arrays do not exist before that.
+    which then make the arrays); the parameters' arrays do not exist before that. On CPU
+    contexts in float32 the trunk's BatchNorm+ReLU pairs are fused (fusion.py).
     """
     fuse_for_shape = tuple(image_shape) if fusion_wanted(ctx, amp_dtype()) else None
     net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
