@@ -66,6 +66,11 @@ def parse_contexts(gpus, cpus=1, query=None):
     return ctxs
 
 
+def onednn_cpus(ctxs):
+    """True when every context is a CPU and this MXNet build has oneDNN (MKL-DNN) kernels."""
+    return all(c.device_type == "cpu" for c in ctxs) and mx.runtime.Features().is_enabled("MKLDNN")
+
+
 def _why_no_gpu(found):
     if not found.gpus:
         return ("this MXNet sees no GPU (the CPU build, or no CUDA device: %s). Use --gpus '' to train on CPU, "

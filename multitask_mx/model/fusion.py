@@ -16,8 +16,6 @@ try. Saved symbols never hold it (``unfuse_symbol_file``): checkpoints stay the 
 graph that inference, INT8 quantization, ONNX export and GPUs load. MXNet's own switch
 ``MXNET_DISABLE_MKLDNN_BN_RELU_OPT=1`` turns the rewrite off.
 """
-import contextlib
-import io
 import json
 import os
 
@@ -27,6 +25,8 @@ from mxnet.gluon import nn
 
 from .. import mxprivate
 from ..atomic import atomic_write_text
+from ..devices import onednn_cpus
+from .pretrained import internal_output_shapes
 
 FUSED_OP = "_contrib_BatchNormWithReLU"
 RELU_NAME = "__relu_name__"  # hidden attribute (MXNet's parsers accept __x__ keys): the ReLU's own name
@@ -34,8 +34,7 @@ RELU_NAME = "__relu_name__"  # hidden attribute (MXNet's parsers accept __x__ ke
 
 def fusion_wanted(ctxs, amp_dtype=None):
     """True where the fused operator can run: CPU contexts with oneDNN, float32, not switched off."""
-    return (all(c.device_type == "cpu" for c in ctxs) and amp_dtype is None
-            and mx.runtime.Features().is_enabled("MKLDNN")
+    return (onednn_cpus(ctxs) and amp_dtype is None
             and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0"
             and os.environ.get("MXNET_DISABLE_MKLDNN_BN_RELU_OPT", "0") in ("", "0"))
 
@@ -57,13 +56,11 @@ def _consumers(graph):
 
 def _four_d_outputs(symbol, input_name, image_shape):
     """Names of the internal outputs that are 4-D for a batch of ``image_shape`` images."""
-    internals = symbol.get_internals()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints its arguments when inference fails
-            _, shapes, _ = internals.infer_shape_partial(**{input_name: (1,) + tuple(image_shape)})
+        shapes = internal_output_shapes(symbol, image_shape, input_name)
     except mx.base.MXNetError:  # nothing fused; building the network reports the shape problem
         return set()
-    return {name for name, shape in zip(internals.list_outputs(), shapes) if shape is not None and len(shape) == 4}
+    return {name for name, shape in shapes.items() if shape is not None and len(shape) == 4}
 
 
 def _fusable(graph, bn_index, relu_index, consumers, four_d):

@@ -6,9 +6,12 @@ point is found from the graph's structure, not a layer name: the original
 multi-task-MXNet looked up ``flatten`` while its own bundled ResNet-50 calls the
 layer ``flatten0``.
 """
+import contextlib
+import io
 import json
 import logging
 import os
+import warnings
 
 import mxnet as mx
 
@@ -40,6 +43,18 @@ def _load_nd(path):
     except mx.base.MXNetError as exc:
         raise UserInputError("%s is truncated or corrupt, or not an MXNet params file: %s"
                              % (path, clean_mxnet_error(exc)))
+
+
+def internal_output_shapes(symbol, image_shape, input_name="data"):
+    """{internal output name: shape or None} of ``symbol`` for a batch of one ``image_shape`` image.
+
+    Raises MXNetError when the shapes cannot be inferred at all.
+    """
+    internals = symbol.get_internals()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # MXNet prints on failure
+        warnings.simplefilter("ignore")
+        _, shapes, _ = internals.infer_shape_partial(**{input_name: (1,) + tuple(image_shape)})
+    return dict(zip(internals.list_outputs(), shapes))
 
 
 def feature_node_name(symbol_json):

@@ -36,7 +36,7 @@ from mxnet import autograd, gluon
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..data.images import center_crop, decode_image_bytes, read_checked_image, resize_short
 from ..errors import UserInputError
-from ..model.pretrained import feature_node_name
+from ..model.pretrained import feature_node_name, internal_output_shapes
 
 _logger = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ OVERLAY_ALPHA = 0.5
 
 
 # ---------------------------------------------------------------- the graph
-
-def _output_shapes(symbol, image_shape, input_name):
-    internals = symbol.get_internals()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, shapes, _ = internals.infer_shape_partial(**{input_name: (1,) + tuple(image_shape)})
-    return dict(zip(internals.list_outputs(), shapes))
-
 
 def find_feature_layer(symbol, image_shape, input_name="data"):
     """Name of the last spatial feature map before the heads: the layer Grad-CAM explains.
@@ -65,7 +57,7 @@ def find_feature_layer(symbol, image_shape, input_name="data"):
     """
     nodes = json.loads(symbol.tojson())["nodes"]
     index = {n["name"]: i for i, n in enumerate(nodes)}
-    shapes = _output_shapes(symbol, image_shape, input_name)
+    shapes = internal_output_shapes(symbol, image_shape, input_name)
     node = index[feature_node_name(symbol.tojson())]
     while nodes[node]["op"] != "null":
         shape = shapes.get(nodes[node]["name"] + "_output")
@@ -117,7 +109,7 @@ class GradCam:
         self.ctx = ctx or mx.cpu()
         self.features = _symbol_block(features, input_name, params_file, self.ctx)
         self.heads = _symbol_block(heads, FEATURE_INPUT, params_file, self.ctx)
-        self.feature_shape = _output_shapes(symbol, self.image_shape, input_name)[self.layer + "_output"][1:]
+        self.feature_shape = internal_output_shapes(symbol, self.image_shape, input_name)[self.layer + "_output"][1:]
         _logger.info("Grad-CAM on layer %s (%s)", self.layer, " x ".join(map(str, self.feature_shape)))
 
     @classmethod

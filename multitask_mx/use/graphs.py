@@ -6,6 +6,8 @@ import os
 
 import mxnet as mx
 
+from ..devices import onednn_cpus
+
 
 def inference_backend(ctxs):
     """hybridize() options for inference: on CPU, MKL-DNN's fused graph (conv+BN+ReLU).
@@ -13,8 +15,7 @@ def inference_backend(ctxs):
     Measured here: ResNet-50 at 224 runs 28-35% faster (batch 1 and 32) than the plain
     graph; outputs differ by float rounding only. Set MULTITASK_MX_NO_FUSION=1 to compare.
     """
-    fusable = mx.runtime.Features().is_enabled("MKLDNN") and all(c.device_type == "cpu" for c in ctxs)
-    return {"backend": "MKLDNN"} if fusable and not os.environ.get("MULTITASK_MX_NO_FUSION") else {}
+    return {"backend": "MKLDNN"} if onednn_cpus(ctxs) and not os.environ.get("MULTITASK_MX_NO_FUSION") else {}
 
 
 def hybridize_for_inference(net, ctxs=None, fuse=True):
