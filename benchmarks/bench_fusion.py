@@ -1,4 +1,6 @@
 """BatchNorm+ReLU fusion (multitask_mx/model/fusion.py): a training step with and without it, same weights.
+Also the SGD update grouped as MXNet does by default (4 parameters per operator) against one by one
+(pipeline.update_parameters_one_by_one, what `train` does on CPUs), on the classic ResNet-50's parameters.
 
 For each trunk, two networks with the same weights, one with its BatchNorm+ReLU pairs
 fused (what `train` builds on a CPU) and one without; their training steps (forward,
@@ -121,6 +123,35 @@ def measure(trunk, side, batch, steps_per_round, rounds, folder):
     return rows
 
 
+def update_grouping(trunk, side, rounds, folder, updates=10):
+    """ms per SGD-with-momentum update of every parameter of ``trunk``: grouped 4 per operator (MXNet's
+    default) and one by one, alternating rounds; median ms of each and the median per-round ratio."""
+    shape = (3, side, side)
+    net = model.MultiTaskNet(trunk_spec(trunk, folder), [4], ["label"])
+    model.initialize_net(net, [mx.cpu()], shape)
+    params = [p for p in net.collect_params().values() if p.grad_req != "null"]
+    updater = mx.optimizer.get_updater(mx.optimizer.create("sgd", learning_rate=0.01, momentum=0.9, wd=1e-4))
+    optimizer = updater.optimizer
+    indices, weights, grads = list(range(len(params))), [p.data() for p in params], [p.grad() for p in params]
+    times = {4: [], 1: []}
+    for _ in range(rounds + 1):  # the first round makes the momentum arrays: not counted
+        for group in times:
+            optimizer.aggregate_num = group
+            mx.nd.waitall()
+            tic = time.time()
+            for _ in range(updates):
+                updater(indices, grads, weights)
+            mx.nd.waitall()
+            times[group].append(1000 * (time.time() - tic) / updates)
+    grouped, single = times[4][1:], times[1][1:]
+    row = {"trunk": "classic ResNet-50 checkpoint" if trunk == "classic" else trunk, "parameters": len(params),
+           "grouped_ms": round(statistics.median(grouped), 2), "one_by_one_ms": round(statistics.median(single), 2),
+           "grouped_over_one_by_one": round(statistics.median([g / o for g, o in zip(grouped, single)]), 3)}
+    print("%-30s SGD update of %d parameters: grouped (4 per operator) %.1f ms, one by one %.1f ms, ratio %.3f"
+          % (row["trunk"], row["parameters"], row["grouped_ms"], row["one_by_one_ms"], row["grouped_over_one_by_one"]))
+    return row
+
+
 def main(argv=None):
     """Measure every trunk and store the rows."""
     args = parse_args(argv)
@@ -131,7 +162,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_fusion_") as folder:
         for trunk, side, batch, steps in (SMOKE_TRUNKS if args.smoke else TRUNKS):
             rows += measure(trunk, side, batch, steps, args.rounds, folder)
-    common.write_result("bench_fusion", {"rows": rows, "rounds": args.rounds},
+        update = update_grouping("classic", 32 if args.smoke else 224, args.rounds, folder, 1 if args.smoke else 10)
+    common.write_result("bench_fusion", {"rows": rows, "rounds": args.rounds, "update": update},
                         notes="two networks with the same weights in one process, alternating rounds; "
                               "ratio = median over rounds of fused/plain img/s")
 

@@ -1,6 +1,8 @@
 """Where a run starts: a fresh network, or the one --resume continues (and the checks that keep runs apart)."""
 import logging
 import os
+from dataclasses import dataclass
+from typing import Optional
 
 from ..data import augment
 from . import checkpoints
@@ -11,11 +13,19 @@ from ..errors import UserInputError
 _logger = logging.getLogger(__name__)
 
 
-def prepare_net(args, tasks, ctxs, image_shape, saver):
-    """The network, fresh (pretrained trunk or scratch) or restored for --resume.
+@dataclass
+class NetPlan:
+    """Where the network comes from, decided before any of its arrays exist (``plan_net``)."""
 
-    Returns (net, trunk spec, normalisation, resume point or None).
-    """
+    trunk_spec: model.TrunkSpec
+    normalization: str
+    point: Optional[tuple] = None  # the resume point of a continued run
+    weights: Optional[str] = None  # the pretrained weights file of a fresh run (None: from scratch)
+    classic_params: Optional[dict] = None  # a classic checkpoint's arrays, read with its symbol
+
+
+def plan_net(args, tasks, image_shape, saver):
+    """The NetPlan of a fresh run (pretrained trunk or scratch) or of the run --resume continues."""
     point = find_resume_point(args, saver)
     if point is not None:
         saved = saver.read_config()
@@ -23,21 +33,37 @@ def prepare_net(args, tasks, ctxs, image_shape, saver):
         trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
                                      symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
-        net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout, defer=True)
-        rundir.load_resume_params(net, saver, point[1])
-        _logger.info("resuming after epoch %d from %s%s", point[0], point[1],
-                     " (%d batches into epoch %d)" % (point[3], point[0] + 1) if point[3] else "")
-        return net, trunk_spec, saved["normalization"], point
+        return NetPlan(trunk_spec, saved["normalization"], point=point)
     weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
     trunk_spec, normalization, classic_params = model.resolve_trunk(
         args.network, weights, args.model_epoch, args.normalization)
-    net = model.build_net(trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
-                          defer=bool(weights))  # the weights come next: not drawn at random first
-    if weights:
-        model.load_pretrained_trunk(net, weights, classic_params)
+    return NetPlan(trunk_spec, normalization, weights=weights, classic_params=classic_params)
+
+
+def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
+    """The network of ``plan`` with its weights: the resumed run's, the pretrained trunk's, or drawn at random."""
+    net = model.build_net(plan.trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
+                          defer=plan.point is not None or bool(plan.weights))  # loaded next: not drawn first
+    if plan.point is not None:
+        rundir.load_resume_params(net, saver, plan.point[1])
+        _logger.info("resuming after epoch %d from %s%s", plan.point[0], plan.point[1],
+                     " (%d batches into epoch %d)" % (plan.point[3], plan.point[0] + 1) if plan.point[3] else "")
+    elif plan.weights:
+        model.load_pretrained_trunk(net, plan.weights, plan.classic_params)
+        plan.classic_params = None  # copied into the network: let the arrays go
     else:
-        _logger.info("no --model: the trunk %s trains from scratch", trunk_spec.network)
-    return net, trunk_spec, normalization, None
+        _logger.info("no --model: the trunk %s trains from scratch", plan.trunk_spec.network)
+    return net
+
+
+def prepare_net(args, tasks, ctxs, image_shape, saver):
+    """The network, fresh (pretrained trunk or scratch) or restored for --resume.
+
+    Returns (net, trunk spec, normalisation, resume point or None).
+    """
+    plan = plan_net(args, tasks, image_shape, saver)
+    return build_planned_net(plan, args, tasks, ctxs, image_shape, saver), plan.trunk_spec, plan.normalization, \
+        plan.point
 
 
 def check_save_result(args, kv):
