@@ -56,7 +56,7 @@ from mxnet import gluon  # noqa: E402
 from multitask_mx.model import network as model
 from multitask_mx.training import loop as training  # noqa: E402
 from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.training import inputs  # noqa: E402
+from multitask_mx.training import inputs, pipeline  # noqa: E402
 from multitask_mx.commands.doctor import build_features, versions  # noqa: E402
 from multitask_mx.data.datasets import make_loader  # noqa: E402
 from multitask_mx.data.lists import read_list  # noqa: E402
@@ -189,10 +189,12 @@ class TrainEpochs:
 
     def __init__(self, net, tasks, args):
         self.net, self.ctxs = net, [mx.cpu()]
-        # As train's make_trainer: SGD with momentum and wd, updates on the device, not in the kvstore.
+        # As train's make_trainer and start_trainer: SGD with momentum and wd, no kvstore for one device,
+        # each parameter updated by its own operator on a CPU.
         self.trainer = gluon.Trainer(net.collect_params(), args.optimizer,
                                      {"learning_rate": args.lr, "momentum": args.mom, "wd": args.wd},
-                                     kvstore=mx.kv.create(args.kv_store), update_on_kvstore=False)
+                                     kvstore=None, update_on_kvstore=False)
+        pipeline.update_parameters_one_by_one(self.trainer.optimizer)
         self.loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
         self.metrics = TaskMetrics([t.name for t in tasks], self.ctxs)
         self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)

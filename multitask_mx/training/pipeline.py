@@ -269,8 +269,9 @@ def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
 def update_parameters_one_by_one(optimizer):
     """One update operator per parameter, for CPUs: MXNet's SGD groups 4 parameters in each by default
     (``multi_sgd_mom_update``, which saves GPU kernel launches), and on a CPU the grouped operator walks
-    4 arrays at once and is slower: a classic ResNet-50's update took 41 ms grouped, 34 ms one by one
-    (2 cores). Optimizers that do not group (``aggregate_num`` 0) are left as they are."""
+    4 arrays at once and is slower: the classic ResNet-50's 157 parameters took 44.9 ms grouped, 30.1 ms
+    one by one (benchmarks/bench_fusion.py, 2 cores). Optimizers that do not group (``aggregate_num`` 0)
+    are left as they are."""
     if getattr(optimizer, "aggregate_num", 0) > 1:
         optimizer.aggregate_num = 1
 
