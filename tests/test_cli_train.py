@@ -112,6 +112,8 @@ def test_classic_checkpoint_trunk_is_cut_structurally(tiny_data, tmp_path, class
     assert "--network resnet18_v1 does not apply" in log
     assert "heads learn at 4 x --lr (fine-tuning at the default lr" in log  # and the heads' multiplier
     assert "trunk: 50 BatchNorm+ReLU pairs run as one oneDNN operator each" in log  # fusion.py, on CPU
+    # the loaders (and their worker processes) are made before the network's weights are loaded
+    assert log.index("phase loaders and trainer:") < log.index("pretrained trunk arrays from")
     saved_graph = open(os.path.join(save, "net-symbol.json")).read()  # the plain graph, ReLUs by their names
     assert "_contrib_BatchNormWithReLU" not in saved_graph and '"stage1_unit1_relu1"' in saved_graph
     config = json.load(open(os.path.join(save, "config.json")))
