@@ -138,3 +138,40 @@ def test_export_writes_the_graph_the_unfused_network_writes(tmp_path, monkeypatc
             node["inputs"] = [entry[:2] for entry in node["inputs"]]
         exported[switch] = graph
     assert exported["0"] == exported["1"]
+
+
+def test_global_pooling_as_a_mean_trains_like_the_pooling_and_is_saved_as_it(tmp_path):
+    tasks, runs, weights, graphs = build_tasks([4]), {}, None, {}
+    x, labels = mx.nd.random.uniform(-1, 1, shape=(4,) + SHAPE), mx.nd.array([0, 1, 2, 3])
+    for mean_pool in (False, True):
+        net = model.MultiTaskNet(model.TrunkSpec("cifar_resnet20_v1"), [t.num_classes for t in tasks],
+                                 [t.name for t in tasks], mean_pool=mean_pool)
+        model.initialize_net(net, [mx.cpu()], SHAPE)
+        structural = mxprivate.structural_params(net)
+        weights = weights or {name: p.data().copy() for name, p in structural.items()}
+        for name, p in structural.items():
+            p.set_data(weights[name])
+        net.hybridize(static_alloc=True, static_shape=True)
+        traced = json.loads(net(mx.sym.var("data"))[0].tojson())["nodes"]
+        assert sum(n["op"] == "mean" for n in traced) == int(mean_pool)
+        out, grads, values = _trained_once(net, x, labels)
+        runs[mean_pool] = (out[0], _by_position(net, grads), _by_position(net, values))
+        net.export(str(tmp_path / str(mean_pool)))
+        graph = json.loads(mx.sym.load(str(tmp_path / ("%s-symbol.json" % mean_pool))).tojson())
+        for node in graph["nodes"]:  # an input's third field counts traces of a mutated variable: not the graph
+            node["inputs"] = [entry[:2] for entry in node["inputs"]]
+        graphs[mean_pool] = graph
+    np.testing.assert_allclose(runs[False][0], runs[True][0], rtol=1e-5, atol=1e-6)
+    assert runs[False][1].keys() == runs[True][1].keys() and len(runs[True][1]) > 20
+    for name in runs[True][1]:  # the same sums in another order: equal to float32 rounding
+        plain = runs[False][1][name]
+        np.testing.assert_allclose(plain, runs[True][1][name], rtol=1e-4, atol=1e-4 * np.abs(plain).max(), err_msg=name)
+    assert graphs[False] == graphs[True]  # saved with the GlobalAvgPool2D's Pooling node, attributes and name
+
+
+def test_build_net_runs_the_global_pooling_as_a_mean_only_where_it_fuses(monkeypatch):
+    for switch, means in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("MXNET_DISABLE_MKLDNN_BN_RELU_OPT", switch)
+        net = model.build_net(model.TrunkSpec("resnet18_v1"), build_tasks([4]), [mx.cpu()], SHAPE)
+        nodes = json.loads(net(mx.sym.var("data"))[0].tojson())["nodes"]
+        assert sum(n["op"] == "mean" for n in nodes) == means

@@ -19,7 +19,7 @@ from mxnet.gluon import nn
 from ..errors import UserInputError
 from ..mxerrors import describe_mxnet_error
 from .. import mxprivate
-from .fusion import fuse_block_bn_relu, fuse_bn_relu, fusion_wanted, unfuse_symbol_file
+from .fusion import fuse_block_bn_relu, fuse_bn_relu, fusion_wanted, mean_for_global_pool, unfuse_symbol_file
 from .precision import amp_dtype, amp_symbol
 from .pretrained import load_classic_checkpoint, load_params_file, match_params, zoo_weights_file
 from ..flagtypes import fraction, non_negative_int
@@ -63,7 +63,7 @@ def _log_fused(pairs):
                      "checkpoints keep them apart)", pairs)
 
 
-def _zoo_trunk(network, fuse_for_shape=None):
+def _zoo_trunk(network, fuse_for_shape=None, mean_pool=False):
     from gluoncv.model_zoo import get_model
     try:
         base = get_model(network, pretrained=False)
@@ -74,6 +74,9 @@ def _zoo_trunk(network, fuse_for_shape=None):
                              "classification network such as resnet50_v1, mobilenetv2_1.0, vgg16." % network)
     if fuse_for_shape is not None:
         _log_fused(fuse_block_bn_relu(base.features, fuse_for_shape))
+    if mean_pool and mean_for_global_pool(base.features):
+        _logger.info("trunk: its global average pooling runs as a mean over height and width (fusion.py; "
+                     "saved checkpoints keep the pooling layer)")
     return base.features
 
 
@@ -99,16 +102,17 @@ class MultiTaskNet(gluon.HybridBlock):
     """Shared trunk -> one Dense head per task; forward returns a tuple of logits.
 
     ``fuse_for_shape`` (an image shape): the trunk's BatchNorm+ReLU pairs run fused
-    (fusion.py), checked for images of that shape; build_net decides.
+    (fusion.py), checked for images of that shape; ``mean_pool``: a model-zoo trunk's last
+    GlobalAvgPool2D runs as a mean (fusion.py); build_net decides both.
     """
 
     def __init__(self, trunk_spec: TrunkSpec, task_classes: Sequence[int], task_names: Sequence[str],
-                 head_hidden=0, dropout=0.0, fuse_for_shape=None, **kwargs):
+                 head_hidden=0, dropout=0.0, fuse_for_shape=None, mean_pool=False, **kwargs):
         super().__init__(prefix=NET_PREFIX, **kwargs)
         self.task_names = list(task_names)
         with self.name_scope():
             self.trunk = _symbol_trunk(trunk_spec, fuse_for_shape) if trunk_spec.from_symbol else \
-                _zoo_trunk(trunk_spec.network, fuse_for_shape)
+                _zoo_trunk(trunk_spec.network, fuse_for_shape, mean_pool)
             self.heads = nn.HybridSequential(prefix="")
             for name, classes in zip(task_names, task_classes):
                 head = nn.HybridSequential(prefix="head_%s_" % name)
@@ -240,11 +244,13 @@ def build_net(trunk_spec: TrunkSpec, tasks, ctx, image_shape, head_hidden=0, dro
 
     ``defer``: weights will be loaded next (load_pretrained_trunk, load_checkpoint_params,
     which then make the arrays); the parameters' arrays do not exist before that. On CPU
-    contexts in float32 the trunk's BatchNorm+ReLU pairs are fused (fusion.py).
+    contexts in float32 the trunk's BatchNorm+ReLU pairs are fused and a model-zoo trunk's
+    global average pooling runs as a mean (fusion.py).
     """
     fuse_for_shape = tuple(image_shape) if fusion_wanted(ctx, amp_dtype()) else None
     net = MultiTaskNet(trunk_spec, [t.num_classes for t in tasks], [t.name for t in tasks],
-                       head_hidden=head_hidden, dropout=dropout, fuse_for_shape=fuse_for_shape)
+                       head_hidden=head_hidden, dropout=dropout, fuse_for_shape=fuse_for_shape,
+                       mean_pool=fuse_for_shape is not None)
     try:
         initialize_net(net, ctx, image_shape, defer)
     except (mx.base.MXNetError, ValueError) as exc:  # ValueError: Gluon's "Deferred initialization failed"
