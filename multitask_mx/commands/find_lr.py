@@ -45,12 +45,13 @@ def run(args):
     loss_fn = pipeline.build_loss(args, tasks, train_list, ctxs)
     recipe = inputs.choose_augmentation(args, train_list, tasks, image_shape)
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
-    net, _, normalization, _ = resume.prepare_net(args, tasks, ctxs, image_shape, saver)
+    plan = resume.plan_net(args, tasks, image_shape, saver)
+    train_set, _ = inputs.build_datasets(args, train_list, None, tasks, image_shape, plan.normalization, recipe.config)
+    loader, _ = inputs.make_loaders(args, train_set, None, threads)  # as train: workers fork before the network
+    net = resume.build_planned_net(plan, args, tasks, ctxs, image_shape, saver)
     # the suggestion is meant for --lr, and with a given --lr every layer learns at it: test that
     apply_rate_multipliers(net, FinetuneConfig.from_args(args, 1.0, "find-lr: its suggestion is for --lr"))
     net.hybridize(static_alloc=True, static_shape=True)
-    train_set, _ = inputs.build_datasets(args, train_list, None, tasks, image_shape, normalization, recipe.config)
-    loader, _ = inputs.make_loaders(args, train_set, None, threads)
     result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=training.LoopConfig(
         progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)

@@ -5,10 +5,11 @@ ReLU: two passes over every activation forward and two backward. MXNet 1.9.1 has
 fused operator ``_contrib_BatchNormWithReLU`` (oneDNN's batch normalization with its
 ReLU flag, forward and backward); its own MKLDNN backend uses it for inference only.
 It gives bit-identical outputs, gradients and BatchNorm statistics (tests/test_fusion.py);
-benchmarks/bench_fusion.py measured training steps 1.11x faster on the classic ResNet-50
-(224 px, batch 16) and 1.04x on resnet50_v1 and ResNet-20 (2-core AVX-512 CPU, 8 paired
-rounds), and the training graph's inference forward (validation) at 0.92-0.99x: training
-is where the time goes, so validation keeps the one graph rather than building a second.
+benchmarks/bench_fusion.py's two stored runs (2-core AVX-512 CPU, 8 paired rounds each) had
+training steps 1.06-1.11x faster on the classic ResNet-50 (224 px, batch 16), 0.97-1.04x on
+resnet50_v1 and 1.04-1.05x on ResNet-20, and the training graph's inference forward
+(validation) at 0.92-1.03x: training is where the time goes, so validation keeps the one
+graph rather than building a second.
 
 The operator has oneDNN kernels only: CPU contexts, 4-D inputs on axis 1, float32. So
 ``fuse_bn_relu`` rewrites only pairs that qualify, and ``fusion_wanted`` says when to
@@ -123,7 +124,7 @@ def fuse_block_bn_relu(block, image_shape):
             if _fusable_layers(bn, act, four_d):
                 bn.fuse_relu = True  # Gluon's own switch (nn.BatchNormReLU sets it)
                 mxprivate.batchnorm_options(bn)[RELU_NAME] = act.prefix + "fwd"  # the name unfuse gives the ReLU
-                mxprivate.replace_child(seq, key, _Identity(prefix=act.prefix))
+                mxprivate.replace_child(seq, key, _Identity(prefix=_prefix_in_place_of(act)))
                 pairs += 1
     return pairs
 
@@ -167,10 +168,16 @@ def mean_for_global_pool(features):
         return False
     key, pool = children[-1]
     attrs = _attrs(json.loads(pool(mx.sym.var("data")).tojson())["nodes"][-1])
-    scope = gluon.HybridBlock(prefix="").prefix  # an enclosing name scope puts its prefix before a new block's
-    prefix = pool.prefix[len(scope):] if pool.prefix.startswith(scope) else pool.prefix
-    mxprivate.replace_child(features, key, _GlobalMeanPool(json.dumps(attrs, sort_keys=True), prefix=prefix))
+    mxprivate.replace_child(features, key, _GlobalMeanPool(json.dumps(attrs, sort_keys=True),
+                                                           prefix=_prefix_in_place_of(pool)))
     return True
+
+
+def _prefix_in_place_of(block):
+    """The prefix that gives a new block ``block``'s own names: an enclosing name scope (a network being
+    built) puts its prefix before a new block's, and ``block.prefix`` has it already."""
+    scope = gluon.HybridBlock(prefix="").prefix
+    return block.prefix[len(scope):] if block.prefix.startswith(scope) else block.prefix
 
 
 def _pool_attrs(node):

@@ -122,7 +122,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
     if args.dtype == "float16":
         params["multi_precision"] = True
     on_kvstore = None if "async" in args.kv_store else False
-    devices_used = len(next(iter(net.collect_params().values())).list_ctx())
+    devices_used = len(_net_contexts(net))
     store = kv if devices_used > 1 or kv.type.startswith("dist") else None  # one local device: nothing to reduce
     try:
         trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), args.optimizer,
@@ -258,12 +258,19 @@ def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
     start = (point[0], point[3]) if point else (0, 0)
     distributed.start_trainer(trainer, net, kv, batch_size, start, epoch_size)  # before the states
     if point is not None:
+        grouping = trainer.optimizer.aggregate_num  # MXNet's for this optimizer, before the saved one replaces it
         load_trainer_states(trainer, point[2])
-        # the update count comes from the states; the schedule from today's flags
+        # the update count comes from the states; the schedule from today's flags, the grouping from today's devices
         trainer.optimizer.lr_scheduler = schedule
-    if all(c.device_type == "cpu" for c in next(iter(net.collect_params().values())).list_ctx()):
+        trainer.optimizer.aggregate_num = grouping
+    if all(c.device_type == "cpu" for c in _net_contexts(net)):
         update_parameters_one_by_one(trainer.optimizer)
     return trainer, start
+
+
+def _net_contexts(net):
+    """The devices the network's parameters live on."""
+    return next(iter(net.collect_params().values())).list_ctx()
 
 
 def update_parameters_one_by_one(optimizer):
@@ -275,15 +282,14 @@ def update_parameters_one_by_one(optimizer):
         optimizer.aggregate_num = 1
 
 
-def datasets_and_loaders(args, lists, tasks, image_shape, normalization, recipe, workers_and_gpus):
+def datasets_and_loaders(args, train, val, tasks, image_shape, normalization, augment, threads, gpus):
     """((train set, val set), (train loader, val loader)); the loaders start their worker processes.
 
     Called before the network's arrays exist: workers forked later share the training
     process's pages, so that every page training first writes after the fork is copied
     (a classic ResNet-50 at batch 16: about 48,000 more page faults in the first step).
     """
-    threads, gpus = workers_and_gpus
-    sets = build_datasets(args, lists[0], lists[1], tasks, image_shape, normalization, recipe.config, uint8=gpus > 0)
+    sets = build_datasets(args, train, val, tasks, image_shape, normalization, augment, uint8=gpus > 0)
     return sets, make_loaders(args, sets[0], sets[1], threads, pin_memory=gpus > 0)
 
 
@@ -333,8 +339,8 @@ def train(args):
     trunk_spec, normalization, point = plan.trunk_spec, plan.normalization, plan.point
 
     phases.switch("loaders and trainer")
-    (train_set, val_set), loaders = datasets_and_loaders(args, (train, val), tasks, image_shape, normalization,
-                                                         recipe, (threads, gpus))
+    (train_set, val_set), loaders = datasets_and_loaders(args, train, val, tasks, image_shape, normalization,
+                                                         recipe.config, threads, gpus)
 
     phases.switch("network build")
     net, finetune_cfg = build_training_net(plan, args, tasks, ctxs, image_shape, saver)

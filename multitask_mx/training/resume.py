@@ -56,16 +56,6 @@ def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
     return net
 
 
-def prepare_net(args, tasks, ctxs, image_shape, saver):
-    """The network, fresh (pretrained trunk or scratch) or restored for --resume.
-
-    Returns (net, trunk spec, normalisation, resume point or None).
-    """
-    plan = plan_net(args, tasks, image_shape, saver)
-    return build_planned_net(plan, args, tasks, ctxs, image_shape, saver), plan.trunk_spec, plan.normalization, \
-        plan.point
-
-
 def check_save_result(args, kv):
     """Before the log opens: --save-result writable and holding no run this one would mix with."""
     drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
