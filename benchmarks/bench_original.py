@@ -18,7 +18,6 @@ Our side's train.log phase breakdown (multitask_mx/training/phases.py) goes into
     python benchmarks/bench_original.py --smoke        # a few seconds: 16 + 16 images at 32 px
 """
 import argparse
-import json
 import os
 import re
 import resource
@@ -33,7 +32,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 import common  # noqa: E402  (benchmarks/; importing it starts the run's load record)
 from multitask_mx import _runtime  # noqa: E402
-from photos import Lists, make_photos  # noqa: E402
+from photos import make_photos  # noqa: E402
 
 BASELINE_SCRIPT = os.path.join(HERE, "original_baseline.py")
 CLASSIC_SYMBOL = os.path.join(REPO, "tests", "fixtures", "resnet-50-symbol.json")

@@ -40,7 +40,7 @@ _runtime.configure_threads()  # OpenMP reads OMP_NUM_THREADS once, when mxnet lo
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from multitask_mx.model import precision
+from multitask_mx.model import dtype_choice
 from multitask_mx.use import graphs, inference, quantize  # noqa: E402
 from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
 from multitask_mx.data.tasks import build_tasks  # noqa: E402
@@ -138,10 +138,10 @@ def training_speeds(args):
     if not _runtime.bf16_supported():
         net = build_net(TrunkSpec(network=args.network), build_tasks([4]), [mx.cpu()], shape)
         net.hybridize(static_alloc=True, static_shape=True)
-        fp32 = precision.synthetic_train_speed(net, shape, args.train_batch, mx.cpu(), steps=args.steps)
+        fp32 = dtype_choice.synthetic_train_speed(net, shape, args.train_batch, mx.cpu(), steps=args.steps)
         return {"float32": round(fp32, 2), "bfloat16": None, "bfloat16 note": "no AVX-512: no bf16 kernels"}
     # amp.init cannot be undone: each repeat times fp32 then bf16 in a fresh child process
-    runs = [precision.measure_in_child(TrunkSpec(network=args.network), [4], shape, args.train_batch, args.steps)
+    runs = [dtype_choice.measure_in_child(TrunkSpec(network=args.network), [4], shape, args.train_batch, args.steps)
             for _ in range(args.repeats)]
     speeds = {dtype: statistics.median(r[dtype] for r in runs) for dtype in ("float32", "bfloat16")}
     speeds["bfloat16 / float32"] = round(speeds["bfloat16"] / speeds["float32"], 2)

@@ -6,6 +6,12 @@ Every file a later run reads is written under a temporary name in the same folde
 leaves a half-written file under the real name. A failed write removes its
 temporary files; a full disk becomes a ``DiskFullError`` (a UserInputError) that
 names the folder. Temporary files of killed runs are removed by ``remove_stale_temps``.
+
+A write never replaces what is not a regular file: a symlink, device node, FIFO or
+folder under the target name is refused (as root, renaming over ``/dev/null`` would
+replace the machine's own). User-named outputs are checked before the work by
+``check_output_file``, which also refuses the command's own inputs and a run's files,
+and written by ``write_output``, which takes ``-`` (and ``/dev/stdout``) as standard output.
 """
 import contextlib
 import errno
@@ -14,8 +20,10 @@ import json
 import logging
 import os
 import re
+import stat
+import sys
 
-from .errors import UserInputError
+from .errors import UserInputError, shorten
 
 _logger = logging.getLogger(__name__)
 
@@ -83,6 +91,7 @@ def written_as_temp(*temps):
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path to write ``path`` with any writer (trainer.save_states); renamed on success."""
+    refuse_non_regular(path)
     tmp = temp_path(path)
     with written_as_temp(tmp):
         yield tmp
@@ -91,6 +100,7 @@ def atomic_path(path):
 
 def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` via a temporary file, fsync and a rename."""
+    refuse_non_regular(path)
     tmp = temp_path(path)
     with written_as_temp(tmp):
         with open(tmp, "wb") as f:
@@ -132,6 +142,8 @@ def atomic_prefix(prefix, suffixes):
     """
     tmp = temp_prefix(prefix)
     targets = suffixes if isinstance(suffixes, dict) else {s: prefix + s for s in suffixes}
+    for target in targets.values():
+        refuse_non_regular(target)
     with written_as_temp(tmp + "-"):
         yield tmp
         for suffix, target in targets.items():
@@ -191,9 +203,90 @@ def check_output_dir(folder, flag):
         raise UserInputError("%s %s: %s is not writable by this user." % (flag, folder, parent))
 
 
-def check_output_file(path, flag):
-    """Refuse, before any work, an output file whose folder cannot be created or written."""
-    if os.path.isdir(path):
-        raise UserInputError("%s %s is a folder: give a file path." % (flag, path))
-    check_output_dir(os.path.dirname(os.path.abspath(path)), "%s %s: the folder" % (flag, path))
+STDOUT_NAMES = ("-", "/dev/stdout")
 
+
+def is_stdout(path):
+    """True for the names that mean standard output: ``-`` and ``/dev/stdout``."""
+    return str(path) in STDOUT_NAMES
+
+
+def _kind_of(mode):
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def refuse_non_regular(path, flag=None):
+    """UserInputError if ``path`` exists and is not a regular file: a write renames a new file over it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # not there (the usual case), or not reachable: the write itself reports that
+        return
+    if stat.S_ISREG(mode):
+        return
+    raise UserInputError("%s%s is %s; multitask-mx writes a new regular file under that name, which would replace "
+                         "it. Give another path (or remove it first)."
+                         % ("%s " % flag if flag else "", shorten(path), _kind_of(mode)))
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(path, flag, inputs=(), run=None):
+    """Refuse, before any work, an output file that cannot be written or must not be replaced.
+
+    ``inputs``: (flag, path) pairs the command reads (its lists, images, config); ``run``: a RunDir whose
+    own files (checkpoints, config.json, history, ...) the output must not replace. ``-`` and
+    ``/dev/stdout`` (standard output) are always accepted. Temporary files that a killed earlier
+    write of this output left are removed.
+    """
+    if is_stdout(path):
+        return
+    if os.path.isdir(path):
+        raise UserInputError("%s %s is a folder: give a file path." % (flag, shorten(path)))
+    refuse_non_regular(path, flag)
+    for input_flag, input_path in inputs:
+        if input_path and not is_stdout(input_path) and os.path.exists(input_path) and _same_file(path, input_path):
+            raise UserInputError("%s %s is this command's input (%s): writing it would destroy it. Give another "
+                                 "output path." % (flag, shorten(path), input_flag))
+    if run is not None and any(_same_file(path, own) for own in run.own_files()):
+        raise UserInputError("%s %s is a file of the run in %s, which later commands read: writing it would "
+                             "damage the run. Give a path outside the run's own files." % (flag, shorten(path),
+                                                                                          run.save_dir))
+    check_output_dir(os.path.dirname(os.path.abspath(path)), "%s %s: the folder" % (flag, shorten(path)))
+    _remove_stale_temps_of(path)
+
+
+def _remove_stale_temps_of(path):
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for other in names:
+        if other.startswith(name + ".tmp-") and is_temp_name(other) and not _alive(is_temp_name(other)):
+            try:
+                os.remove(os.path.join(folder, other))
+            except OSError:
+                pass
+
+
+def write_output(path, data):
+    """Write a user-named output (bytes or text): standard output for ``-``/``/dev/stdout``, else atomically."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if is_stdout(path):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes(path, data)
+    _logger.info("wrote %s", path)

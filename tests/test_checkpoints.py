@@ -12,6 +12,7 @@ from multitask_mx import mxprivate
 from multitask_mx.training import checkpoints, states
 from multitask_mx.training.best import BestTracker
 from multitask_mx.training.checkpoints import CheckpointSaver
+from multitask_mx.runfolder import ResumePoint
 from multitask_mx.errors import UserInputError
 
 
@@ -136,7 +137,7 @@ def test_epoch_files_written_in_the_background_match_a_plain_save(tmp_path):
     for saver in (plain, early):
         block = gluon.SymbolBlock.imports(saver.symbol_file(), ["data"], saver.params_file(1))
         np.testing.assert_allclose(block(mx.nd.ones((4, 2))).asnumpy(), out, rtol=1e-6)
-        assert saver.resume_point() == (1, saver.params_file(1), saver.states_file(1), 0)
+        assert saver.resume_point() == ResumePoint(1, saver.params_file(1), saver.states_file(1), 0)
     _, fresh = _hybrid_trainer()
     states.load_trainer_states(fresh, early.states_file(1))
     assert fresh.optimizer.num_update == trainer.optimizer.num_update
@@ -154,7 +155,7 @@ def test_a_background_write_that_fails_is_reported_by_save_epoch(tmp_path, monke
     with pytest.raises(checkpoints.DiskFullError, match="epoch 2 was not saved; epoch 1 is the last one saved"):
         saver.save_epoch(net, trainer, 2, {"epoch": 2, "val_loss": 0.5}, started=started)
     assert not os.path.exists(saver.params_file(2))  # half an epoch's files are removed
-    assert saver.resume_point()[0] == 1 and [r["epoch"] for r in saver.history] == [1]
+    assert saver.resume_point().epoch == 1 and [r["epoch"] for r in saver.history] == [1]
 
 
 def test_a_network_not_yet_run_in_this_process_is_saved_after_validation_not_before(tmp_path):
@@ -165,4 +166,4 @@ def test_a_network_not_yet_run_in_this_process_is_saved_after_validation_not_bef
     assert saver.start_epoch_files(net, trainer, 1) is None
     net(mx.nd.ones((4, 2)))  # validation traces it
     saver.save_epoch(net, trainer, 1, {"epoch": 1, "val_loss": 1.0}, started=None)
-    assert saver.resume_point() == (1, saver.params_file(1), saver.states_file(1), 0)
+    assert saver.resume_point() == ResumePoint(1, saver.params_file(1), saver.states_file(1), 0)

@@ -191,8 +191,8 @@ def test_divergence_keeps_the_last_good_checkpoint_loadable_and_finite(run2, dat
                                             "--checkpoint-every", "1", "--disp-batches", "1"), expect=3))
     assert "NaN or infinite" in proc.stderr and "NaN or infinite" in open(os.path.join(save, "train.log")).read()
     point = CheckpointSaver(save, "net", writer=False).resume_point()
-    assert point[0] == 2  # epoch 3 diverged: epochs 1 and 2 are kept, nothing of epoch 3 replaced them
-    assert finite_params(point[1])
+    assert point.epoch == 2  # epoch 3 diverged: epochs 1 and 2 are kept, nothing of epoch 3 replaced them
+    assert finite_params(point.params_file)
     model = inference.load_model(save, "net")  # the newest epoch, as evaluate/predict load by default
     assert model.params_file.endswith("net-0002.params")
     images = sorted(os.path.join(data["root"], "circle", n) for n in os.listdir(os.path.join(data["root"], "circle")))
@@ -313,20 +313,20 @@ def test_sigkill_during_saves_at_several_moments_loses_nothing(data, tmp_path):
         proc.communicate()
         point = saver.resume_point()
         assert point is not None
-        position = point[0] * batches + point[3]
+        position = point.epoch * batches + point.batches_done
         history = os.path.join(save, "history.json")
         finished = [r["epoch"] for r in strict_json(history)] if os.path.exists(history) else []
-        assert point[0] == max(finished, default=0) and position >= 1  # no finished epoch lost
+        assert point.epoch == max(finished, default=0) and position >= 1  # no finished epoch lost
         if before is not None:
-            assert position >= before[0] * batches + before[3]  # never behind where it resumed from
-        assert finite_params(point[1])
+            assert position >= before.epoch * batches + before.batches_done  # never behind where it resumed from
+        assert finite_params(point.params_file)
     proc = no_traceback(run_cli(*train_args(data, save, "--num-epoch", "4", "--checkpoint-every", "1",
                                             "--resume")))
     log = open(os.path.join(save, "train.log")).read()
-    point_text = "resuming after epoch %d" % point[0]
+    point_text = "resuming after epoch %d" % point.epoch
     assert point_text in log
-    if point[3]:
-        assert "(%d batches into epoch %d)" % (point[3], point[0] + 1) in log
+    if point.batches_done:
+        assert "(%d batches into epoch %d)" % (point.batches_done, point.epoch + 1) in log
     assert [r["epoch"] for r in strict_json(os.path.join(save, "history.json"))] == [1, 2, 3, 4]
     assert not [n for n in os.listdir(save) if ".tmp-" in n]
 

@@ -193,7 +193,7 @@ def test_resume_on_fewer_devices_than_the_run_had(tiny_data, tmp_path):
               "--save-result", save, "--save-name", "net", "--network", "mobilenet0.25", "--image-shape", "3,32,32",
               "--batch-size", "8", "--data-nthreads", "0", "--quiet", "--check-images", "none"]
     run_cli(*common, "--cpus", "4", "--num-epoch", "1")
-    proc = run_cli(*common, "--cpus", "2", "--num-epoch", "2", "--resume")
+    run_cli(*common, "--cpus", "2", "--num-epoch", "2", "--resume")
     with open(os.path.join(save, "train.log")) as f:
         log = f.read()
     assert "resuming on 2 device(s) from states of 4" in log

@@ -1,5 +1,4 @@
 """The network: trunk + heads, pretrained loading, structural cut of checkpoints."""
-import json
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ import pytest
 
 import multitask_mx  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
-from mxnet import autograd, gluon
+from mxnet import gluon
 
 from multitask_mx import mxprivate
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from multitask_mx import _runtime
-from multitask_mx.model import precision
+from multitask_mx.model import dtype_choice
 from conftest import REPO, make_images, run_cli, write_list
 
 AMX_CPUINFO = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse avx2 avx512f "
@@ -103,7 +103,7 @@ def trained(shapes):
 def test_dtype_auto_logs_its_decision(trained):
     log = open(os.path.join(trained, "train.log")).read()
     assert "--dtype auto: " in log
-    if not precision.native_bf16():
+    if not dtype_choice.native_bf16():
         assert "--dtype auto: float32 (no native bf16" in log
     else:  # timed both: resnet18_v1 at this small size is faster in float32
         assert "img/s, bfloat16" in log

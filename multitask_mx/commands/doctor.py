@@ -3,7 +3,7 @@ import os
 import platform
 
 from .. import _runtime
-from ..model import precision
+from ..model import dtype_choice, precision
 import mxnet as mx
 
 from ..logs import setup_logging
@@ -53,7 +53,7 @@ def synthetic_throughput(network, image_shape, batch, seconds, ctx):
 
     One untimed step first: memory planning and kernel selection (cuDNN autotune on GPUs).
     """
-    return precision.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
+    return dtype_choice.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, batch, ctx, seconds=seconds,
                                  warmup=1)
 
 
@@ -69,7 +69,7 @@ def batch_filling_memory(free_bytes, bytes_per_image, cap=256, floor=8):
 def gpu_batch(network, image_shape, ctx, probe=16):
     """A batch that fills ``ctx``'s GPU: memory used by a ``probe``-image training step, scaled to the free memory."""
     free_before, _ = mx.context.gpu_memory_info(ctx.device_id)
-    precision.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
+    dtype_choice.synthetic_train_speed(_network(network, image_shape, ctx), image_shape, probe, ctx, steps=0, warmup=1)
     free_after, _ = mx.context.gpu_memory_info(ctx.device_id)
     return batch_filling_memory(free_before, max(1, free_before - free_after) / probe)
 

@@ -1,4 +1,5 @@
 """``multitask-mx evaluate``: accuracy, top-k, loss, per-class report and confusion of a saved model on a list."""
+import json
 import logging
 import os
 import sys
@@ -6,7 +7,8 @@ import sys
 import numpy as np
 
 from ..use import inference, quantize
-from ..atomic import atomic_write_json, check_output_file
+from ..atomic import check_output_file, finite_or_none, write_output
+from ..runfolder import RunDir
 from ..errors import UserInputError
 from ..data import label_tables
 from ..data.lists import read_list
@@ -166,10 +168,9 @@ def confusion_paths(path, task_names):
 
 
 def write_json(path, report):
-    """Write the report atomically, creating the folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, report)  # NaN (a task with no labelled image) becomes null: strict JSON
-    _logger.info("wrote %s", path)
+    """Write the report atomically, creating the folder (or to standard output for ``-``)."""
+    # NaN (a task with no labelled image) becomes null: strict JSON
+    write_output(path, json.dumps(finite_or_none(report), indent=2, allow_nan=False) + "\n")
 
 
 def run(args):
@@ -177,9 +178,10 @@ def run(args):
     setup_logging(None, quiet=args.quiet)
     ks = args.top_k
     cfg = inference.predict_config(args)
+    inputs, run = (("--data", args.data),), RunDir(args.save_result, args.save_name)
     for flag, path in (("--json", args.json), ("--confusion-png", args.confusion_png)):
         if path:
-            check_output_file(path, flag)  # before the predictions, not after
+            check_output_file(path, flag, inputs, run)  # before the predictions, not after
     model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
                                  weights=args.weights)
     precision_cfg = quantize.PrecisionConfig.from_args(args)

@@ -18,6 +18,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from ..atomic import atomic_prefix, atomic_write_bytes, atomic_write_json, check_output_dir, temp_prefix
+from ..runfolder import check_save_name
 from ..errors import UserInputError
 from ..data.images import EVAL_CROP_FRACTION, NORMALIZATIONS, to_chw_float
 from ..logs import setup_logging
@@ -35,7 +36,8 @@ def add_arguments(parser):
     inference.add_arguments(parser, prediction=False)
     group = parser.add_argument_group("export")
     group.add_argument("--out", required=True, help="folder for the exported files")
-    group.add_argument("--name", default=None, help="file prefix in --out (default: the save name)")
+    group.add_argument("--name", default=None, type=check_save_name,
+                       help="file prefix in --out: a plain file-name stem (default: the save name)")
     group.add_argument("--onnx", action="store_true",
                        help="also write NAME.onnx (needs onnx and onnxruntime: %s)" % INSTALL_ONNX)
     group.add_argument("--int8", action="store_true",

@@ -11,11 +11,13 @@ from .. import devices
 from ..training import distributed, lr_finder, loop as training
 from ..training.checkpoints import CheckpointSaver
 from ..errors import UserInputError
+from ..atomic import check_output_file
+from ..runfolder import RunDir
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from ..data.images import parse_image_shape
 from ..logs import setup_logging
 from . import train as train_command
-from ..training import inputs, pipeline, resume
+from ..training import pipeline, resume
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ def run(args):
     if not args.find_lr_out.lower().endswith(".png"):
         raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png."
                              % args.find_lr_out)
+    inputs = (("--data-train", args.data_train), ("--data-val", args.data_val))
+    for path in (args.find_lr_out, os.path.splitext(args.find_lr_out)[0] + ".json"):
+        check_output_file(path, "--find-lr-out", inputs, RunDir(args.save_result, args.save_name))
     cfg = lr_finder.FinderConfig.from_args(args)
     FinetuneConfig.from_args(args)
     kv = distributed.create_kvstore("local")

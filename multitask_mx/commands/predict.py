@@ -11,7 +11,8 @@ import numpy as np
 from ..use import cam, inference, quantize
 from ..data.image_files import IMAGE_EXTENSIONS, find_image_files
 from ..use.predictions import Item, add_show_flag, prediction_rows
-from ..atomic import atomic_write_bytes, check_output_dir, check_output_file
+from ..atomic import check_output_dir, check_output_file, is_stdout, write_output
+from ..runfolder import RunDir
 from ..errors import UserInputError
 from ..data import label_tables
 from ..data.lists import read_list
@@ -113,23 +114,15 @@ def csv_text(rows):
     return out.getvalue()
 
 
-def emit(destination, text):
-    """Write ``text`` to a file (atomically) or, for '-', to stdout."""
-    if destination == "-":
-        sys.stdout.write(text)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-    atomic_write_bytes(destination, text.encode("utf-8"))
-    _logger.info("wrote %s", destination)
-
-
 def run(args):
     """Entry point of ``multitask-mx predict``."""
     setup_logging(None, quiet=args.quiet)
     cfg = inference.predict_config(args)
+    inputs = [("the input", path) for path in args.inputs]
+    run = RunDir(args.save_result, args.save_name)
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
-        if path and path != "-":
-            check_output_file(path, flag)  # before the predictions, not after
+        if path:
+            check_output_file(path, flag, inputs, run)  # before the predictions, not after
     if args.cam_class and not args.cam:
         raise UserInputError("--cam-class chooses the class of the heat maps that --cam DIR writes: give --cam DIR.")
     if args.cam:
@@ -150,10 +143,10 @@ def run(args):
     if args.json:
         document = {"model": model.describe(), "tta": args.tta, "tasks": model.task_names,
                     "num_images": len(items), "num_failed": len(predictions.failed), "predictions": rows}
-        emit(args.json, json.dumps(document, indent=2) + "\n")
+        write_output(args.json, json.dumps(document, indent=2) + "\n")
     if args.csv:
-        emit(args.csv, csv_text(rows))
-    if "-" not in (args.json, args.csv):
+        write_output(args.csv, csv_text(rows))
+    if not any(is_stdout(p) for p in (args.json, args.csv) if p):
         sys.stdout.write(table_text(model, rows))
     if predictions.failed:
         print("%d of %d image(s) could not be read (listed above); the others were predicted."

@@ -5,11 +5,11 @@ A thin layer: flags are declared by the stages that read them; the work is
 earlier run's flags (``expand_config``), the flags typed beside it override them.
 """
 import argparse
-import json
 import logging
 import os
 
 from ..errors import UserInputError
+from ..runfolder import read_json
 from ..data import augment, datasets as data, task_kinds, tasks as tasks_mod
 from .. import devices
 from ..model import finetune, network as model
@@ -71,12 +71,7 @@ def expand_config(argv):
 
 def read_config_args(path):
     """The "args" of a run's config.json (the flags it ran with), or UserInputError saying what is wrong."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UserInputError("--config %s: cannot read it as JSON (%s). Give the config.json of a run folder."
-                             % (path, exc))
+    config = read_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("args"), dict):
         raise UserInputError("--config %s: no \"args\" in it; give the config.json that train wrote in a run "
                              "folder." % path)

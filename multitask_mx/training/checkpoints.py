@@ -1,4 +1,4 @@
-"""The checkpoint saver: the only code that knows the save directory's file names.
+"""The checkpoint saver: writes a run folder whose names and reading live in ``multitask_mx.runfolder``.
 
 Per epoch it writes ``{name}-symbol.json`` and ``{name}-{epoch:04d}.params`` in
 MXNet's checkpoint format (``mx.model.load_checkpoint`` and
@@ -8,38 +8,20 @@ later run reads is written to a temporary name and renamed, so a kill during a
 save never leaves a half-written file under the real name.
 """
 import csv
-import glob
 import io
-import json
 import logging
 import os
-import re
 import shutil
 import threading
 
 from ..atomic import (DiskFullError, atomic_path, atomic_prefix, atomic_write_bytes, atomic_write_json,
-    is_temp_name, remove_stale_temps)
-from ..errors import UserInputError
+                      remove_stale_temps)
+from ..runfolder import (BEST_FILE, CONFIG_FILE, HISTORY_CSV, HISTORY_FILE, PROGRESS_FILE, RunDir,  # noqa: F401
+                         DEFAULT_SAVE_NAME, check_save_name, params_loadable, read_json)
 from .states import save_trainer_states
-from ..flagtypes import non_negative_int
+from ..flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
-HISTORY_CSV = "history.csv"
-BEST_FILE = "best.json"
-PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
-
-
-def read_json(path):
-    """Load a JSON file of a run; a damaged one is a UserInputError naming it."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-            raise UserInputError("%s is damaged (not valid JSON: %s). Restore it from a copy, or start a new "
-                                 "run in another --save-result." % (path, exc)) from None
 
 
 def flatten_record(record, prefix=""):
@@ -67,12 +49,11 @@ def history_csv_text(history):
     return out.getvalue()
 
 
-class CheckpointSaver:
-    """Writes and finds the files of one training run's save directory."""
+class CheckpointSaver(RunDir):
+    """Writes the files of one training run's folder (names, reading and the resume point: ``RunDir``)."""
 
-    def __init__(self, save_dir, save_name, writer=True, keep_last=0):
-        self.save_dir = save_dir
-        self.save_name = save_name
+    def __init__(self, save_dir, save_name=None, writer=True, keep_last=0):
+        super().__init__(save_dir, save_name)
         self.writer = writer  # False on distributed ranks other than 0
         self.keep_last = keep_last
         self.history = []
@@ -80,45 +61,10 @@ class CheckpointSaver:
             os.makedirs(save_dir, exist_ok=True)
             remove_stale_temps(save_dir)  # left by runs killed during a save
 
-    def path(self, filename):
-        """Path of a file in the save directory."""
-        return os.path.join(self.save_dir, filename)
-
-    @property
-    def prefix(self):
-        """Checkpoint prefix, as passed to mx.model.load_checkpoint."""
-        return self.path(self.save_name)
-
-    def symbol_file(self):
-        """``{name}-symbol.json``."""
-        return "%s-symbol.json" % self.prefix
-
-    def params_file(self, epoch):
-        """``{name}-{epoch:04d}.params``."""
-        return "%s-%04d.params" % (self.prefix, epoch)
-
-    def states_file(self, epoch):
-        """``{name}-{epoch:04d}.states``: the optimizer state of every device."""
-        return "%s-%04d.states" % (self.prefix, epoch)
-
     def write_config(self, config):
         """Record what later commands need to rebuild the model (``config.json``)."""
         if self.writer:
             atomic_write_json(self.path(CONFIG_FILE), config)
-
-    def read_config(self):
-        """The run's config.json."""
-        return read_json(self.path(CONFIG_FILE))
-
-    def read_text(self, filename):
-        """A text file of the run."""
-        with open(self.path(filename), encoding="utf-8") as f:
-            return f.read()
-
-    def read_best(self):
-        """best.json of an earlier run, or None."""
-        path = self.path(BEST_FILE)
-        return read_json(path) if os.path.exists(path) else None
 
     def write_text(self, filename, text):
         """Write a text file of the run (e.g. the trunk symbol), atomically."""
@@ -177,8 +123,8 @@ class CheckpointSaver:
         if not self.writer:
             return
         try:
-            self._export(net, "%s-last.params" % self.prefix)
-            save_trainer_states(trainer, "%s-last.states" % self.prefix)
+            self._export(net, self.last_params_file())
+            save_trainer_states(trainer, self.last_states_file())
             position = {"epoch": epoch, "batches_done": batches_done}
             if ema is not None:
                 self._export_ema(net, ema, self.ema_params_file(None))
@@ -202,18 +148,10 @@ class CheckpointSaver:
         self._clear_progress()
 
     def _clear_progress(self):
-        for path in (self.path(PROGRESS_FILE), "%s-last.params" % self.prefix, "%s-last.states" % self.prefix,
+        for path in (self.path(PROGRESS_FILE), self.last_params_file(), self.last_states_file(),
                      self.ema_params_file(None)):
             if os.path.exists(path):
                 os.remove(path)
-
-    def best_params_file(self):
-        """``{name}-best.params``: the weights of the best epoch so far."""
-        return "%s-best.params" % self.prefix
-
-    def ema_params_file(self, epoch):
-        """``{name}-{epoch:04d}-ema.params`` (``--ema``): the averaged weights; epoch None: mid-epoch's."""
-        return "%s-%s-ema.params" % (self.prefix, "last" if epoch is None else "%04d" % epoch)
 
     def _export_ema(self, net, ema, params_path):
         with ema.applied(net):  # the same symbol, the averaged weights
@@ -265,48 +203,6 @@ class CheckpointSaver:
                     if os.path.exists(path):
                         os.remove(path)
 
-    def run_files(self, extra_names=()):
-        """Files of a training run already in the save directory (ours only: never a user's other files).
-
-        Checkpoints of this save name and of the one in config.json, states, the
-        mid-epoch checkpoint, config, history, best, temporary files and ``extra_names``.
-        """
-        names = {self.save_name}
-        if os.path.isfile(self.path(CONFIG_FILE)):
-            try:
-                names.add(str(read_json(self.path(CONFIG_FILE)).get("save_name") or self.save_name))
-            except (ValueError, OSError, AttributeError):
-                pass  # a damaged config.json is still ours
-        own = re.compile(r"^(%s)-(symbol\.json|\d{4,}\.(params|states)|best\.params|last\.(params|states))$"
-                         % "|".join(re.escape(n) for n in names))
-        fixed = {CONFIG_FILE, HISTORY_FILE, HISTORY_CSV, BEST_FILE, PROGRESS_FILE} | set(extra_names)
-        found = []
-        for name in sorted(os.listdir(self.save_dir)) if os.path.isdir(self.save_dir) else []:
-            if name in fixed or own.match(name) or is_temp_name(name):
-                found.append(self.path(name))
-        return [p for p in found if os.path.isfile(p)]
-
-    def saved_epochs(self):
-        """Epoch numbers that have a params file, ascending."""
-        pattern = re.compile(re.escape(self.save_name) + r"-(\d{4,})\.params$")
-        found = (pattern.match(os.path.basename(p)) for p in glob.glob("%s-*.params" % glob.escape(self.prefix)))
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def loadable_epochs(self):
-        """Saved epochs whose params file MXNet can read (for messages about a damaged one)."""
-        return [e for e in self.saved_epochs() if params_loadable(self.params_file(e))]
-
-    def damaged_params_error(self, params_file, flag):
-        """The UserInputError for a truncated or corrupt params file of this run, with the epochs that load."""
-        good = self.loadable_epochs()
-        hint = ("Epochs of this run that load: %s; pass --epoch N with one of them" % ", ".join(map(str, good))
-                if good else "No epoch of this run loads; train again")
-        if flag == "--resume" and good:
-            hint += (" as --model %s --model-epoch N (without --resume), or delete the damaged file to resume from "
-                     "epoch %d" % (self.prefix, good[-1]))
-        return UserInputError("%s: %s is truncated or corrupt (MXNet cannot read it). %s."
-                              % (flag, params_file, hint))
-
     def history_with(self, record):
         """The history once ``record`` is saved: earlier epochs, then it (a resumed epoch replaces later rows)."""
         return [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
@@ -323,25 +219,10 @@ class CheckpointSaver:
         if self.writer:
             self.append_history(record)
 
-    def resume_point(self):
-        """(epoch, params file, states file, batches done) to resume from, or None.
-
-        The newest finished epoch, or a newer mid-epoch checkpoint if one exists.
-        """
-        history = read_json(self.path(HISTORY_FILE)) if os.path.exists(self.path(HISTORY_FILE)) else []
-        finished = [r["epoch"] for r in history if os.path.exists(self.params_file(r["epoch"]))
-                    and os.path.exists(self.states_file(r["epoch"]))]
-        epoch = max(finished) if finished else 0
-        self.history = [r for r in history if r["epoch"] <= epoch]
-        progress = self.path(PROGRESS_FILE)
-        if os.path.exists(progress):
-            pos = read_json(progress)
-            if pos["epoch"] == epoch + 1 and os.path.exists("%s-last.states" % self.prefix):
-                return (epoch, "%s-last.params" % self.prefix, "%s-last.states" % self.prefix,
-                        pos["batches_done"])
-        if not epoch:
-            return None
-        return epoch, self.params_file(epoch), self.states_file(epoch), 0
+    def resume_from(self, point):
+        """Keep the history up to ``point`` (a ResumePoint, or None: a new run) for the epochs to come."""
+        epoch = point.epoch if point is not None else 0
+        self.history = [r for r in self.read_history() if r["epoch"] <= epoch]
 
 
 class _EpochFiles:
@@ -367,21 +248,12 @@ class _EpochFiles:
             raise error
 
 
-def params_loadable(path):
-    """True if ``path`` is a complete MXNet params file."""
-    import mxnet as mx
-    try:
-        mx.nd.load(path)
-        return True
-    except (mx.base.MXNetError, OSError):
-        return False
-
-
 def add_arguments(parser):
     """Checkpoint flags."""
     group = parser.add_argument_group("checkpoint")
     group.add_argument("--save-result", required=True, help="folder for checkpoints, logs and history")
-    group.add_argument("--save-name", default="multitask", help="checkpoint prefix inside --save-result")
+    group.add_argument("--save-name", default=DEFAULT_SAVE_NAME, type=check_save_name,
+                       help="checkpoint prefix inside --save-result: a plain file-name stem (NAME-0001.params)")
     group.add_argument("--best-metric", default="val-loss",
                        help="keeps {save-name}-best.params for the best epoch: val-loss, val-acc:<task>, "
                             "val-topk:<task> (with --top-k), val-acc-mean")
@@ -390,6 +262,12 @@ def add_arguments(parser):
                             "states, config, history, best and log are deleted first (other files stay)")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --save-result: weights, optimizer, epoch, schedule, best, history")
+    group.add_argument("--resume-epoch", type=positive_int, default=None, metavar="N",
+                       help="with --resume: continue after finished epoch N instead of the newest (the later "
+                            "epochs are trained again and their files replaced)")
+    group.add_argument("--fresh-optimizer", action="store_true",
+                       help="with --resume: continue from the newest epoch's weights even though its optimizer "
+                            "state (.states) is missing or damaged; the optimizer starts afresh (momentum restarts)")
     group.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                        help="also checkpoint every N batches, so a kill loses at most N batches")
     group.add_argument("--keep-last", type=non_negative_int, default=0, metavar="K",

@@ -3,7 +3,8 @@ import logging
 import time
 
 from . import distributed, plots, loop as training, weighting
-from . import early_stopping, ema as ema_mod, gradients, phases, rundir
+from . import early_stopping, ema as ema_mod, gradients, phases
+from ..runfolder import CURVES_FILE
 from .best import BestTracker
 from ..model.finetune import FinetuneConfig, apply_freezing
 from ..errors import UserInputError
@@ -36,7 +37,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         return saver.history
     save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
                                                           batches_done, ema))
-    curves = plots.CurvesWriter(saver.path(rundir.CURVES_FILE) if saver.writer else None)
+    curves = plots.CurvesWriter(saver.path(CURVES_FILE) if saver.writer else None)
     for epoch in range(begin_epoch + 1, args.num_epoch + 1):
         phases.switch("training loop")
         tic = time.time()

@@ -14,25 +14,27 @@ from mxnet import gluon
 
 from ..data import augment, augment_presets, task_kinds, tasks as tasks_mod
 from . import distributed, lr_finder, plots, schedules, loop as training, weighting
-from .. import devices
-from ..model import network as model, precision
+from .. import devices, mxprivate
+from ..model import dtype_choice, network as model, precision
 from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
 from . import phases
 from . import rundir
 from .best import BestTracker
-from .checkpoints import CONFIG_FILE, CheckpointSaver, read_json
+from .checkpoints import CheckpointSaver
+from ..runfolder import TRUNK_SYMBOL_FILE, RunDir
 from .states import load_trainer_states
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers, is_finetuning
 from ..errors import UserInputError
 from ..data.augment import TrainTransform, preview_samples
 from ..data.images import parse_image_shape
 from ..logs import setup_logging
+from ..atomic import check_output_file
 from ..mxerrors import clean_mxnet_error
 from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
 from .inputs import build_datasets, choose_augmentation, make_loaders, prepare_lists
-from .resume import build_planned_net, check_save_result, continues_run, plan_net
+from .resume import build_planned_net, check_resume_flags, continues_run, open_run_folder, plan_net
 
 _logger = logging.getLogger(__name__)
 
@@ -53,10 +55,10 @@ def resolve_batch_size(args, num_examples, kv, ctxs):
     """Set --batch-size where it was not given: the resumed run's (config.json), else the default policy; logged."""
     if args.batch_size is not None:
         return args.batch_size
-    config = os.path.join(args.save_result, CONFIG_FILE)
+    run = RunDir(args.save_result, args.save_name)
     saved = None
-    if continues_run(args) and os.path.exists(config):
-        saved = read_json(config).get("args", {}).get("batch_size")
+    if continues_run(args) and run.has_config():
+        saved = run.read_config().get("args", {}).get("batch_size")
     if saved:
         args.batch_size = saved
         _logger.info("batch size %d: the one the resumed run used (config.json)", saved)
@@ -140,7 +142,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "network": trunk_spec.network,
         "trunk": {"kind": "symbol" if trunk_spec.from_symbol else "zoo", "network": trunk_spec.network,
                   "input_name": trunk_spec.input_name,
-                  "symbol_file": model.TRUNK_SYMBOL_FILE if trunk_spec.from_symbol else None},
+                  "symbol_file": TRUNK_SYMBOL_FILE if trunk_spec.from_symbol else None},
         "image_shape": list(image_shape),
         "normalization": normalization,
         "tasks": [t.to_dict() for t in tasks],
@@ -180,7 +182,7 @@ def resolve_train_dtype(args, ctxs, tasks, image_shape):
     classic = args.model and not args.model.endswith(".params")
     spec = model.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
         model.TrunkSpec(network=args.network or "resnet50_v1")
-    return precision.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
+    return dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
                                    args.batch_size)
 
 
@@ -222,16 +224,25 @@ def validate_train_config(args):
     weighting.WeightingConfig.from_args(args)
     BestTracker.check_form(args.best_metric)
     metrics_mod.train_top_k(args.top_k)
+    check_resume_flags(args)
+    check_train_outputs(args)
     # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
     ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
     if args.lr == "auto":
         lr_finder.FinderConfig.from_args(args)
 
 
-def open_run(args):
-    """Before any data: the kvstore, the run directory and its log, the seed, the devices; returns (kv, ctxs)."""
-    kv = distributed.create_kvstore(args.kv_store)
-    check_save_result(args, kv)
+def check_train_outputs(args):
+    """--plot-lr and --preview-augmentation's PNGs: never a list, an image folder's file or the run's own file."""
+    inputs = (("--data-train", args.data_train), ("--data-val", args.data_val), ("--config", args.config))
+    preview = augment.preview_settings(args)
+    for flag, path in (("--plot-lr", args.plot_lr), ("--preview-augmentation", preview[1] if preview else None)):
+        if path:
+            check_output_file(path, flag, inputs, RunDir(args.save_result, args.save_name))
+
+
+def open_run(args, kv):
+    """Before any data, in the locked run folder: its log, the seed, the devices; returns the devices."""
     setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
                   rank_label=distributed.rank_label(kv))
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
@@ -242,7 +253,7 @@ def open_run(args):
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     check_devices_and_dtype(args, ctxs)
     _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
-    return kv, ctxs
+    return ctxs
 
 
 def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
@@ -255,11 +266,14 @@ def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
     if args.dtype == "float16":
         from mxnet.contrib import amp
         amp.init_trainer(trainer)
-    start = (point[0], point[3]) if point else (0, 0)
+    start = (point.epoch, point.batches_done) if point else (0, 0)
     distributed.start_trainer(trainer, net, kv, batch_size, start, epoch_size)  # before the states
-    if point is not None:
+    if point is not None and point.states_file is None:  # --fresh-optimizer: a new state, the schedule goes on
+        mxprivate.make_trainer_ready(trainer)
+        trainer.optimizer.begin_num_update = trainer.optimizer.num_update = point.epoch * epoch_size
+    elif point is not None:
         grouping = trainer.optimizer.aggregate_num  # MXNet's for this optimizer, before the saved one replaces it
-        load_trainer_states(trainer, point[2])
+        load_trainer_states(trainer, point.states_file)
         # the update count comes from the states; the schedule from today's flags, the grouping from today's devices
         trainer.optimizer.lr_scheduler = schedule
         trainer.optimizer.aggregate_num = grouping
@@ -306,7 +320,7 @@ def write_new_run_files(saver, config, trunk_spec):
     """A new run's config.json, and the trunk's symbol when it comes from a classic checkpoint."""
     saver.write_config(config)
     if trunk_spec.from_symbol:
-        saver.write_text(model.TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
+        saver.write_text(TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
 
 
 def train(args):
@@ -314,9 +328,20 @@ def train(args):
 
     Stages: lists and tasks, where the network comes from (fresh or resumed), loaders (their workers
     fork while the process is small), the network, trainer, ``fit``. ``multitask_mx.train(**flags)`` too.
+    The run folder is locked (``RunDir.lock``) from before its log opens until the run ends.
     """
     validate_train_config(args)
-    kv, ctxs = open_run(args)
+    kv = distributed.create_kvstore(args.kv_store)
+    lock = open_run_folder(args, kv)
+    try:
+        return _train_in_locked_folder(args, kv)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in_locked_folder(args, kv):
+    ctxs = open_run(args, kv)
     image_shape = parse_image_shape(args.image_shape)
 
     phases.switch("lists")

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..data import augment
-from . import checkpoints
 from ..model import network as model
 from . import rundir
 from ..errors import UserInputError
+from ..runfolder import TRUNK_SYMBOL_FILE, ResumePoint
 
 _logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class NetPlan:
 
     trunk_spec: model.TrunkSpec
     normalization: str
-    point: Optional[tuple] = None  # the resume point of a continued run
+    point: Optional[ResumePoint] = None  # where a continued run starts
     weights: Optional[str] = None  # the pretrained weights file of a fresh run (None: from scratch)
     classic_params: Optional[dict] = None  # a classic checkpoint's arrays, read with its symbol
 
@@ -31,7 +31,7 @@ def plan_net(args, tasks, image_shape, saver):
         saved = saver.read_config()
         check_resume_compatible(saved, args, tasks, image_shape)
         trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
-                                     symbol_json=saver.read_text(model.TRUNK_SYMBOL_FILE)
+                                     symbol_json=saver.read_text(TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         return NetPlan(trunk_spec, saved["normalization"], point=point)
     weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
@@ -45,9 +45,8 @@ def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
     net = model.build_net(plan.trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
                           defer=plan.point is not None or bool(plan.weights))  # loaded next: not drawn first
     if plan.point is not None:
-        rundir.load_resume_params(net, saver, plan.point[1])
-        _logger.info("resuming after epoch %d from %s%s", plan.point[0], plan.point[1],
-                     " (%d batches into epoch %d)" % (plan.point[3], plan.point[0] + 1) if plan.point[3] else "")
+        rundir.load_resume_params(net, saver, plan.point.params_file)
+        _logger.info("resuming %s", plan.point.describe())
     elif plan.weights:
         model.load_pretrained_trunk(net, plan.weights, plan.classic_params)
         plan.classic_params = None  # copied into the network: let the arrays go
@@ -56,11 +55,28 @@ def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
     return net
 
 
-def check_save_result(args, kv):
-    """Before the log opens: --save-result writable and holding no run this one would mix with."""
+def open_run_folder(args, kv):
+    """Before the log opens: --save-result writable, locked for this process, holding no run this one would mix with.
+
+    Returns the folder's RunLock (None on ranks that write nothing).
+    """
     drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
-    rundir.check_save_result(args.save_result, args.save_name, kv.rank == 0 and not drawing, continues_run(args),
-                             args.overwrite)
+    return rundir.open_run_folder(args.save_result, args.save_name, kv.rank == 0, continues_run(args),
+                                  args.overwrite, new_run=not drawing)
+
+
+def check_resume_flags(args):
+    """Refuse resume flags that contradict each other or do nothing, before any work."""
+    if args.resume and args.overwrite:
+        raise UserInputError("--resume continues the run in --save-result and --overwrite deletes it: give one of "
+                             "them.")
+    for flag, given in (("--resume-epoch", args.resume_epoch is not None), ("--fresh-optimizer",
+                                                                             args.fresh_optimizer)):
+        if given and not args.resume:
+            raise UserInputError("%s only applies when continuing a run: add --resume." % flag)
+    if args.resume_epoch is not None and args.fresh_optimizer:
+        raise UserInputError("--resume-epoch N continues from a complete epoch (weights and optimizer state); "
+                             "--fresh-optimizer is for a newest epoch whose .states is lost: give one of them.")
 
 
 def continues_run(args):
@@ -70,21 +86,18 @@ def continues_run(args):
 
 
 def find_resume_point(args, saver):
-    """Where --resume (or --model SAVE_PREFIX --model-epoch N, the original's way) continues from."""
+    """The ResumePoint of --resume (or --model SAVE_PREFIX --model-epoch N, the original's way), else None."""
     own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(saver.prefix)
     if not (args.resume or own_prefix):
         return None
-    if not os.path.exists(saver.path(checkpoints.CONFIG_FILE)):
+    if not saver.has_config():
         raise UserInputError("--resume: %s has no config.json, so there is no run to resume there. Check "
                              "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
-    point = saver.resume_point()
     if own_prefix and not args.resume:
-        epoch = args.model_epoch
-        if not os.path.exists(saver.params_file(epoch)):
-            raise UserInputError("--model %s --model-epoch %d: no such checkpoint; saved epochs: %s"
-                                 % (args.model, epoch, saver.saved_epochs() or "none"))
-        point = (epoch, saver.params_file(epoch), saver.states_file(epoch), 0)
-        saver.history = [r for r in saver.history if r["epoch"] <= epoch]
+        point = saver.resume_point(epoch=args.model_epoch)
+    else:
+        point = saver.resume_point(epoch=args.resume_epoch, fresh_optimizer=args.fresh_optimizer)
+    saver.resume_from(point)
     if point is None:
         _logger.info("--resume: no finished epoch in %s yet; starting from the beginning", saver.save_dir)
     return point

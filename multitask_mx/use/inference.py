@@ -24,7 +24,7 @@ import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
-from ..training.checkpoints import CONFIG_FILE, CheckpointSaver, params_loadable, read_json
+from ..runfolder import RunDir, check_save_name
 from ..data.datasets import SHOWN, make_loader as make_data_loader
 from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
@@ -84,26 +84,6 @@ class SavedModel:
                 "precision": self.precision}
 
 
-def read_config(save_dir):
-    """config.json of a save directory, with a clear error when it is not one."""
-    if not os.path.isdir(save_dir):
-        raise UserInputError("--save-result %s is not a folder. Give the folder that `multitask-mx train "
-                             "--save-result` wrote." % save_dir)
-    path = os.path.join(save_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise UserInputError("%s has no %s, so it is not a save directory written by `multitask-mx train` "
-                             "(or training stopped before it started). Give the folder that train's "
-                             "--save-result wrote." % (save_dir, CONFIG_FILE))
-    try:
-        config = read_json(path)
-    except ValueError as exc:
-        raise UserInputError("%s is not valid JSON (%s); it is written by `multitask-mx train`." % (path, exc))
-    missing = [k for k in ("image_shape", "normalization", "tasks") if k not in config]
-    if missing:
-        raise UserInputError("%s lacks %s; was it written by `multitask-mx train`?" % (path, ", ".join(missing)))
-    return config
-
-
 def parse_epoch(text):
     """``--epoch`` value: an epoch number, ``best``, or ``latest``/None for the newest on disk."""
     if text is None or text == "latest":
@@ -117,7 +97,7 @@ def parse_epoch(text):
 
 def choose_params(save_dir, save_name, epoch):
     """(epoch, params file, symbol file) for ``epoch`` (int, 'best' or None = newest)."""
-    saver = CheckpointSaver(save_dir, save_name, writer=False)
+    saver = RunDir(save_dir, save_name)
     epochs = saver.saved_epochs()
     have_best = os.path.isfile(saver.best_params_file())
     available = ", ".join([str(e) for e in epochs] + ([BEST] if have_best else [])) or "none"
@@ -152,7 +132,7 @@ def choose_weights(save_dir, save_name, epoch, weights="raw"):
     epoch picks that epoch's ``-ema.params``.
     """
     epoch, params_file, symbol_file = choose_params(save_dir, save_name, epoch)
-    saver = CheckpointSaver(save_dir, save_name, writer=False)
+    saver = RunDir(save_dir, save_name)
     if epoch == BEST:
         best = saver.read_best() or {}
         chosen = best.get("weights", "raw")
@@ -177,8 +157,9 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     ``save_name`` defaults to the one in config.json; ``epoch`` is a number, 'best'
     or None for the newest epoch on disk; ``weights`` "ema" takes the epoch's EMA weights.
     """
-    config = read_config(save_dir)
-    save_name = save_name or config.get("save_name") or "multitask"
+    run = RunDir(save_dir, save_name)  # save_name None: the one config.json records
+    config = run.read_config()
+    save_name = run.save_name
     epoch, params_file, symbol_file, weights = choose_weights(save_dir, save_name, epoch, weights)
     ctxs = list(ctxs or [mx.cpu()])
     with warnings.catch_warnings():  # "Cannot decide type for data": float32, fixed at the first call
@@ -186,9 +167,8 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
         try:
             net = gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctxs)
         except mx.base.MXNetError as exc:
-            saver = CheckpointSaver(save_dir, save_name, writer=False)
-            if not params_loadable(params_file):
-                raise saver.damaged_params_error(params_file, "epoch %s" % epoch) from None
+            if not run.params_loadable(params_file):
+                raise run.damaged_params_error(params_file, "epoch %s" % epoch) from None
             raise UserInputError(describe_mxnet_error(exc, "loading %s on %s" % (params_file, ctxs[0]),
                                                       "cannot load %s with %s: %%s" % (params_file, symbol_file)))
     graphs.hybridize_for_inference(net, ctxs)
@@ -346,7 +326,8 @@ def add_arguments(parser, prediction=True):
     """Flags to choose the trained model (and, with ``prediction``, how to run it)."""
     group = parser.add_argument_group("model")
     group.add_argument("--save-result", required=True, help="the folder `multitask-mx train --save-result` wrote")
-    group.add_argument("--save-name", default=None, help="checkpoint prefix (default: the one in config.json)")
+    group.add_argument("--save-name", default=None, type=check_save_name,
+                       help="checkpoint prefix (default: the one in config.json)")
     group.add_argument("--epoch", type=_epoch_flag, default=None,
                        help="epoch number, 'best' ({save-name}-best.params) or 'latest' (default: the newest "
                             "epoch on disk)")
