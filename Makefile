@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 EXTRAS ?= cpu,test
 
-.PHONY: install demo test test-fast bench bench-smoke bench-report clean
+.PHONY: install demo lint test test-fast bench bench-smoke bench-report clean
 
 # every benchmark script; each accepts --smoke (seconds of work, result in benchmarks/results/smoke/)
 BENCHES = $(sort $(wildcard benchmarks/bench_*.py))
@@ -19,11 +19,15 @@ $(VENV)/.installed: setup.py constraints.txt
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash train_multitask.sh
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -rs tests  # -rs: each skipped test says why in the summary
 	$(MAKE) bench-smoke
 
-test-fast: install
+# ruff with the small rule set of ruff.toml: unused and undefined names, syntax errors, mutable defaults
+lint: install
+	$(BIN)/ruff check multitask_mx tests benchmarks examples
+
+test-fast: install lint
 	$(BIN)/python -m pytest -q -rs -m "not slow" tests
 
 # the full runs (about an hour on 2 quiet cores), then the README's speed section from their results

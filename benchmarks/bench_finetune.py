@@ -70,7 +70,7 @@ def datasets(args, flags, tasks):
     """data_example's training set with train's transform preset."""
     train = read_list(os.path.join(EXAMPLE, "train_data.lst"), os.path.join(EXAMPLE, "images"))
     shape = (3, args.size, args.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape)  # the preset train would pick
+    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
     dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, "imagenet", recipe.config)
     return dataset
 

@@ -51,7 +51,7 @@ def time_loader(lists, tasks, args, workers, uint8):
     flags = parser.parse_args(["--data-train", path, "--save-result", "unused", "--batch-size",
                                str(args.batch_size), "--image-shape", "3,%d,%d" % (args.size, args.size)])
     train, shape = read_list(path, lists.root), (3, args.size, args.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape)  # the preset train would pick
+    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
     dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, "imagenet", recipe.config, uint8=uint8)
     loader = make_loader(dataset, args.batch_size, True, workers, last_batch="rollover")
     for _ in loader:  # first pass: starts the workers, warms the page cache

@@ -169,7 +169,7 @@ def real_loader(lists, tasks, normalization, s: Settings, batches):
     """Our training loader as `train` builds it (dataset, transform preset, workers) over ``batches`` batches."""
     path = lists.path(batches * s.batch_size)
     flags, train, shape = train_args(s, path), read_list(path, lists.root), (3, s.size, s.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape)  # the preset train would pick
+    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
     dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, normalization, recipe.config)
     return make_loader(dataset, s.batch_size, True, s.workers, last_batch="rollover")
 

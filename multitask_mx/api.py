@@ -8,63 +8,33 @@
     model = mtx.load("runs/x", epoch="best")
     model.predict(["a.jpg", "b.jpg"])
 
-Keyword arguments are turned into the command line's flags and parsed by the very
-parser ``multitask-mx train`` uses, so a notebook run and a CLI run with the same
-settings are the same run (config.json records the same flags), and every check the
-CLI makes applies here too. Errors a user can fix raise ``UserInputError``.
+Keyword arguments are the command line's flags: each value is checked by that flag's own
+type and choices (``commands/keywords.py``, no argv round trip), so a notebook run and a
+CLI run with the same settings are the same run (config.json records the same flags),
+and every check the CLI makes applies here too. Errors a user can fix raise
+``UserInputError``; a mistyped keyword raises ``TypeError`` naming the closest ones.
 """
 import argparse
-import difflib
 
 from . import _runtime
-from .errors import UserInputError
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise UserInputError instead of exiting the interpreter."""
-
-    def error(self, message):
-        raise UserInputError(message.replace("the following arguments are required: --",
-                                             "missing keyword argument(s): ").replace("--", "").replace("-", "_"))
 
 
 def _command_parser(command):
     import importlib
     module = importlib.import_module("multitask_mx.commands." + command)
-    parser = _RaisingParser(prog="multitask_mx.%s" % command, add_help=False)
+    parser = argparse.ArgumentParser(prog="multitask_mx.%s" % command, add_help=False)
     module.add_arguments(parser)
     return parser
 
 
-def flag_argv(parser, flags):
-    """Keyword arguments -> argv for ``parser``; unknown names raise TypeError with suggestions."""
-    actions = {a.dest: a for a in parser._actions if a.option_strings}  # argparse has no public listing
-    argv = []
-    for name, value in flags.items():
-        action = actions.get(name)
-        if action is None:
-            near = difflib.get_close_matches(name, actions, n=3)
-            raise TypeError("unknown argument %r%s" % (name, "; did you mean %s?" % ", ".join(near) if near else ""))
-        if value is None:
-            continue
-        option = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value:
-                argv.append(option)
-        elif isinstance(action, argparse._AppendAction) and isinstance(value, (list, tuple)):
-            for item in value:  # --derived-task A=.. --derived-task B=..
-                argv += [option, str(item)]
-        elif isinstance(value, (list, tuple)):
-            argv += [option, ",".join(str(v) for v in value)]
-        else:
-            argv += [option, str(value)]
-    return argv
-
-
 def parse_flags(command, **flags):
-    """The ``argparse.Namespace`` that ``multitask-mx COMMAND`` would build from these flags."""
-    parser = _command_parser(command)
-    return parser.parse_args(flag_argv(parser, flags))
+    """The ``argparse.Namespace`` that ``multitask-mx COMMAND`` would build from these flags (no argv).
+
+    Each value is checked by its flag's type and choices (UserInputError); an unknown
+    name raises TypeError naming the closest flags.
+    """
+    from .commands.keywords import namespace_from_values
+    return namespace_from_values(_command_parser(command), flags)
 
 
 def train(**flags):
@@ -78,9 +48,8 @@ def train(**flags):
     _runtime.configure_threads(int(flags.get("cpus") or 1))
     from .training import pipeline
     if flags.get("config"):  # config="runs/x/config.json": that run's flags, these keywords on top
-        from .commands.train import expand_config
-        parser = _command_parser("train")
-        return pipeline.train(parser.parse_args(expand_config(flag_argv(parser, flags))))
+        from .commands.train import with_saved_flags
+        return pipeline.train(with_saved_flags(_command_parser("train"), flags))
     return pipeline.train(parse_flags("train", **flags))
 
 

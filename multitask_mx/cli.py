@@ -136,9 +136,10 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
     try:
+        args = None
         if argv[:1] == ["train"]:  # train --config: the run's saved flags, then the typed ones
-            argv = argv[:1] + importlib.import_module("multitask_mx.commands.train").expand_config(argv[1:])
-        args = build_parser([chosen_command(argv)]).parse_args(argv)
+            args = importlib.import_module("multitask_mx.commands.train").parse_with_config(argv[1:])
+        args = args or build_parser([chosen_command(argv)]).parse_args(argv)
     except SystemExit as exc:  # argparse's usage error (2) or --help (0), as a status like the others
         return exc.code
     except UserInputError as exc:

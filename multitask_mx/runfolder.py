@@ -17,7 +17,6 @@ else spells a file name of a run. The folder holds::
 An epoch is complete when its params and states files are both there and not
 empty; ``resume_point`` never skips an incomplete newest epoch silently.
 """
-import fcntl
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .errors import UserInputError, shorten
+from .runlock import LOCK_FILE, RunLock
 
 _logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ PROGRESS_FILE = "progress.json"  # a mid-epoch checkpoint's position
 LOG_FILE = "train.log"
 CURVES_FILE = "curves.png"
 TRUNK_SYMBOL_FILE = "trunk-symbol.json"  # the trunk's graph when it comes from a classic checkpoint
-LOCK_FILE = ".lock"
 DEFAULT_SAVE_NAME = "multitask"
 # Files a run writes before its first checkpoint: alone they are no trained run to protect.
 NOT_TRAINED_YET = {LOG_FILE, CURVES_FILE, CONFIG_FILE, TRUNK_SYMBOL_FILE, LOCK_FILE}
@@ -335,85 +334,6 @@ class RunDir:
         refused at once, naming that process.
         """
         return RunLock(self.save_dir)
-
-
-class RunLock:
-    """The exclusive lock of one run folder (``RunDir.lock``); ``release`` or leaving the ``with`` frees it."""
-
-    _held = {}  # real path -> [RunLock, depth]: one process may re-enter its own lock (the API trains twice)
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.key = os.path.realpath(folder)
-        self.fd = None
-        held = RunLock._held.get(self.key)
-        if held is not None:
-            held[1] += 1
-            self.fd = held[0].fd
-            return
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, LOCK_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise UserInputError("--save-result %s is in use by another multitask-mx train (process %s): two runs "
-                                 "in one folder would overwrite each other's checkpoints. Wait for it to finish "
-                                 "(or stop it), or give another --save-result." % (folder, holder or "unknown"))
-        os.ftruncate(fd, 0)
-        os.write(fd, b"%d\n" % os.getpid())
-        self.fd = fd
-        RunLock._held[self.key] = [self, 1]
-        _close_in_children.add(fd)
-
-    def release(self):
-        """Free the lock (the last of nested holders does)."""
-        held = RunLock._held.get(self.key)
-        if held is None or self.fd is None:
-            return
-        held[1] -= 1
-        if held[1] == 0:
-            del RunLock._held[self.key]
-            _close_in_children.discard(self.fd)
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
-            os.close(self.fd)
-        self.fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-# Forked children (loader workers) inherit the lock's descriptor; closing their copy keeps the
-# lock with the training process alone (a worker outliving a killed trainer must not hold it).
-_close_in_children = set()
-
-
-def _close_lock_fds():
-    for fd in list(_close_in_children):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _close_in_children.clear()
-
-
-os.register_at_fork(after_in_child=_close_lock_fds)
-
-
-def _read_pid(fd):
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return text if text.isdigit() else None
 
 
 def _listed(epochs):

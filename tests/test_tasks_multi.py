@@ -15,7 +15,7 @@ from conftest import make_images, write_list
 from multitask_mx.model import network as model
 from multitask_mx.data import tasks
 from multitask_mx.cli import build_parser
-from multitask_mx.training import inputs as train_cmd, pipeline
+from multitask_mx.training import inputs as train_cmd, prepare as train_prepare
 from multitask_mx.data.datasets import LstDataset
 from multitask_mx.errors import UserInputError
 from multitask_mx.data.lists import read_list
@@ -168,7 +168,7 @@ def prepare(lists, *flags, train_rows=None):
     train_list, val_list = read_list(args.data_train, args.image_train), read_list(args.data_val, args.image_val)
     built = train_cmd.resolve_tasks(args, train_list, val_list)
     tasks.read_class_names(built, args.classes)
-    return built, pipeline.build_loss(args, built, train_list, [mx.cpu()])
+    return built, train_prepare.build_loss(args, built, train_list, [mx.cpu()])
 
 
 def test_two_columns_give_two_tasks_and_inferred_classes(lists, caplog):

@@ -54,7 +54,7 @@ def _started_trainer(ctxs):
     args = api.parse_flags("train", data_train="unused.lst", save_result="unused", lr=0.01)
     tasks = build_tasks([4])
     net = model.build_net(model.TrunkSpec("resnet18_v1"), tasks, ctxs, (3, 32, 32))
-    trainer, _ = pipeline.start_trainer(args, net, mx.kv.create("device"), (10, 16), (), 0.01, None)
+    trainer, _ = pipeline.ready_trainer(args, net, mx.kv.create("device"), (10, 16), (), 0.01, None, "float32")
     return trainer
 
 

@@ -8,16 +8,15 @@ import logging
 import os
 
 from .. import devices
-from ..training import distributed, lr_finder, loop as training
+from ..training import distributed, lr_finder, loop
 from ..training.checkpoints import CheckpointSaver
 from ..errors import UserInputError
 from ..atomic import check_output_file
 from ..runfolder import RunDir
-from ..model.finetune import FinetuneConfig, apply_rate_multipliers
-from ..data.images import parse_image_shape
+from ..model.finetune import FinetuneConfig
 from ..logs import setup_logging
 from . import train as train_command
-from ..training import pipeline, resume
+from ..training import pipeline, prepare, resume
 
 _logger = logging.getLogger(__name__)
 
@@ -35,29 +34,24 @@ def run(args):
     if not args.find_lr_out.lower().endswith(".png"):
         raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png."
                              % args.find_lr_out)
-    inputs = (("--data-train", args.data_train), ("--data-val", args.data_val))
+    read = (("--data-train", args.data_train), ("--data-val", args.data_val))
     for path in (args.find_lr_out, os.path.splitext(args.find_lr_out)[0] + ".json"):
-        check_output_file(path, "--find-lr-out", inputs, RunDir(args.save_result, args.save_name))
+        check_output_file(path, "--find-lr-out", read, RunDir(args.save_result, args.save_name))
     cfg = lr_finder.FinderConfig.from_args(args)
     FinetuneConfig.from_args(args)
     kv = distributed.create_kvstore("local")
     pipeline.seed_everything(args.seed)
-    image_shape = parse_image_shape(args.image_shape)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     pipeline.check_devices_and_dtype(args, ctxs)
-    train_list, val, tasks, threads = inputs.prepare_lists(args, kv)
-    pipeline.resolve_batch_size(args, args.num_examples or len(train_list), kv, ctxs)
-    loss_fn = pipeline.build_loss(args, tasks, train_list, ctxs)
-    recipe = inputs.choose_augmentation(args, train_list, tasks, image_shape)
+    inputs = prepare.prepare_inputs(args, kv, ctxs, with_val=False)  # as train: the same preparation, in order
     saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
-    plan = resume.plan_net(args, tasks, image_shape, saver)
-    train_set, _ = inputs.build_datasets(args, train_list, None, tasks, image_shape, plan.normalization, recipe.config)
-    loader, _ = inputs.make_loaders(args, train_set, None, threads)  # as train: workers fork before the network
-    net = resume.build_planned_net(plan, args, tasks, ctxs, image_shape, saver)
+    plan = resume.plan_net(args, inputs.tasks, inputs.image_shape, saver)
+    _, (loader, _) = prepare.datasets_and_loaders(args, inputs, plan.normalization)
     # the suggestion is meant for --lr, and with a given --lr every layer learns at it: test that
-    apply_rate_multipliers(net, FinetuneConfig.from_args(args, 1.0, "find-lr: its suggestion is for --lr"))
-    net.hybridize(static_alloc=True, static_shape=True)
-    result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=training.LoopConfig(
+    net = prepare.build_training_net(plan, args, inputs, ctxs, saver,
+                                     FinetuneConfig.from_args(args, 1.0, "find-lr: its suggestion is for --lr"))
+    loss_fn, tasks = inputs.loss_fn, inputs.tasks
+    result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=loop.LoopConfig(
         progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)
     png, json_path = lr_finder.write_result(result, args.find_lr_out)

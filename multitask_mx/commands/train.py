@@ -10,10 +10,11 @@ import os
 
 from ..errors import UserInputError
 from ..runfolder import read_json
-from ..data import augment, datasets as data, task_kinds, tasks as tasks_mod
+from .keywords import flag_actions, namespace_from_values
+from ..data import augment, datasets, task_kinds, tasks as tasks_mod
 from .. import devices
-from ..model import finetune, network as model
-from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop as training,
+from ..model import finetune, network
+from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop,
                         metrics as metrics_mod, pipeline, schedules, weighting)
 from ..training import gradients, tensorboard
 
@@ -24,13 +25,13 @@ _logger = logging.getLogger(__name__)
 
 def add_arguments(parser):
     """All training flags, grouped by the module they drive."""
-    data.add_arguments(parser)
+    datasets.add_arguments(parser)
     augment.augment_arguments(parser)
     tasks_mod.add_arguments(parser)
     task_kinds.add_arguments(parser)
-    model.add_arguments(parser)
+    network.add_arguments(parser)
     finetune.add_arguments(parser)
-    training.add_arguments(parser)
+    loop.add_arguments(parser)
     weighting.add_arguments(parser)
     gradients.add_arguments(parser)
     metrics_mod.add_arguments(parser)
@@ -47,26 +48,39 @@ def add_arguments(parser):
                         "those given here; --save-result defaults to a new folder beside it")
 
 
-def expand_config(argv):
-    """train's ``argv`` with ``--config FILE``'s saved flags put first, so that the typed ones win.
+def parse_with_config(argv):
+    """train's Namespace for ``argv`` when it names ``--config FILE``, else None (the usual parse applies).
 
-    Which flags were typed comes from a second parse with every default suppressed.
-    Flags in NOT_REPEATED are never repeated; without --save-result the run goes to a
-    new folder beside the old one (``x-rerun``, ``x-rerun2``, ...).
+    The run's saved flags come first, the typed ones win; flags in NOT_REPEATED are never
+    repeated; without --save-result the run goes to a new folder beside the old one
+    (``x-rerun``, ``x-rerun2``, ...). Which flags were typed comes from a parse with every
+    default suppressed.
     """
     typed = _typed_flags(argv)
     if not typed.get("config"):
-        return argv
-    path = typed["config"]
-    saved = {k: v for k, v in read_config_args(path).items() if k not in typed and k not in NOT_REPEATED}
-    parser = _train_parser()
-    known = {a.dest for a in parser._actions}  # argparse has no public listing
-    dropped = sorted(set(saved) - known)
+        return None
+    args = with_saved_flags(_train_parser(), typed, typed_names=set(typed))
+    args.run, args.command = run, "train"
+    return args
+
+
+def with_saved_flags(parser, given, typed_names=()):
+    """The Namespace of ``given`` (dest -> value, with ``config``) on top of that run's saved flags.
+
+    ``typed_names``: the names in ``given`` that argparse already converted (the CLI's); the API's
+    keyword values are converted and checked here.
+    """
+    path = given["config"]
+    known = flag_actions(parser)
+    saved = {k: v for k, v in read_config_args(path).items() if k not in given and k not in NOT_REPEATED}
+    dropped = sorted(set(saved) - set(known))
     if dropped:
         _logger.warning("--config %s: flag(s) this version does not have, not repeated: %s", path, ", ".join(dropped))
-    from ..api import flag_argv
-    extra = [] if "save_result" in typed else ["--save-result", _new_run_folder(os.path.dirname(os.path.abspath(path)))]
-    return flag_argv(parser, {k: v for k, v in saved.items() if k in known}) + extra + list(argv)
+    values = {k: v for k, v in saved.items() if k in known}
+    values.update(given)
+    if "save_result" not in given:
+        values["save_result"] = _new_run_folder(os.path.dirname(os.path.abspath(path)))
+    return namespace_from_values(parser, values, typed=typed_names)
 
 
 def read_config_args(path):
@@ -89,7 +103,7 @@ def _train_parser(suppress=False):
 
 def _typed_flags(argv):
     try:
-        return vars(_train_parser(suppress=True).parse_known_args(list(argv))[0])
+        return vars(_train_parser(suppress=True).parse_args(list(argv)))
     except SystemExit:  # a bad flag: the real parse reports it
         return {}
 

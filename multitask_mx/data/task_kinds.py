@@ -23,7 +23,6 @@ from .tasks import Task, build_tasks, class_histograms, parse_num_classes
 
 _logger = logging.getLogger(__name__)
 
-KINDS = ("class", "regress", "multilabel")
 _TYPE_RE = re.compile(r"^(class|regress|multilabel:(\d+))$")
 
 

@@ -46,11 +46,6 @@ class Task:
     std: float = 1.0
     attributes: tuple = ()  # multilabel: the attributes' names (one per column)
 
-    @property
-    def num_outputs(self):
-        """Units of this task's head (as num_classes: softmax classes, 1 value, or K attributes)."""
-        return self.num_classes
-
     def to_dict(self):
         """JSON-friendly description, for config.json."""
         derive = self.derive

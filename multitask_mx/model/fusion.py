@@ -4,12 +4,9 @@ A checkpoint's trunk (classic ResNet-50 has 50 such pairs) runs each BatchNorm t
 ReLU: two passes over every activation forward and two backward. MXNet 1.9.1 has the
 fused operator ``_contrib_BatchNormWithReLU`` (oneDNN's batch normalization with its
 ReLU flag, forward and backward); its own MKLDNN backend uses it for inference only.
-It gives bit-identical outputs, gradients and BatchNorm statistics (tests/test_fusion.py);
-benchmarks/bench_fusion.py's two stored runs (2-core AVX-512 CPU, 8 paired rounds each) had
-training steps 1.06-1.11x faster on the classic ResNet-50 (224 px, batch 16), 0.97-1.04x on
-resnet50_v1 and 1.04-1.05x on ResNet-20, and the training graph's inference forward
-(validation) at 0.92-1.03x: training is where the time goes, so validation keeps the one
-graph rather than building a second.
+It gives bit-identical outputs, gradients and BatchNorm statistics (tests/test_fusion.py)
+and faster training steps (figures: benchmarks/bench_fusion.py); validation keeps the one
+graph rather than building a second, since training is where the time goes.
 
 The operator has oneDNN kernels only: CPU contexts, 4-D inputs on axis 1, float32. So
 ``fuse_bn_relu`` rewrites only pairs that qualify, and ``fusion_wanted`` says when to
@@ -19,8 +16,7 @@ graph that inference, INT8 quantization, ONNX export and GPUs load. MXNet's own 
 
 Where it fuses, a model-zoo trunk's last GlobalAvgPool2D also runs as a mean over height
 and width (``mean_for_global_pool``; why: ``_GlobalMeanPool``), saved as the pooling layer
-it stands for. benchmarks/bench_small_net.py's ResNet-20 training step at 32 px: 443 img/s
-before it (results of commit f8083b3), 763 after (2 AVX-512 cores); ResNet-50 at 224 is as fast.
+it stands for (figures: benchmarks/bench_small_net.py).
 """
 import json
 import os

@@ -2,7 +2,7 @@
 import logging
 import time
 
-from . import distributed, plots, loop as training, weighting
+from . import distributed, plots, loop, weighting
 from . import early_stopping, ema as ema_mod, gradients, phases
 from ..runfolder import CURVES_FILE
 from .best import BestTracker
@@ -13,21 +13,22 @@ from .metrics import TaskMetrics, summarise
 _logger = logging.getLogger(__name__)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet", callbacks=()):
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet", callbacks=(),
+        finetune_cfg=None, dtype="float32"):
     """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch.
 
     Each of ``callbacks`` (e.g. tensorboard.TensorBoardLogger) is called with the
-    epoch's history record once the epoch is saved.
+    epoch's history record once it is saved. ``finetune_cfg`` and ``dtype``: the run's settled ones.
     """
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
-    finetune_cfg = FinetuneConfig.from_args(args)
+    finetune_cfg = finetune_cfg or FinetuneConfig.from_args(args)
     train_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k, agreement=False)
     val_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
     loss_fn.weighting.restore(saver.history)
-    cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
+    cfg = loop.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
                               skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
-                              amp=args.dtype == "float16", seed=args.seed, normalization=normalization,
+                              amp=dtype == "float16", seed=args.seed, normalization=normalization,
                               task_gradients=gradients.make_task_gradients(args, net, loss_fn, [t.name for t in tasks]))
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
@@ -46,7 +47,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
             net.hybridize(static_alloc=True, static_shape=True)  # rebuild the graph for the new grad_req
         remaining = len(train_loader) - batches_done if batches_done else None
         loss_fn.weighting.start_epoch(saver.history)
-        train_values, speed, skipped = training.train_one_epoch(
+        train_values, speed, skipped = loop.train_one_epoch(
             net, trainer, train_loader, ctxs, loss_fn, train_metrics, epoch, cfg, save_every, remaining)
         train_values = distributed.end_epoch(net, trainer, train_values)
         batches_done = 0
@@ -56,10 +57,10 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         started = _start_finite_epoch(saver, net, trainer, epoch) if ema is None and val_loader is not None else None
         val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
                                              (epoch, lr, train_values, speed, skipped, tic), normalization, started)
-        record = training.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
+        record = loop.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         record.update(cfg.task_gradients.record() if cfg.task_gradients is not None else {})
-        record.update(ema_mod.validate(ema, net, epoch, lambda: training.evaluate(
+        record.update(ema_mod.validate(ema, net, epoch, lambda: loop.evaluate(
             net, val_loader, ctxs, loss_fn, val_metrics, normalization=normalization) if val_loader is not None else None))
         phases.switch("checkpoint and curves")
         curves.update(saver.history_with(record))  # drawn in a thread while the checkpoint is written
@@ -92,14 +93,14 @@ def _save_finite_epoch(saver, net, trainer, epoch, record, best, ema=None, start
     ``started``: its weights and states are being written already (checked by _start_finite_epoch).
     """
     if saver.writer and started is None:
-        training.check_weights_finite(net.collect_params().values(), epoch)
+        loop.check_weights_finite(net.collect_params().values(), epoch)
     saver.save_epoch(net, trainer, epoch, record, best, ema, started)
 
 
 def _start_finite_epoch(saver, net, trainer, epoch):
     """Check the weights are finite (FloatingPointError if not), then start writing the epoch's files."""
     if saver.writer:
-        training.check_weights_finite(net.collect_params().values(), epoch)
+        loop.check_weights_finite(net.collect_params().values(), epoch)
     return saver.start_epoch_files(net, trainer, epoch)
 
 
@@ -117,10 +118,10 @@ def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, 
     epoch, lr, train_values, speed, skipped, tic = epoch_info
     phases.switch("validation")
     try:
-        values, val_skipped = training.evaluate_counting(net, val_loader, ctxs, loss_fn, val_metrics,
+        values, val_skipped = loop.evaluate_counting(net, val_loader, ctxs, loss_fn, val_metrics,
                                                                  normalization=normalization)
     except UserInputError as exc:
-        record = training.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
+        record = loop.epoch_record(epoch, lr, train_values, None, speed, skipped, time.time() - tic)
         _save_finite_epoch(saver, net, trainer, epoch, record, None, None, started)
         raise UserInputError("validation after epoch %d: %s. Epoch %d is saved (without validation figures); fix "
                              "or remove that image, or pass --skip-bad-images, and continue with --resume."
@@ -138,6 +139,6 @@ def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):
     def on_batch(epoch, done):
         if (done + offset) % every == 0:
             if saver.writer:  # never write NaN weights that every --resume would reload
-                training.check_weights_finite(net.collect_params().values(), epoch, done + offset)
+                loop.check_weights_finite(net.collect_params().values(), epoch, done + offset)
             saver.save_progress(net, trainer, epoch, done + offset, ema)
     return on_batch

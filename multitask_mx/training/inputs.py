@@ -2,7 +2,7 @@
 import logging
 
 from .. import _runtime
-from ..data import augment_presets, datasets as data, label_tables, task_kinds, tasks as tasks_mod
+from ..data import augment_presets, datasets, label_tables, task_kinds, tasks as tasks_mod
 from . import distributed, phases
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
@@ -70,12 +70,12 @@ def resolve_kind_tasks(args, names, train, val):
     return tasks
 
 
-def choose_augmentation(args, train, tasks, image_shape):
+def choose_augmentation(args, train, tasks, image_shape, batch_size):
     """The augmentation Recipe: --augment's preset (auto: from this run's situation) with explicit flags on top."""
     situation = augment_presets.Situation(image_side=min(image_shape[1:]), finetune=is_finetuning(args),
                                           num_epoch=args.num_epoch,
                                           images_per_class=len(train) / float(tasks[0].num_classes),
-                                          num_updates=args.num_epoch * -(-len(train) // args.batch_size))
+                                          num_updates=args.num_epoch * -(-len(train) // batch_size))
     return augment_presets.resolve_augmentation(args, situation)
 
 
@@ -83,8 +83,8 @@ def build_datasets(args, train, val, tasks, image_shape, normalization, augment:
     """Training and validation datasets with their transform presets (``uint8``: normalised on the device)."""
     out_hw = image_shape[1:]
     train_tf, val_tf = TrainTransform(out_hw, normalization, augment), EvalTransform(out_hw, normalization)
-    if uint8 and data.uint8_capable(train_tf):
-        train_tf, val_tf = data.Uint8Output(train_tf), data.Uint8Output(val_tf)
+    if uint8 and datasets.uint8_capable(train_tf):
+        train_tf, val_tf = datasets.Uint8Output(train_tf), datasets.Uint8Output(val_tf)
         _logger.info("loader: uint8 batches, %s normalisation on the device", normalization)
     train_set = LstDataset(train, tasks, train_tf, args.skip_bad_images)
     val_set = LstDataset(val, tasks, val_tf, args.skip_bad_images) if val else None
@@ -122,12 +122,11 @@ def describe_kind(task):
     return "%d %s" % (task.num_classes, "attributes" if task.kind == "multilabel" else "classes")
 
 
-def make_loaders(args, train_set, val_set, threads, pin_memory=False):
+def make_loaders(args, train_set, val_set, threads, batch, pin_memory=False):
     """Training loader (shuffled, remainder rolled over) and validation loader (every image once)."""
     if args.cache_images:
         for dataset in filter(None, (train_set, val_set)):
             dataset.cache_images(threads)
-    batch = args.batch_size
     train_loader = make_loader(train_set, batch, True, threads, pin_memory=pin_memory,
                                last_batch="rollover" if len(train_set) >= batch else "keep", seed=args.seed)
     val_loader = make_loader(val_set, batch, False, threads, pin_memory=pin_memory) if val_set else None

@@ -38,7 +38,7 @@ def multilabel_update(out, labels):
     return correct, mx.nd.sum(positive + negative), hist
 
 
-def average_precision(pos_hist, neg_hist):
+def binned_average_precision(pos_hist, neg_hist):
     """AP of one attribute from its positive/negative score histograms (NaN without positives)."""
     pos, neg = pos_hist[::-1], neg_hist[::-1]  # highest scores first
     total = pos.sum()
@@ -55,7 +55,7 @@ def multilabel_values(hist):
     half = BINS // 2  # bins at or above probability 0.5
     tp, fn = pos[:, half:].sum(axis=1), pos[:, :half].sum(axis=1)
     fp, tn = neg[:, half:].sum(axis=1), neg[:, :half].sum(axis=1)
-    aps = [average_precision(p, n) for p, n in zip(pos, neg)]
+    aps = [binned_average_precision(p, n) for p, n in zip(pos, neg)]
     f1 = [float(2 * a / (2 * a + b + c)) if a + b + c else float("nan") for a, b, c in zip(tp, fp, fn)]
     acc = [float((a + d) / (a + b + c + d)) if a + b + c + d else float("nan") for a, b, c, d in zip(tp, fp, fn, tn)]
     return {"map": _nanmean(aps), "f1": _nanmean(f1), "ap": aps, "attr_f1": f1, "attr_acc": acc}

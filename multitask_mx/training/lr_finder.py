@@ -16,7 +16,7 @@ from typing import List
 import numpy as np
 from mxnet import gluon
 
-from . import loop as training
+from .loop import LoopConfig, train_step
 from .checkpoints import atomic_write_bytes
 from ..errors import UserInputError
 from .metrics import TaskMetrics, total_loss
@@ -83,7 +83,7 @@ class FinderResult:
 
 
 def find_lr(net, loader, ctxs, loss_fn, tasks, cfg: FinderConfig = FinderConfig(), optimizer="sgd",
-            optimizer_params=None, loop: training.LoopConfig = None):
+            optimizer_params=None, loop: LoopConfig = None):
     """Run the range test on ``net`` with batches of ``loader`` (cycled) and return a FinderResult.
 
     ``optimizer``/``optimizer_params`` are those of the training to come (lr excluded):
@@ -94,7 +94,7 @@ def find_lr(net, loader, ctxs, loss_fn, tasks, cfg: FinderConfig = FinderConfig(
     snapshot = [(p, p.data(ctxs[0]).copy()) for p in params]
     trainer = gluon.Trainer(params, optimizer, dict(optimizer_params or {}, learning_rate=cfg.start_lr),
                             kvstore="device" if len(ctxs) > 1 else None)
-    loop = loop or training.LoopConfig(progress_bar=False)
+    loop = loop or LoopConfig(progress_bar=False)
     metrics = TaskMetrics.for_tasks(tasks, ctxs, agreement=False)
     rng = np.random.RandomState(loop.seed)
     result = FinderResult()
@@ -127,7 +127,7 @@ def _run_batches(net, trainer, loader, ctxs, loss_fn, metrics, cfg, loop, rng, r
         lr = cfg.lr_at(step)
         trainer.set_learning_rate(lr)
         metrics.reset()
-        training.train_step(net, trainer, batch, ctxs, loss_fn, metrics, loop, rng)
+        train_step(net, trainer, batch, ctxs, loss_fn, metrics, loop, rng)
         loss = total_loss(metrics.values())  # one sync per batch: the test must see each loss to stop in time
         average = cfg.smoothing * average + (1 - cfg.smoothing) * loss
         smoothed = average / (1 - cfg.smoothing ** (step + 1))  # bias correction: the EMA starts at 0

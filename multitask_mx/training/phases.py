@@ -12,7 +12,6 @@ time stretches, the CPU time much less.
 import logging
 import os
 import time
-from contextlib import contextmanager
 
 _logger = logging.getLogger(__name__)
 STARTUP = "start-up (interpreter and imports)"
@@ -77,13 +76,3 @@ class Phases:
 
 _PHASES = Phases()
 start, switch, stop, finish = _PHASES.start, _PHASES.switch, _PHASES.stop, _PHASES.finish
-
-
-@contextmanager
-def phase(name):
-    """Time a ``with`` block as phase ``name`` (ends any phase in progress first)."""
-    switch(name)
-    try:
-        yield
-    finally:
-        stop()

@@ -12,10 +12,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..data import augment, augment_presets, task_kinds, tasks as tasks_mod
-from . import distributed, lr_finder, plots, schedules, loop as training, weighting
+from ..data import augment, augment_presets, tasks as tasks_mod
+from . import distributed, lr_finder, plots, schedules, loop, weighting
 from .. import devices, mxprivate
-from ..model import dtype_choice, network as model, precision
+from ..model import dtype_choice, network, precision
 from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
 from . import phases
 from . import rundir
@@ -23,7 +23,7 @@ from .best import BestTracker
 from .checkpoints import CheckpointSaver
 from ..runfolder import TRUNK_SYMBOL_FILE, RunDir
 from .states import load_trainer_states
-from ..model.finetune import FinetuneConfig, apply_rate_multipliers, is_finetuning
+from ..model.finetune import FinetuneConfig, is_finetuning
 from ..errors import UserInputError
 from ..data.augment import TrainTransform, preview_samples
 from ..data.images import parse_image_shape
@@ -33,53 +33,13 @@ from ..mxerrors import clean_mxnet_error
 from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
-from .inputs import build_datasets, choose_augmentation, make_loaders, prepare_lists
-from .resume import build_planned_net, check_resume_flags, continues_run, open_run_folder, plan_net
+from .prepare import build_training_net, datasets_and_loaders, finetune_config, prepare_inputs
+from .resume import check_resume_flags, open_run_folder, plan_net
 
 _logger = logging.getLogger(__name__)
 
 
-def build_loss(args, tasks, train, ctxs):
-    """The masked multi-task loss with its task weighting and class weights (flags checked here)."""
-    weights = weighting.make_weighting(weighting.WeightingConfig.from_args(args), [t.name for t in tasks], ctxs)
-    class_weights = weighting.make_class_weights(args.class_weights, tasks, train)
-    kinds = None
-    if task_kinds.has_kinds(tasks):
-        kinds = training.KindConfig.for_tasks(
-            tasks, args.regress_loss, task_kinds.positive_weights(args.pos_weight, tasks, train.labels))
-    return training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing,
-                                  weighting=weights, class_weights=class_weights, kinds=kinds)
-
-
-def resolve_batch_size(args, num_examples, kv, ctxs):
-    """Set --batch-size where it was not given: the resumed run's (config.json), else the default policy; logged."""
-    if args.batch_size is not None:
-        return args.batch_size
-    run = RunDir(args.save_result, args.save_name)
-    saved = None
-    if continues_run(args) and run.has_config():
-        saved = run.read_config().get("args", {}).get("batch_size")
-    if saved:
-        args.batch_size = saved
-        _logger.info("batch size %d: the one the resumed run used (config.json)", saved)
-        return saved
-    args.batch_size, why = schedules.default_batch_size(
-        lambda batch: distributed.updates_per_epoch(num_examples, batch, kv), args.num_epoch, len(ctxs))
-    _logger.info("batch size %d (%s; --batch-size sets it)", args.batch_size, why)
-    return args.batch_size
-
-
-def resumed_finetune_config(args, saver):
-    """FinetuneConfig of a resumed run: the heads keep the lr multiplier the run trained with (config.json).
-
-    Whatever the flags of the resuming command say by default (e.g. --model SAVE_PREFIX, the original's
-    way to continue, looks like fine-tuning); runs from before it was recorded trained at 1.
-    """
-    saved = saver.read_config().get("head_lr_mult")
-    return FinetuneConfig.from_args(args, 1.0 if saved is None else saved, "the resumed run's (config.json)")
-
-
-def resolve_lr(args, run_finder=None, resumed_lr=None):
+def resolve_lr(args, batch_size, run_finder=None, resumed_lr=None):
     """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
     if isinstance(args.lr, float):
         return args.lr
@@ -90,7 +50,7 @@ def resolve_lr(args, run_finder=None, resumed_lr=None):
         lr = run_finder()
         _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
         return lr
-    lr, why = schedules.default_lr(args.batch_size, is_finetuning(args))
+    lr, why = schedules.default_lr(batch_size, is_finetuning(args))
     _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if args.lr == "auto"
                  else "--lr not given, the default policy", why)
     return lr
@@ -102,14 +62,14 @@ def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=No
         raise UserInputError("--lr auto runs the lr finder on one machine: run `multitask-mx find-lr` with the "
                              "same flags first, then pass its suggestion as --lr.")
     result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(args),
-                               loop=training.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
+                               loop=loop.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
                                **lr_finder.optimizer_settings(args))
     if png_path:
         _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
     return result.suggestion
 
 
-def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
+def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype="float32"):
     """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
 
     ``extra_params`` (the loss's learned weights) are updated with the network's.
@@ -121,7 +81,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
     params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
-    if args.dtype == "float16":
+    if dtype == "float16":
         params["multi_precision"] = True
     on_kvstore = None if "async" in args.kv_store else False
     devices_used = len(_net_contexts(net))
@@ -135,8 +95,8 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None):
 
 
 def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None,
-                head_lr_mult=None):
-    """What later commands need to rebuild and use the model (config.json)."""
+                head_lr_mult=None, batch_size=None):
+    """What later commands need to rebuild and use the model, and the settings this run settled (config.json)."""
     return {
         "format": 1,
         "network": trunk_spec.network,
@@ -154,6 +114,7 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "augmentation": augmentation,
         "lr": lr,
         "head_lr_mult": head_lr_mult,
+        "batch_size": batch_size,
     }
 
 
@@ -175,21 +136,21 @@ def check_devices_and_dtype(args, ctxs):
                              % args.kv_store)
 
 
-def resolve_train_dtype(args, ctxs, tasks, image_shape):
+def resolve_train_dtype(args, ctxs, tasks, image_shape, batch_size):
     """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
     if args.dtype != "auto":
         return args.dtype
     classic = args.model and not args.model.endswith(".params")
-    spec = model.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
-        model.TrunkSpec(network=args.network or "resnet50_v1")
-    return dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape,
-                                   args.batch_size)
+    spec = network.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
+        network.TrunkSpec(network=args.network or "resnet50_v1")
+    return dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape, batch_size)
 
 
-def draw_and_exit(args, train, image_shape, epoch_size, recipe):
+def draw_and_exit(args, inputs):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
+    train, image_shape, epoch_size, recipe = inputs.train, inputs.image_shape, inputs.epoch_size, inputs.recipe
     if args.plot_lr:
-        cfg = ScheduleConfig.from_args(args, resolve_lr(args))
+        cfg = ScheduleConfig.from_args(args, resolve_lr(args, inputs.batch_size))
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
     preview = augment.preview_settings(args)
@@ -256,14 +217,14 @@ def open_run(args, kv):
     return ctxs
 
 
-def start_trainer(args, net, kv, sizes, extra_params, base_lr, point):
+def ready_trainer(args, net, kv, sizes, extra_params, base_lr, point, dtype):
     """The trainer, ready to step: AMP, kvstore keys, and for a resumed run its optimizer states.
 
     ``sizes`` is (updates per epoch, the size of every batch); returns (trainer, (epoch, batches done)).
     """
     epoch_size, batch_size = sizes
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr)
-    if args.dtype == "float16":
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr, dtype)
+    if dtype == "float16":
         from mxnet.contrib import amp
         amp.init_trainer(trainer)
     start = (point.epoch, point.batches_done) if point else (0, 0)
@@ -290,30 +251,9 @@ def _net_contexts(net):
 def update_parameters_one_by_one(optimizer):
     """One update operator per parameter, for CPUs: MXNet's SGD groups 4 parameters in each by default
     (``multi_sgd_mom_update``, which saves GPU kernel launches), and on a CPU the grouped operator walks
-    4 arrays at once and is slower: the classic ResNet-50's 157 parameters took 44.9 ms grouped, 30.1 ms
-    one by one (benchmarks/bench_fusion.py, 2 cores). Other optimizers (not measured) are left as they are."""
+    4 arrays at once and is slower (benchmarks/bench_fusion.py). Other optimizers are left as they are."""
     if isinstance(optimizer, mx.optimizer.SGD) and optimizer.aggregate_num > 1:
         optimizer.aggregate_num = 1
-
-
-def datasets_and_loaders(args, train, val, tasks, image_shape, normalization, augment, threads, gpus):
-    """((train set, val set), (train loader, val loader)); the loaders start their worker processes.
-
-    Called before the network's arrays exist: workers forked later share the training
-    process's pages, so that every page training first writes after the fork is copied
-    (a classic ResNet-50 at batch 16: about 48,000 more page faults in the first step).
-    """
-    sets = build_datasets(args, train, val, tasks, image_shape, normalization, augment, uint8=gpus > 0)
-    return sets, make_loaders(args, sets[0], sets[1], threads, pin_memory=gpus > 0)
-
-
-def build_training_net(plan, args, tasks, ctxs, image_shape, saver):
-    """The planned network with its weights, rate multipliers and graph; returns (net, FinetuneConfig)."""
-    net = build_planned_net(plan, args, tasks, ctxs, image_shape, saver)
-    finetune_cfg = resumed_finetune_config(args, saver) if plan.point else FinetuneConfig.from_args(args)
-    apply_rate_multipliers(net, finetune_cfg)
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net, finetune_cfg
 
 
 def write_new_run_files(saver, config, trunk_spec):
@@ -342,50 +282,43 @@ def train(args):
 
 def _train_in_locked_folder(args, kv):
     ctxs = open_run(args, kv)
-    image_shape = parse_image_shape(args.image_shape)
-
-    phases.switch("lists")
-    gpus = sum(c.device_type == "gpu" for c in ctxs)
-    train, val, tasks, threads = prepare_lists(args, kv, gpus)
-    class_names = tasks_mod.read_class_names(tasks, args.classes)
-    loss_fn = build_loss(args, tasks, train, ctxs)
-
-    num_examples = args.num_examples or len(train) * kv.num_workers
-    resolve_batch_size(args, num_examples, kv, ctxs)
-    epoch_size = distributed.updates_per_epoch(num_examples, args.batch_size, kv)
-    recipe = choose_augmentation(args, train, tasks, image_shape)
+    inputs = prepare_inputs(args, kv, ctxs)
     if args.plot_lr or augment.preview_settings(args):
-        return draw_and_exit(args, train, image_shape, epoch_size, recipe)
+        return draw_and_exit(args, inputs)
 
     phases.switch("network build")
     saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
-    precision.init_amp(resolve_train_dtype(args, ctxs, tasks, image_shape))  # before the network exists
-    plan = plan_net(args, tasks, image_shape, saver)
-    trunk_spec, normalization, point = plan.trunk_spec, plan.normalization, plan.point
+    dtype = resolve_train_dtype(args, ctxs, inputs.tasks, inputs.image_shape, inputs.batch_size)
+    precision.init_amp(dtype)  # before the network exists
+    plan = plan_net(args, inputs.tasks, inputs.image_shape, saver)
+    point = plan.point
 
     phases.switch("loaders and trainer")
-    (train_set, val_set), loaders = datasets_and_loaders(args, train, val, tasks, image_shape, normalization,
-                                                         recipe.config, threads, gpus)
+    (train_set, val_set), loaders = datasets_and_loaders(args, inputs, plan.normalization)
 
     phases.switch("network build")
-    net, finetune_cfg = build_training_net(plan, args, tasks, ctxs, image_shape, saver)
+    finetune_cfg = finetune_config(args, saver, point)
+    net = build_training_net(plan, args, inputs, ctxs, saver, finetune_cfg)
 
     phases.switch("loaders and trainer")
-    base_lr = resolve_lr(args, None if point else lambda: run_lr_finder(
-        args, net, loaders[0], ctxs, loss_fn, tasks, kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None),
-        saver.read_config().get("lr") if point else None)
-    trainer, start = start_trainer(args, net, kv, (epoch_size, min(args.batch_size, len(train_set))),
-                                   loss_fn.params(), base_lr, point)
+    base_lr = resolve_lr(args, inputs.batch_size, None if point else lambda: run_lr_finder(
+        args, net, loaders[0], ctxs, inputs.loss_fn, inputs.tasks, kv,
+        saver.path(lr_finder.PLOT_FILE) if saver.writer else None), saver.read_config().get("lr") if point else None)
+    trainer, start = ready_trainer(args, net, kv, (inputs.epoch_size, min(inputs.batch_size, len(train_set))),
+                                   inputs.loss_fn.params(), base_lr, point, dtype)
 
     if point is None:
-        write_new_run_files(saver, make_config(args, trunk_spec, normalization, image_shape, tasks, class_names,
-                                               recipe.to_dict(), base_lr, finetune_cfg.head_lr_mult), trunk_spec)
+        write_new_run_files(saver, make_config(args, plan.trunk_spec, plan.normalization, inputs.image_shape,
+                                               inputs.tasks, inputs.class_names, inputs.recipe.to_dict(), base_lr,
+                                               finetune_cfg.head_lr_mult, inputs.batch_size), plan.trunk_spec)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
-                 len(train_set), num_examples, len(val_set) if val_set else 0, args.batch_size, len(ctxs))
-    callbacks = tensorboard.make_loggers(args, saver.writer, tasks, class_names, (net, loaders[1], ctxs, normalization),
-                                         lambda count: augmentation_samples(args, train, image_shape, recipe, count))
+                 len(train_set), inputs.num_examples, len(val_set) if val_set else 0, inputs.batch_size, len(ctxs))
+    callbacks = tensorboard.make_loggers(
+        args, saver.writer, inputs.tasks, inputs.class_names, (net, loaders[1], ctxs, plan.normalization),
+        lambda count: augmentation_samples(args, inputs.train, inputs.image_shape, inputs.recipe, count))
     try:
-        history = fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization, callbacks)
+        history = fit(net, trainer, loaders, ctxs, inputs.tasks, inputs.loss_fn, saver, args, start,
+                      plan.normalization, callbacks, finetune_cfg, dtype)
     except FloatingPointError as exc:
         raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
     finally:

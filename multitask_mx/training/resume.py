@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..data import augment
-from ..model import network as model
+from ..model import network
 from . import rundir
 from ..errors import UserInputError
 from ..runfolder import TRUNK_SYMBOL_FILE, ResumePoint
@@ -17,7 +17,7 @@ _logger = logging.getLogger(__name__)
 class NetPlan:
     """Where the network comes from, decided before any of its arrays exist (``plan_net``)."""
 
-    trunk_spec: model.TrunkSpec
+    trunk_spec: network.TrunkSpec
     normalization: str
     point: Optional[ResumePoint] = None  # where a continued run starts
     weights: Optional[str] = None  # the pretrained weights file of a fresh run (None: from scratch)
@@ -30,25 +30,25 @@ def plan_net(args, tasks, image_shape, saver):
     if point is not None:
         saved = saver.read_config()
         check_resume_compatible(saved, args, tasks, image_shape)
-        trunk_spec = model.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
+        trunk_spec = network.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
                                      symbol_json=saver.read_text(TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         return NetPlan(trunk_spec, saved["normalization"], point=point)
-    weights = model.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
-    trunk_spec, normalization, classic_params = model.resolve_trunk(
+    weights = network.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
+    trunk_spec, normalization, classic_params = network.resolve_trunk(
         args.network, weights, args.model_epoch, args.normalization)
     return NetPlan(trunk_spec, normalization, weights=weights, classic_params=classic_params)
 
 
 def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
     """The network of ``plan`` with its weights: the resumed run's, the pretrained trunk's, or drawn at random."""
-    net = model.build_net(plan.trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
+    net = network.build_net(plan.trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
                           defer=plan.point is not None or bool(plan.weights))  # loaded next: not drawn first
     if plan.point is not None:
         rundir.load_resume_params(net, saver, plan.point.params_file)
         _logger.info("resuming %s", plan.point.describe())
     elif plan.weights:
-        model.load_pretrained_trunk(net, plan.weights, plan.classic_params)
+        network.load_pretrained_trunk(net, plan.weights, plan.classic_params)
         plan.classic_params = None  # copied into the network: let the arrays go
     else:
         _logger.info("no --model: the trunk %s trains from scratch", plan.trunk_spec.network)

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from ..model import network as model
+from ..model import network
 from ..atomic import check_output_dir
 from ..errors import UserInputError
 from ..runfolder import RunDir
@@ -59,7 +59,7 @@ def _some(names, count=4):
 def load_resume_params(net, run, params_file):
     """Load the checkpoint --resume continues from; a damaged file names the epochs that do load."""
     try:
-        model.load_checkpoint_params(net, params_file)
+        network.load_checkpoint_params(net, params_file)
     except UserInputError:
         if run.params_loadable(params_file):
             raise  # readable but not this network's: the message says what does not fit

@@ -58,7 +58,7 @@ def is_classification(task):
 
 def validation_confusions(net, loader, ctxs, tasks, normalization):
     """{task: confusion counts[true, predicted]} of the classification tasks over the validation loader."""
-    from ..use.reports import confusion_matrix
+    from .confusion import confusion_matrix
     wanted = [k for k, t in enumerate(tasks) if is_classification(t)]
     totals = {k: np.zeros((tasks[k].num_classes,) * 2, np.int64) for k in wanted}
     for batch in loader:
@@ -124,7 +124,7 @@ class TensorBoardLogger:
 
     def _confusion_image(self, task, matrix, epoch):
         from matplotlib.image import imread
-        from ..use.reports import plot_confusion
+        from .confusion import plot_confusion
         path = os.path.join(self.logdir, "confusion", "%s.png" % task)
         names = (self.class_names or {}).get(task) or [str(c) for c in range(len(matrix))]
         plot_confusion(matrix, names, path, "%s, validation, epoch %d" % (task, epoch))
