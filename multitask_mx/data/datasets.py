@@ -17,9 +17,10 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 from .image_checks import bad_positions
 from .image_files import add_check_images_flag
+from .image_headers import add_max_pixels_flag
 from .images import NORMALIZATIONS, decode_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
 from .task_kinds import has_kinds, kind_histograms, slot_matrix
@@ -226,7 +227,7 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
     if not bad:
         return image_list
     positions = sorted(bad)
-    described = ["%s: image %s %s" % (image_list.where_at(p), image_list.path_at(p), bad[p])
+    described = ["%s: image %s %s" % (image_list.where_at(p), shorten(image_list.path_at(p)), bad[p])
                  for p in positions[:SHOWN]]
     more = "\n  ... and %d more" % (len(bad) - SHOWN) if len(bad) > SHOWN else ""
     if len(bad) == len(image_list):
@@ -299,6 +300,7 @@ def add_arguments(parser):
     group.add_argument("--skip-bad-images", action="store_true",
                        help="leave out missing/unreadable images (counted and logged) instead of stopping")
     add_check_images_flag(group, "header", "a bad image stops training (see --skip-bad-images)")
+    add_max_pixels_flag(group)
     group.add_argument("--normalization", choices=["auto", "imagenet", "raw"], default="auto",
                        help="pixel preprocessing: auto follows the weights (raw 0-255 for classic MXNet "
                             "checkpoints that start with bn_data, ImageNet mean/std otherwise)")

@@ -2,7 +2,7 @@
 import logging
 
 from .. import _runtime
-from ..data import augment_presets, datasets as data, label_tables, task_kinds, tasks as tasks_mod
+from ..data import augment_presets, datasets as data, image_headers, label_tables, task_kinds, tasks as tasks_mod
 from . import distributed, phases
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
@@ -97,6 +97,7 @@ def prepare_lists(args, kv, gpus=0):
     Tasks are resolved on the whole lists, so that every distributed worker infers
     the same classes; then each worker keeps its shard.
     """
+    image_headers.set_max_pixels(args.max_image_pixels)  # before the checks and the loader's fork
     train, val = read_lists(args)
     tasks = resolve_tasks(args, train, val)
     train = distributed.shard_list(train, kv.rank, kv.num_workers)
