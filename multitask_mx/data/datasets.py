@@ -260,6 +260,11 @@ def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = N
             empty = [c for c, n in enumerate(h["counts"]) if n == 0]
             if split == "train" and empty and "mean" not in h:
                 _logger.warning("preflight: task %s has no training images of class(es) %s", name, first_few(empty, 20))
+    for name, h in report.get("val", {}).items():
+        if not _labelled(h):
+            _logger.warning("preflight: %s has no labelled image for task %s (all its labels are -1 or empty): "
+                            "its validation loss and accuracy are null, not 0, and cannot choose the best epoch",
+                            shorten(val.source), name)
     for image_list in filter(None, (train, val)):
         _warn_duplicates(image_list)
     if val is not None:
@@ -269,6 +274,13 @@ def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = N
             _logger.warning("preflight: %d image(s) are in both the training and validation lists, "
                             "which inflates validation accuracy; first: %s", len(overlap), overlap[0])
     return report
+
+
+def _labelled(histogram):
+    """How many images of a list a task's histogram counts as labelled."""
+    if "mean" in histogram:
+        return histogram["counts"][0]
+    return sum(histogram["counts"]) + sum(histogram.get("negatives", []) or [])
 
 
 def _warn_duplicates(image_list):

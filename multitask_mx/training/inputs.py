@@ -104,7 +104,8 @@ def prepare_lists(args, kv, gpus=0):
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%s%s)" % (t.name, describe_kind(t),
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
+    threads = cap_loader_workers(args.data_nthreads) if args.data_nthreads is not None else \
+        _runtime.default_loader_workers(gpus)
     phases.switch("image check")
     if args.check_images != "none":
         full = args.check_images == "full"
@@ -114,6 +115,16 @@ def prepare_lists(args, kv, gpus=0):
     train = distributed.equalize_shards(train, kv)
     preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
     return train, val, tasks, threads
+
+
+def cap_loader_workers(asked):
+    """--data-nthreads, at most twice the usable cores: more processes only compete for them (and for memory)."""
+    cap = 2 * _runtime.usable_cores()
+    if asked > cap:
+        _logger.warning("--data-nthreads %d: capped at %d loader workers (twice the %d usable cores)",
+                        asked, cap, _runtime.usable_cores())
+        return cap
+    return asked
 
 
 def describe_kind(task):
