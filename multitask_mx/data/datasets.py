@@ -233,11 +233,12 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
     if len(bad) == len(image_list):
         raise UserInputError("none of the %d images of %s can be used (is --image-train/--image-val "
                              "the folder the paths are relative to? It is %s).\n  %s"
-                             % (len(bad), image_list.source, image_list.image_root, "\n  ".join(described[:5])))
+                             % (len(bad), shorten(image_list.source), shorten(image_list.image_root),
+                                "\n  ".join(described[:5])))
     if not skip_bad:
         raise UserInputError("%d bad image(s) in %s:\n  %s%s\nFix or remove them, or pass --skip-bad-images "
                              "to leave them out (counted and logged)."
-                             % (len(bad), image_list.source, "\n  ".join(described), more))
+                             % (len(bad), shorten(image_list.source), "\n  ".join(described), more))
     for text in described:
         _logger.warning("skipping bad image: %s", text)
     _logger.warning("skipped %d bad image(s) of %d in %s%s", len(bad), len(image_list), image_list.source,
