@@ -76,10 +76,19 @@ class Model:
         return self.saved.task_names
 
     def predict(self, paths, top_k=1, batch_size=32, tta="none"):
-        """Per image: ``{"path", "tasks": {task: [{"index", "class", "prob"}, ...]}}`` or ``{"path", "error"}``."""
+        """Per image: ``{"path", "tasks": {task: [{"index", "class", "prob"}, ...]}}`` or ``{"path", "error"}``.
+
+        ``paths``: one path (str or os.PathLike) or a sequence of them. ``top_k``: classes per
+        task, 1 or more, as the CLI's ``--show``. An image that cannot be used (missing,
+        corrupt, over the pixel limit) gives an error row, not an exception.
+        """
+        import os
         from .use import inference
-        from .use.predictions import prediction_rows
-        paths = [str(p) for p in paths]
+        from .use.predictions import check_show, prediction_rows
+        check_show(top_k, "top_k")
+        if isinstance(paths, (str, bytes, os.PathLike)):  # one image, not a sequence of one-character paths
+            paths = [paths]
+        paths = [os.fsdecode(p) for p in paths]
         cfg = inference.PredictConfig(batch_size=batch_size, workers=0, tta=tta, progress=False)
         predictions = inference.predict_paths(self.saved, paths, cfg)
         return prediction_rows(self.saved, paths, predictions, top_k)

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from . import __version__, _runtime
-from .errors import UserInputError
+from .errors import UserInputError, shorten
 from .mxerrors import device_error_message, is_device_error
 
 # subcommand -> (module under multitask_mx.commands, one-line description). Static, so that
@@ -45,11 +45,29 @@ def _peek_cpu_contexts(argv):
     return 1
 
 
-TERMINATED = "terminated (SIGTERM): the checkpoints of finished epochs are kept; continue with --resume."
+# what each command leaves behind when stopped (a signal or Ctrl-C), after "terminated (SIGTERM): "
+_TRAINING = "the checkpoints of finished epochs are kept; continue with --resume."
+_NOTHING = "nothing was written (files are written whole or not at all)."
+LEAVES = {"train": _TRAINING, "find-lr": "no learning rate was chosen; nothing was written.",
+          "predict": "no partial output was written (--json/--csv files are written whole or not at all).",
+          "evaluate": "no partial report was written (--json/--confusion-png are written whole or not at all).",
+          "export": "no partial export was written (every file is written whole or not at all).",
+          "serve": "the server stopped; nothing was written.", "make-list": _NOTHING, "doctor": _NOTHING,
+          "launch": "the workers were stopped; " + _TRAINING}
+# signal -> (how it is named, exit status 128 + its number as a shell reports it)
+STOP_SIGNALS = {signal.SIGTERM: ("terminated (SIGTERM)", 143), signal.SIGHUP: ("hangup (SIGHUP)", 129)}
+TERMINATED = "terminated (SIGTERM): " + _TRAINING  # the training message (kept for callers of this name)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, systemd, batch schedulers), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+    """SIGTERM or SIGHUP (kill, systemd, schedulers, a closed terminal), raised in the main thread like Ctrl-C."""
+
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_RECEIVED = []  # stop signals the main process received: one whose exception was swallowed still counts
 
 
 def _stop_on_sigterm():
@@ -60,43 +78,129 @@ def _stop_on_sigterm():
     # while MXNet's engine threads (re-created after the fork) take the signal, so with
     # the inherited handler pool.terminate() sent SIGTERM and then waited forever for
     # the worker (seen as a finished run that never exited). Hence SIG_DFL at the fork.
+    # The exception can also land where Python swallows it (a __del__, such as the
+    # DataLoader's at the end of a run: "Exception ignored", exit 0, workers left):
+    # _RECEIVED remembers the signal, and main() reports it and ends the children.
     main_pid = os.getpid()
+    _load_prctl()
     os.register_at_fork(after_in_child=_default_sigterm)
+    sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
 
     def handler(signum, frame):
         if os.getpid() != main_pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        _arm_exit_watchdog()
-        raise Terminated()
-    signal.signal(signal.SIGTERM, handler)
+        _RECEIVED.append(signum)
+        _arm_exit_watchdog(signum)
+        raise Terminated(signum)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def _quiet_stop_hook(previous):
+    """An unraisable-exception hook that stays silent about our stop exception (it is reported once, by main)."""
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            previous(unraisable)
+    return hook
+
+
+def _record_stop_signals():
+    """From here on a stop signal is only recorded: the command's work is done, main reports it."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda number, frame: _RECEIVED.append(number))
 
 
 def _default_sigterm():
-    """In a forked child: SIGTERM ends the process whichever of its threads receives it."""
+    """In a forked child: SIGTERM ends the process whichever of its threads receives it; so does the parent's end.
+
+    A loader pool replaces a worker that was ended while the pool itself still runs, so
+    ending the children at a stop can race with their replacements: on Linux each forked
+    child asks the kernel for SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG),
+    so no worker outlives the command however it ends (a stop, the watchdog, a crash).
+    """
     try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
     except ValueError:  # not the main thread of the main interpreter (cannot happen right after fork)
         pass
+    if _PRCTL:
+        _PRCTL[0](1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != _PRCTL[1]:  # the parent ended before the request was made
+            os._exit(1)
+
+
+_PRCTL = []  # [libc's prctl, the main process id] on Linux, loaded before any fork
+
+
+def _load_prctl():
+    if sys.platform.startswith("linux") and not _PRCTL:
+        import ctypes
+        try:
+            _PRCTL.extend([ctypes.CDLL(None, use_errno=True).prctl, os.getpid()])
+        except (OSError, AttributeError):  # no prctl: the children are still ended at a stop
+            pass
 
 
 _REPORTED = []  # the stop message, once printed
+_STOPPED = []  # set once stopped by a signal: run_and_exit then skips Python's finalisation (pools' finalizers)
 
 
-def _arm_exit_watchdog(seconds=20.0):
-    """Exit with 143 if unwinding after SIGTERM gets stuck (seen under load: a loader pool that never joins).
+def _stop_message(command, signum):
+    name, status = STOP_SIGNALS.get(signum, STOP_SIGNALS[signal.SIGTERM])
+    return "%s: %s" % (name, LEAVES.get(command, _NOTHING)), status
+
+
+def _stopped(command, signum):
+    """Report a stop signal once, end the child processes (loader workers) left; the exit status."""
+    message, status = _stop_message(command, signum)
+    if not _REPORTED:
+        _report(message, status, "stopped")
+    _end_children()
+    _STOPPED.append(status)
+    return status
+
+
+def _end_children(wait=2.0):
+    """Terminate this process's multiprocessing children (loader and check workers) and reap them."""
+    import multiprocessing
+    import time
+    children = multiprocessing.active_children()
+    for child in children:
+        try:
+            child.terminate()
+        except (OSError, ValueError, AttributeError):  # already gone, or closed
+            pass
+    deadline = time.monotonic() + wait
+    for child in children:
+        try:
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join(1.0)
+        except (OSError, ValueError, AssertionError, AttributeError):
+            pass
+
+
+def _arm_exit_watchdog(signum=signal.SIGTERM, seconds=20.0):
+    """Exit with the signal's status if unwinding gets stuck (seen under load: a loader pool that never joins).
 
     The exception raised in the main thread can land inside a lock or a pool's join;
     every file a later run reads is written atomically, so ending the process is safe.
     """
     import threading
+    command = chosen_command(sys.argv[1:]) or ""
 
     def stop():
-        if not _REPORTED:
-            _report(TERMINATED, 143, "stopped")
-        sys.stderr.flush()
-        os._exit(143)
+        message, status = _stop_message(command, signum)
+        try:
+            if not _REPORTED:
+                _report(message, status, "stopped")
+            _end_children(wait=1.0)
+            sys.stderr.flush()
+        finally:  # whatever failed above (an interpreter shutting down), the process ends
+            os._exit(status)
     timer = threading.Timer(seconds, stop)
     timer.daemon = True
     timer.start()
@@ -147,7 +251,10 @@ def main(argv=None):
     _stop_on_sigterm()
     logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     try:
-        result = args.run(args)
+        try:
+            result = args.run(args)
+        finally:
+            _record_stop_signals()
     except UserInputError as exc:
         return _report(exc, 2)
     except FloatingPointError as exc:
@@ -158,11 +265,14 @@ def main(argv=None):
         if type(exc).__name__ != "MXNetError" or not is_device_error(exc):
             raise
         return _report("%s\nThe checkpoints of finished epochs are kept." % device_error_message(exc, args.command), 4)
-    except Terminated:
-        return _report(TERMINATED, 143, "stopped")
+    except Terminated as exc:
+        return _stopped(args.command, exc.signum)
     except KeyboardInterrupt:
-        return _report("interrupted: the checkpoints of finished epochs are kept; continue with --resume.",
-                       130, "stopped")
+        _end_children()
+        _STOPPED.append(130)
+        return _report("interrupted: %s" % LEAVES.get(args.command, _NOTHING), 130, "stopped")
+    if _RECEIVED:  # a stop signal whose exception Python swallowed (in a __del__) or that came at the end
+        return _stopped(args.command, _RECEIVED[0])
     return result if isinstance(result, int) else 0
 
 
@@ -178,7 +288,11 @@ def run_and_exit(argv=None):
     """
     status = main(argv)
     status = 0 if status is None else status
-    if not isinstance(status, int) or _needs_orderly_exit():
+    if _RECEIVED and not _REPORTED:  # a stop signal after main's last look
+        status = _stopped(chosen_command(sys.argv[1:] if argv is None else argv), _RECEIVED[0])
+    # After a stop signal the finalisers must not run: a pool whose workers were ended waits
+    # forever in its finalizer for the queue lock a dead worker held.
+    if not isinstance(status, int) or (_needs_orderly_exit() and not _STOPPED):
         sys.exit(status)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -199,11 +313,16 @@ def _report(message, status, kind="error"):
     """Print ``message`` once on stderr (the log file, if any, gets it too); return the exit status."""
     _REPORTED.append(status)
     text = "%s: %s" % (kind, message) if kind == "error" else str(message)
+    # a safety net for values echoed whole (a 200,000-character path): no line fills the screen
+    text = "\n".join(shorten(line, 2000) for line in text.split("\n"))
     logger = logging.getLogger("multitask_mx")
     for handler in logging.getLogger().handlers:  # the console handler would print it a second time
         if isinstance(handler, logging.FileHandler):
             handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None))
-    print(text, file=sys.stderr)
+    try:
+        print(text, file=sys.stderr)
+    except (OSError, ValueError):  # the terminal is gone (SIGHUP): the log file has it
+        pass
     return status
 
 

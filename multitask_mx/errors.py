@@ -10,12 +10,11 @@ class UserInputError(Exception):
 
 
 def shorten(value, limit=200):
-    """``value`` as text, cut in the middle to about ``limit`` characters: for echoing what a user gave.
-
-    A 200,000-character path or a 100,000-digit label must not fill the console and train.log.
+    """``value`` as text, cut to about ``limit`` characters for a message: a 200,000-character path or
+    a 100,000-digit label must not fill the console and train.log. The cut says how much was left out.
     """
-    text = str(value)
+    text = value if isinstance(value, str) else str(value)
     if len(text) <= limit:
         return text
-    keep = max(limit // 2 - 10, 1)
-    return "%s...[%d characters]...%s" % (text[:keep], len(text) - 2 * keep, text[-keep:])
+    keep = max(8, limit - 40)
+    return "%s...%s (%d characters)" % (text[:keep * 3 // 4], text[-(keep // 4):], len(text))

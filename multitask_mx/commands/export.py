@@ -17,7 +17,8 @@ from ..use import graphs, inference, kind_outputs, quantize
 import mxnet as mx
 from mxnet import gluon
 
-from ..atomic import atomic_prefix, atomic_write_bytes, atomic_write_json, check_output_dir, temp_prefix
+from ..atomic import (DiskFullError, atomic_prefix, atomic_write_bytes, atomic_write_json, check_output_dir,
+                      is_disk_full, temp_prefix)
 from ..runfolder import check_save_name
 from ..errors import UserInputError
 from ..data.images import EVAL_CROP_FRACTION, NORMALIZATIONS, to_chw_float
@@ -71,8 +72,13 @@ def split_params(params_file):
 
 def save_checkpoint_atomic(prefix, symbol, args, aux):
     """``mx.model.save_checkpoint(prefix, 0, ...)`` through temporary names and renames."""
-    with atomic_prefix(prefix, ["-symbol.json", "-0000.params"]) as tmp:
-        mx.model.save_checkpoint(tmp, 0, symbol, args, aux)
+    quiet = _ExporterLogFilter()
+    logging.getLogger().addFilter(quiet)
+    try:
+        with atomic_prefix(prefix, ["-symbol.json", "-0000.params"]) as tmp:
+            mx.model.save_checkpoint(tmp, 0, symbol, args, aux)
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def preprocessing(model, name, onnx_file=None):
@@ -162,18 +168,44 @@ def export_onnx(prefix, model, path):
     onnx = _import_onnx()
     tmp = temp_prefix(path)
     shape = (1,) + model.image_shape
+    quiet = _ExporterLogFilter()  # it logs the temporary file's name: the final one is printed instead
+    logging.getLogger().addFilter(quiet)
     try:
         mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [shape], [np.float32], tmp,
                              dynamic=True, dynamic_input_shapes=[(None,) + model.image_shape])
         proto = clean_onnx_model(onnx, onnx.load(tmp))
     except Exception as exc:  # the exporter raises bare AttributeError/KeyError for unsupported ops
+        if _disk_full(exc, path):
+            raise DiskFullError(os.path.dirname(os.path.abspath(path)), " while writing %s" % os.path.basename(path))
         raise UserInputError("MXNet's ONNX exporter cannot convert network %s: %s: %s. The MXNet checkpoint in "
                              "--out is still usable." % (model.config.get("network"), type(exc).__name__, exc))
     finally:
+        logging.getLogger().removeFilter(quiet)
         if os.path.exists(tmp):
             os.remove(tmp)
     atomic_write_bytes(path, proto.SerializeToString())
     return path
+
+
+class _ExporterLogFilter(logging.Filter):
+    """Drops MXNet's root-logger lines that name a temporary file, and its ONNX exporter's progress lines.
+
+    The files are written under temporary names and renamed; run() prints the final names.
+    """
+
+    def filter(self, record):
+        return "mx2onnx" not in record.pathname.replace(os.sep, "/") and ".tmp-" not in record.getMessage()
+
+
+def _disk_full(exc, path, room=1 << 20):
+    """Whether the exporter's failure is a full disk: by its error, or by the little room left (a cut file)."""
+    if is_disk_full(exc):
+        return True
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < room
 
 
 def onnx_probs(path, batch):

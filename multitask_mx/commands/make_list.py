@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _runtime
 from ..atomic import atomic_write_bytes
 from ..data.image_files import IMAGE_EXTENSIONS, add_check_images_flag, find_image_files
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 from ..logs import setup_logging
 from ..flagtypes import non_negative_int
 
@@ -120,6 +120,34 @@ def scan_tree(root, exts, recursive=False, levels="auto"):
     return items, [top, second]
 
 
+def _unlistable(name):
+    """Why ``name`` (a path or a part of one) cannot be written in a .lst line or a classes file, or None."""
+    for char, what in (("\t", "a tab"), ("\n", "a line break"), ("\r", "a carriage return")):
+        if char in name:
+            return "holds %s, which separates the columns or lines of a .lst file" % what
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a .lst file is UTF-8 text)"
+    return None
+
+
+def check_listable(root, items, class_names):
+    """Refuse, naming the folder or file, a name that the .lst format (tab-separated lines) cannot hold."""
+    for column in class_names:
+        for name in column:
+            reason = _unlistable(name)
+            if reason:
+                raise UserInputError("class folder %r %s. Rename the folder (e.g. replace tabs and line breaks "
+                                     "with spaces); nothing was written." % (shorten(name), reason))
+    for rel, _ in items:
+        reason = _unlistable(rel) or ("starts or ends with a space, which the .lst reader strips"
+                                      if rel != rel.strip() else None)
+        if reason:
+            raise UserInputError("image %r (under %s) %s. Rename it; nothing was written."
+                                 % (shorten(rel), shorten(root), reason))
+
+
 def find_unreadable(root, items, threads, full=True):
     """{relative path: reason} for images that cannot be decoded (``full``) or whose file looks broken."""
     from ..data.images import check_image_file, read_checked_image  # imports mxnet: only when checking
@@ -181,6 +209,7 @@ def run(args):
     ratios = parse_split(args.split)
     exts = [e if e.startswith(".") else "." + e for e in (x.strip() for x in args.exts.split(",")) if e]
     items, class_names = scan_tree(args.root, exts, args.recursive, args.levels)
+    check_listable(args.root, items, class_names)
     if args.check_images != "none":
         bad = find_unreadable(args.root, items, _runtime.usable_cores(), full=args.check_images == "full")
         for rel, reason in sorted(bad.items()):

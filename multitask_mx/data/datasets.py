@@ -17,9 +17,10 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 from .image_checks import bad_positions
 from .image_files import add_check_images_flag
+from .image_headers import add_max_pixels_flag
 from .images import NORMALIZATIONS, decode_image
 from .lists import ImageList, drop_entries, find_duplicates, find_overlap, first_few
 from .task_kinds import has_kinds, kind_histograms, slot_matrix
@@ -226,17 +227,18 @@ def check_images_or_skip(image_list: ImageList, skip_bad, full_decode=False, thr
     if not bad:
         return image_list
     positions = sorted(bad)
-    described = ["%s: image %s %s" % (image_list.where_at(p), image_list.path_at(p), bad[p])
+    described = ["%s: image %s %s" % (image_list.where_at(p), shorten(image_list.path_at(p)), bad[p])
                  for p in positions[:SHOWN]]
     more = "\n  ... and %d more" % (len(bad) - SHOWN) if len(bad) > SHOWN else ""
     if len(bad) == len(image_list):
         raise UserInputError("none of the %d images of %s can be used (is --image-train/--image-val "
                              "the folder the paths are relative to? It is %s).\n  %s"
-                             % (len(bad), image_list.source, image_list.image_root, "\n  ".join(described[:5])))
+                             % (len(bad), shorten(image_list.source), shorten(image_list.image_root),
+                                "\n  ".join(described[:5])))
     if not skip_bad:
         raise UserInputError("%d bad image(s) in %s:\n  %s%s\nFix or remove them, or pass --skip-bad-images "
                              "to leave them out (counted and logged)."
-                             % (len(bad), image_list.source, "\n  ".join(described), more))
+                             % (len(bad), shorten(image_list.source), "\n  ".join(described), more))
     for text in described:
         _logger.warning("skipping bad image: %s", text)
     _logger.warning("skipped %d bad image(s) of %d in %s%s", len(bad), len(image_list), image_list.source,
@@ -259,6 +261,11 @@ def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = N
             empty = [c for c, n in enumerate(h["counts"]) if n == 0]
             if split == "train" and empty and "mean" not in h:
                 _logger.warning("preflight: task %s has no training images of class(es) %s", name, first_few(empty, 20))
+    for name, h in report.get("val", {}).items():
+        if not _labelled(h):
+            _logger.warning("preflight: %s has no labelled image for task %s (all its labels are -1 or empty): "
+                            "its validation loss and accuracy are null, not 0, and cannot choose the best epoch",
+                            shorten(val.source), name)
     for image_list in filter(None, (train, val)):
         _warn_duplicates(image_list)
     if val is not None:
@@ -268,6 +275,13 @@ def preflight_report(tasks: Sequence[Task], train: ImageList, val: ImageList = N
             _logger.warning("preflight: %d image(s) are in both the training and validation lists, "
                             "which inflates validation accuracy; first: %s", len(overlap), overlap[0])
     return report
+
+
+def _labelled(histogram):
+    """How many images of a list a task's histogram counts as labelled."""
+    if "mean" in histogram:
+        return histogram["counts"][0]
+    return sum(histogram["counts"]) + sum(histogram.get("negatives", []) or [])
 
 
 def _warn_duplicates(image_list):
@@ -299,6 +313,7 @@ def add_arguments(parser):
     group.add_argument("--skip-bad-images", action="store_true",
                        help="leave out missing/unreadable images (counted and logged) instead of stopping")
     add_check_images_flag(group, "header", "a bad image stops training (see --skip-bad-images)")
+    add_max_pixels_flag(group)
     group.add_argument("--normalization", choices=["auto", "imagenet", "raw"], default="auto",
                        help="pixel preprocessing: auto follows the weights (raw 0-255 for classic MXNet "
                             "checkpoints that start with bn_data, ImageNet mean/std otherwise)")

@@ -13,7 +13,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
+from .image_headers import bytes_reader, size_problem
 
 _logger = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ def _opened_file_problem(fd, folder_reason):
         return "is empty (0 bytes)"
     if size <= _WHOLE_FILE:  # one read for small files
         data = _pread(fd, size, 0)
-        return image_bytes_problem(data[:16], data[-32:], lambda: data)
-    return image_bytes_problem(_pread(fd, 16, 0), _pread(fd, 32, size - 32), lambda: _pread(fd, size, 0))
+        return image_bytes_problem(data[:16], data[-32:], lambda: data) or size_problem(bytes_reader(data))
+    return (image_bytes_problem(_pread(fd, 16, 0), _pread(fd, 32, size - 32), lambda: _pread(fd, size, 0))
+            or size_problem(lambda offset, count: _pread(fd, count, offset)))
 
 
 def _file_problem(path, missing_reason, folder_reason):
@@ -235,18 +237,36 @@ def decode_image(path, min_short_side=None):
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
-        raise UserInputError("image %s cannot be read: %s" % (path, exc.strerror or exc))
-    img = decode_image_bytes(data, min_short_side)
+        raise UserInputError("image %s cannot be read: %s" % (shorten(path), exc.strerror or exc))
+    try:
+        img = decode_image_bytes(data, min_short_side)
+    except ImageTooLarge as exc:
+        raise ImageTooLarge("image %s %s. Remove it from the list or pass --skip-bad-images." % (shorten(path), exc))
     if img is None:
         raise UserInputError("image %s cannot be decoded by OpenCV (empty, corrupt or not an image). "
-                             "Remove it from the list or pass --skip-bad-images." % path)
+                             "Remove it from the list or pass --skip-bad-images." % shorten(path))
     return img
 
 
+class ImageTooLarge(UserInputError):
+    """An image whose header declares more pixels than --max-image-pixels allows."""
+
+
 def decode_image_bytes(data, min_short_side=None):
-    """Decode in-memory image bytes (e.g. an upload) as ``decode_image`` does; None if not an image."""
+    """Decode in-memory image bytes (e.g. an upload) as ``decode_image`` does; None if not an image.
+
+    Raises ImageTooLarge, before decoding, for an image that declares more pixels than the limit.
+    """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
-    img = cv2.imdecode(buf, _reduction_flag(buf, min_short_side)) if buf.size else None
+    if not buf.size:
+        return None
+    problem = size_problem(bytes_reader(buf))
+    if problem:
+        raise ImageTooLarge(problem)
+    try:
+        img = cv2.imdecode(buf, _reduction_flag(buf, min_short_side))
+    except cv2.error:  # OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS) for a format not parsed in image_headers
+        return None
     return None if img is None else _to_rgb8(img)
 
 

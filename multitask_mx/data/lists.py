@@ -8,14 +8,16 @@ text; an ImageList keeps the entries as arrays, so that a list of millions of li
 costs tens of MB, and the checks here work on those arrays.
 """
 import collections.abc
+import errno
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 from .lst_format import read_columns
 
 _logger = logging.getLogger(__name__)
@@ -69,11 +71,11 @@ class ImageList:
 
     def where_at(self, position):
         """``file:line`` of the entry at ``position``, for messages."""
-        return "%s:%d" % (self.source, self.lines[position])
+        return "%s:%d" % (shorten(self.source), self.lines[position])
 
     def where(self, entry):
         """``file:line`` of an entry, for messages."""
-        return "%s:%d" % (self.source, entry.line)
+        return "%s:%d" % (shorten(self.source), entry.line)
 
     def entry(self, position):
         """The ListEntry at ``position``."""
@@ -133,13 +135,26 @@ class _PathStore:
 
 
 def _check_list_path(lst_path):
-    if lst_path and os.path.isdir(lst_path):
+    """Refuse a list path that is missing, a folder or a device, saying which; a FIFO (``<(cat x.lst)``) is read once."""
+    shown = shorten(lst_path)
+    try:
+        mode = os.stat(lst_path).st_mode if lst_path else None
+    except OSError as exc:
+        mode = None if exc.errno in (errno.ENOENT, errno.ENOTDIR) else exc
+    if isinstance(mode, OSError):
+        raise UserInputError("list file %r cannot be read: %s." % (shown, mode.strerror or mode))
+    if mode is None:
+        raise UserInputError("list file %r does not exist. Pass an MXNet .lst file "
+                             "(make one with `multitask-mx make-list` or im2rec.py --list)." % shown)
+    if stat.S_ISDIR(mode):
         raise UserInputError("list file %r is a folder. Pass an MXNet .lst file (index<TAB>label<TAB>path per "
                              "line); `multitask-mx make-list PREFIX %s` makes train/val/test lists from a folder "
-                             "of class folders." % (lst_path, lst_path))
-    if not lst_path or not os.path.isfile(lst_path):
-        raise UserInputError("list file %r does not exist. Pass an MXNet .lst file "
-                             "(make one with `multitask-mx make-list` or im2rec.py --list)." % lst_path)
+                             "of class folders." % (shown, shown))
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # a pipe (FIFO, <(cat x.lst)) is read once, in order
+        kind = "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise UserInputError("list file %r is %s, not a file. Pass an MXNet .lst file (a regular file, a named "
+                             "pipe or a shell's <(...) substitution)." % (shown, kind))
 
 
 def read_list(lst_path, image_root=None):
@@ -152,11 +167,11 @@ def read_list(lst_path, image_root=None):
     root = image_root if image_root else os.path.dirname(os.path.abspath(lst_path))
     if not os.path.isdir(root):
         raise UserInputError("image root %r (for %s) is not a folder. Point --image-train/--image-val "
-                             "at the folder the list's paths are relative to." % (root, lst_path))
+                             "at the folder the list's paths are relative to." % (shorten(root), shorten(lst_path)))
     with open(lst_path, "rb") as f:  # parsed in blocks: no Python object per line is kept
         columns = read_columns(f, lst_path)
     if not columns.lines:
-        raise UserInputError("list file %s has no entries." % lst_path)
+        raise UserInputError("list file %s has no entries." % shorten(lst_path))
     count = len(columns.lines)
     paths = _PathStore(root, b"".join(columns.blobs), np.frombuffer(columns.offsets, np.int64))
     image_list = ImageList(lst_path, root, _arrays=(

@@ -12,7 +12,7 @@ import logging
 import math
 from array import array
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 
 _logger = logging.getLogger(__name__)
 
@@ -28,9 +28,9 @@ def _parse_label(text, where):
         value = math.nan
     if not math.isfinite(value):  # 'nan' and 'inf' parse as floats but are not class indices
         raise UserInputError("%s: label %r is not a number. Labels are class indices "
-                             "(0, 1, 2 or 0.000000, 1.000000 ...), -1 for unknown." % (where, text))
+                             "(0, 1, 2 or 0.000000, 1.000000 ...), -1 for unknown." % (where, shorten(text, 60)))
     if value != int(value):
-        raise UserInputError("%s: label %r is not a whole number; labels are class indices." % (where, text))
+        raise UserInputError("%s: label %r is not a whole number; labels are class indices." % (where, shorten(text, 60)))
     value = int(value)
     if value < MISSING_LABEL:
         raise UserInputError("%s: label %d is negative. Use 0..N-1 for classes, or -1 where "
@@ -49,7 +49,7 @@ def parse_line(text, where):
         index = int(float(parts[0]))
     except (ValueError, OverflowError):  # OverflowError: 'inf'; 'nan' gives ValueError
         raise UserInputError("%s: the first column must be the image index (a number), found %r."
-                             % (where, parts[0]))
+                             % (where, shorten(parts[0], 60)))
     labels = tuple(_parse_label(t, where) for t in parts[1:-1])
     path = parts[-1].strip()
     if not path:
@@ -172,7 +172,7 @@ def _parse_line_by_line(texts, valid, number, lst_path, columns):
     label_values, paths = columns.label_values, []
     for number, text in enumerate(texts, start=number + 1):
         if not valid:
-            _check_utf8(text, "%s:%d" % (lst_path, number))
+            _check_utf8(text, "%s:%d" % (shorten(lst_path), number))
         parts = text.split("\t")
         try:  # the common line: an integer index, labels seen before, a path
             index = int(parts[0])
@@ -183,7 +183,7 @@ def _parse_line_by_line(texts, valid, number, lst_path, columns):
         except (ValueError, KeyError):
             if not text.strip():
                 continue
-            index, labels, path = columns.parse_slow(text, "%s:%d" % (lst_path, number))
+            index, labels, path = columns.parse_slow(text, "%s:%d" % (shorten(lst_path), number))
         columns.lines.append(number)
         columns.indices.append(index)
         columns.labels.extend(labels)

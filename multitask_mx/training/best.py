@@ -38,7 +38,7 @@ class BestTracker:
             return record["train_loss"]
         if self.metric == "val-acc-mean":
             accs = [v["acc"] for v in record["val"].values() if v["count"] and "acc" in v]  # regress has none
-            return sum(accs) / len(accs)
+            return sum(accs) / len(accs) if accs else None  # no task with a labelled validation image
         kind, task = self.metric.split(":", 1)
         return record["val"][task].get("topk" if kind == "val-topk" else "acc")
 

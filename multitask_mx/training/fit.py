@@ -26,10 +26,7 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
     train_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k, agreement=False)
     val_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
     loss_fn.weighting.restore(saver.history)
-    cfg = loop.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet,
-                              skip_bad=args.skip_bad_images, mixup_alpha=args.mixup,
-                              amp=dtype == "float16", seed=args.seed, normalization=normalization,
-                              task_gradients=gradients.make_task_gradients(args, net, loss_fn, [t.name for t in tasks]))
+    cfg = _loop_config(args, net, loss_fn, tasks, normalization, dtype)
     best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
     best.restore(saver.read_best())
     ema = ema_mod.start(args.ema, net, saver, start)
@@ -55,9 +52,12 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         # the weights and optimizer states are written while validation runs; not with --ema, whose
         # validation swaps the averaged weights into the network
         started = _start_finite_epoch(saver, net, trainer, epoch) if ema is None and val_loader is not None else None
-        val_values = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
-                                             (epoch, lr, train_values, speed, skipped, tic), normalization, started)
-        record = loop.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic)
+        val_values, val_skipped = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
+                                                          (epoch, lr, train_values, speed, skipped, tic), normalization,
+                                                          started)
+        record = loop.epoch_record(epoch, lr, train_values, val_values, speed, skipped + val_skipped,
+                                   time.time() - tic)
+        record.update({"val_skipped_images": val_skipped} if val_skipped else {})
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         record.update(cfg.task_gradients.record() if cfg.task_gradients is not None else {})
         record.update(ema_mod.validate(ema, net, epoch, lambda: loop.evaluate(
@@ -73,6 +73,12 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
             break
     curves.finish(saver.history)
     return saver.history
+
+
+def _loop_config(args, net, loss_fn, tasks, normalization, dtype):
+    return loop.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet, skip_bad=args.skip_bad_images,
+                           mixup_alpha=args.mixup, amp=dtype == "float16", seed=args.seed, normalization=normalization,
+                           task_gradients=gradients.make_task_gradients(args, net, loss_fn, [t.name for t in tasks]))
 
 
 def _weights_and_agreement(epoch, task_weighting, val_metrics):
@@ -106,7 +112,7 @@ def _start_finite_epoch(saver, net, trainer, epoch):
 
 def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer, epoch_info,
                             normalization="imagenet", started=None):
-    """Validation values (None without --data-val); an unreadable validation image never loses the epoch.
+    """(Validation values, images skipped) ((None, 0) without --data-val); an unreadable image never loses the epoch.
 
     Without --skip-bad-images a validation image that fails to decode raises; the
     epoch just trained is saved first (without validation figures), then the error is
@@ -114,7 +120,7 @@ def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, 
     ``started``: the epoch's files already being written (CheckpointSaver.start_epoch_files).
     """
     if val_loader is None:
-        return None
+        return None, 0
     epoch, lr, train_values, speed, skipped, tic = epoch_info
     phases.switch("validation")
     try:
@@ -129,7 +135,7 @@ def _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, 
     if val_skipped:
         _logger.warning("Epoch[%d] validation skipped %d unreadable image(s)", epoch, val_skipped)
     _logger.info("Epoch[%d] Validation: %s", epoch, summarise(values))
-    return values
+    return values, val_skipped
 
 
 def _mid_epoch_saver(saver, net, trainer, every, offset, ema=None):

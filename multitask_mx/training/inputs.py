@@ -2,7 +2,7 @@
 import logging
 
 from .. import _runtime
-from ..data import augment_presets, datasets, label_tables, task_kinds, tasks as tasks_mod
+from ..data import augment_presets, datasets, image_headers, label_tables, task_kinds, tasks as tasks_mod
 from . import distributed, phases
 from ..data.datasets import LstDataset, check_images_or_skip, make_loader, preflight_report
 from ..errors import UserInputError
@@ -97,13 +97,15 @@ def prepare_lists(args, kv, gpus=0):
     Tasks are resolved on the whole lists, so that every distributed worker infers
     the same classes; then each worker keeps its shard.
     """
+    image_headers.set_max_pixels(args.max_image_pixels)  # before the checks and the loader's fork
     train, val = read_lists(args)
     tasks = resolve_tasks(args, train, val)
     train = distributed.shard_list(train, kv.rank, kv.num_workers)
     val = val if kv.rank == 0 else None  # validation runs on rank 0 only (docs/distributed.md)
     _logger.info("tasks: %s", ", ".join("%s (%s%s)" % (t.name, describe_kind(t),
                  ", = %s" % t.expression if t.expression else "") for t in tasks))
-    threads = args.data_nthreads if args.data_nthreads is not None else _runtime.default_loader_workers(gpus)
+    threads = cap_loader_workers(args.data_nthreads) if args.data_nthreads is not None else \
+        _runtime.default_loader_workers(gpus)
     phases.switch("image check")
     if args.check_images != "none":
         full = args.check_images == "full"
@@ -113,6 +115,16 @@ def prepare_lists(args, kv, gpus=0):
     train = distributed.equalize_shards(train, kv)
     preflight_report(tasks, train, val)  # padding repeats a line: find_duplicates ignores that
     return train, val, tasks, threads
+
+
+def cap_loader_workers(asked):
+    """--data-nthreads, at most twice the usable cores: more processes only compete for them (and for memory)."""
+    cap = 2 * _runtime.usable_cores()
+    if asked > cap:
+        _logger.warning("--data-nthreads %d: capped at %d loader workers (twice the %d usable cores)",
+                        asked, cap, _runtime.usable_cores())
+        return cap
+    return asked
 
 
 def describe_kind(task):

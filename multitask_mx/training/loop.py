@@ -279,6 +279,8 @@ def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress
             outputs = net(device_normalize(x, normalization))
             _, losses, labels, masks = loss_fn(outputs, y, v)
             metrics.update(d, outputs, labels, masks, losses)
+    if getattr(loader_dataset(loader), "skip_bad", False):  # and those the preflight left out, as in training
+        skipped += getattr(loader_dataset(loader).image_list, "skipped", 0)
     return metrics.values(), skipped
 
 

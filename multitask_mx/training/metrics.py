@@ -147,8 +147,13 @@ def summarise(values):
 
 
 def total_loss(values):
-    """Sum of the per-task mean losses (the quantity training minimises), NaN-safe."""
-    return float(np.nansum([v["loss"] for v in values.values()]))
+    """Sum of the per-task mean losses (the quantity training minimises) over the tasks with labelled images.
+
+    NaN when no task has one (a validation list whose labels are all -1): never 0, which
+    would pass as the best validation loss there can be.
+    """
+    losses = [v["loss"] for v in values.values() if v.get("count", 1) and not np.isnan(v["loss"])]
+    return float(np.sum(losses)) if losses else float("nan")
 
 
 def top_k_values(text):

@@ -29,6 +29,7 @@ from ..data.datasets import SHOWN, make_loader as make_data_loader
 from ..devices import parse_contexts, split_batch
 from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
+from ..data.image_headers import add_max_pixels_flag, set_max_pixels
 from ..mxerrors import describe_mxnet_error
 from . import graphs, kind_outputs
 from ..data.tasks import Task
@@ -345,6 +346,7 @@ def add_arguments(parser, prediction=True):
     group.add_argument("--tta", choices=["none", "flip"], default="none",
                        help="test-time augmentation: flip averages the probabilities of the image and its mirror")
     group.add_argument("--quiet", action="store_true", help="warnings only on stderr, no progress bar")
+    add_max_pixels_flag(group)
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", default="", help="GPU ids, e.g. 0 or 0,1; '' (default) for CPU")
     group.add_argument("--cpus", type=positive_int, default=1, help="CPU contexts when on CPU")
@@ -363,4 +365,5 @@ def predict_config(args):
     if batch < 1:
         raise UserInputError("--batch-size %d: give 1 or more." % batch)
     workers = _runtime.default_loader_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
+    set_max_pixels(args.max_image_pixels)  # before the loader's workers fork
     return PredictConfig(batch_size=batch, workers=workers, tta=args.tta, progress=not args.quiet)

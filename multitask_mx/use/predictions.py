@@ -1,9 +1,11 @@
 """Predictions as rows: the top classes of every task per image, as predict, serve and the Python API give them."""
+import numbers
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from ..errors import UserInputError
 from ..flagtypes import DeprecatedAlias, positive_int
 
 
@@ -68,6 +70,14 @@ def prediction_rows(model, items, predictions, k):
             row["tasks"] = task_answers(model, [o[n] for o in outputs], k)
         rows.append(row)
     return rows
+
+
+def check_show(value, name="--show"):
+    """Refuse a number of classes shown below 1 (``--show``'s range) with a UserInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UserInputError("%s=%r: give a whole number of classes to show per task, 1 or more (as --show)."
+                             % (name, value))
+    return value
 
 
 def add_show_flag(group, what):

@@ -25,6 +25,7 @@ from PIL import Image
 from .. import _runtime
 from . import cam, inference, predictions
 from ..errors import UserInputError
+from ..data.image_headers import DEFAULT_MAX_PIXELS
 from ..data.images import decode_image_bytes, image_bytes_problem
 
 import mxnet as mx
@@ -83,14 +84,14 @@ def check_upload(data, max_pixels):
     size = header_size(data)
     if size is None or size[0] * size[1] > max_pixels:
         described = "%d x %d pixels" % size if size else "more than 179 megapixels"
-        raise BadUpload(413, "the image is %s; this server accepts at most %.0f megapixels"
-                        % (described, max_pixels / 1e6))
+        raise BadUpload(413, "the image is %s; this server accepts at most %.0f megapixels "
+                        "(--max-image-pixels)" % (described, max_pixels / 1e6))
 
 
 def decode_upload(data, min_short_side, max_pixels):
     """Checked upload bytes -> HxWx3 uint8 RGB, decoded in memory exactly as ``predict`` decodes files."""
     check_upload(data, max_pixels)
-    img = decode_image_bytes(data, min_short_side)
+    img = decode_image_bytes(data, min_short_side)  # its own pixel check agrees with check_upload's (same limit)
     if img is None:
         raise BadUpload(400, "the image cannot be decoded (corrupt, or a variant OpenCV does not read)")
     return img
@@ -222,8 +223,9 @@ class ServeConfig:
     threads: int = 0  # 0: queue_size + max_batch, so that the bounded queue, not waitress, holds the waiting
     connection_limit: int = 100
     max_upload_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 50 * 1000 * 1000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     top_k: int = 3
+    idle_timeout_s: int = 10  # a connection without a request is closed after this: slow or idle clients
     max_batch: int = 16
     max_wait_ms: float = 5.0
     queue_size: int = 64
@@ -261,8 +263,7 @@ def model_summary(model):
 def read_request_image(max_bytes):
     """The uploaded bytes: a multipart field "image" or "file", or a raw body with an image/* type."""
     request = flask.request
-    mimetype = request.mimetype
-    if mimetype == "multipart/form-data":
+    if request.mimetype == "multipart/form-data":
         upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
         if upload is None:
             raise BadUpload(400, "no file in the form: send it in a field named 'image' or 'file'")
@@ -270,11 +271,11 @@ def read_request_image(max_bytes):
                 and upload.mimetype != "application/octet-stream":
             raise BadUpload(415, "the uploaded file is %s, not an image/* type" % upload.mimetype)
         data = upload.stream.read(max_bytes + 1)
-    elif mimetype.startswith("image/"):
+    elif request.mimetype.startswith("image/"):
         data = request.get_data(cache=False)
     else:
         raise BadUpload(415, "Content-Type %s: send multipart/form-data with an 'image' field, or the image "
-                        "itself with an image/* type" % (mimetype or "(none)"))
+                        "itself with an image/* type" % (request.mimetype or "(none)"))
     if len(data) > max_bytes:
         raise BadUpload(413, "the image is over the %.1f MiB limit (--max-upload-mb)" % (max_bytes / 2 ** 20))
     return data
@@ -292,7 +293,6 @@ def create_app(model, batcher, cfg: ServeConfig):
     require_web_stack()
     app = flask.Flask(__name__, static_folder="../static", static_url_path="/static")  # multitask_mx/static
     app.request_class = _in_memory_request_class()
-    jsonify = flask.jsonify
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes + MULTIPART_ALLOWANCE
     app.json.sort_keys = False  # tasks in the model's order, as predict writes them
     summary = model_summary(model)
@@ -310,7 +310,7 @@ def create_app(model, batcher, cfg: ServeConfig):
         body = {"status": "ok" if ok else "model thread stopped", "model": summary, "queued": batcher.queued(),
                 "queue_size": batcher.queue_size, "max_batch": batcher.max_batch,
                 "batches": {str(k): v for k, v in sorted(batcher.batches.items())}}
-        return jsonify(body), 200 if ok else 503
+        return flask.jsonify(body), 200 if ok else 503
 
     @app.post("/predict")
     def predict():
@@ -324,11 +324,11 @@ def create_app(model, batcher, cfg: ServeConfig):
         except FutureTimeout:
             future.cancel()
             return error_response(503, "the model did not answer within %.0f s" % cfg.timeout_s)
-        body = {"model": summary, "top_k": cfg.top_k, "tta": cfg.tta,
+        body = {"model": summary, "show": cfg.top_k, "top_k": cfg.top_k, "tta": cfg.tta,  # top_k: the old name
                 "tasks": predictions.task_answers(model, log_probs, cfg.top_k)}
         if flask.request.args.get("cam", "").lower() in ("1", "true", "yes"):  # of the top class of each task
             body["cams"] = heat_maps.for_upload(image, data, [int(np.argmax(lp)) for lp in log_probs])
-        return jsonify(body)
+        return flask.jsonify(body)
 
     _add_error_handlers(app, cfg)
     _add_logging_and_headers(app)
@@ -382,11 +382,12 @@ def _add_logging_and_headers(app):
 def create_server(app, cfg: ServeConfig):
     """A waitress server for ``app`` (not yet running); its socket is bound already."""
     body_limit = cfg.max_upload_bytes + MULTIPART_ALLOWANCE + READ_ALLOWANCE
-    try:
+    try:  # idle connections closed after idle_timeout_s (checked every second): idle clients cannot lock others out
         return waitress.server.create_server(
             app, host=cfg.host, port=cfg.port, threads=cfg.worker_threads, connection_limit=cfg.connection_limit,
             max_request_body_size=body_limit, inbuf_overflow=body_limit + 1,  # in memory, no temporary files
-            channel_timeout=max(30, int(cfg.timeout_s)), ident="multitask-mx", clear_untrusted_proxy_headers=True)
+            channel_timeout=cfg.idle_timeout_s, cleanup_interval=1, ident="multitask-mx",
+            clear_untrusted_proxy_headers=True)
     except OSError as exc:
         raise UserInputError("cannot listen on %s port %d: %s. Choose another --port (or --host)."
                              % (cfg.host, cfg.port, exc.strerror or exc))
