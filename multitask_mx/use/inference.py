@@ -37,6 +37,7 @@ from ..flagtypes import non_negative_int, positive_int
 _logger = logging.getLogger(__name__)
 
 BEST = "best"
+DEFAULT_EPOCH = "default"  # --epoch not given: best where one is recorded, else the newest (resolve_default_epoch)
 WEIGHTS = ("raw", "ema")  # --weights: the trained weights, or their moving average (train --ema)
 
 
@@ -108,6 +109,8 @@ def parse_epoch(text):
     """``--epoch`` value: an epoch number, ``best``, or ``latest``/None for the newest on disk."""
     if text is None or text == "latest":
         return None
+    if text == DEFAULT_EPOCH:  # argparse passes the flag's default through here too
+        return DEFAULT_EPOCH
     if text == BEST:
         return BEST
     if not str(text).isdigit():
@@ -142,6 +145,23 @@ def choose_params(save_dir, save_name, epoch):
         raise UserInputError("--epoch %d: %s has no %s. Epochs available: %s."
                              % (epoch, save_dir, os.path.basename(saver.params_file(epoch)), available))
     return epoch, saver.params_file(epoch), saver.symbol_file()
+
+
+def resolve_default_epoch(save_dir, save_name, epoch, weights="raw"):
+    """(epoch, why) where ``epoch`` may be DEFAULT_EPOCH: the best epoch where a best is recorded, else the newest.
+
+    One default for ``predict``, ``evaluate``, ``export``, ``serve`` and ``multitask_mx.load``; ``why`` goes
+    into the log line that names the file loaded.
+    """
+    if epoch != DEFAULT_EPOCH:
+        return epoch, "--epoch %s" % ("latest" if epoch is None else epoch)
+    saver = CheckpointSaver(save_dir, save_name, writer=False)
+    best = saver.read_best() or {}
+    if os.path.isfile(saver.best_params_file()) and weights in ("raw", best.get("weights", "raw")):
+        return BEST, "the default: the best epoch, %s by %s; --epoch latest for the newest" % (
+            best.get("epoch", "?"), best.get("metric", "?"))
+    return None, "the default: the newest epoch, as %s records no best%s" % (
+        save_dir, " with %s weights" % weights if weights != "raw" else "")
 
 
 def choose_weights(save_dir, save_name, epoch, weights="raw"):
@@ -179,6 +199,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     """
     config = read_config(save_dir)
     save_name = save_name or config.get("save_name") or "multitask"
+    epoch, why = resolve_default_epoch(save_dir, save_name, epoch, weights)
     epoch, params_file, symbol_file, weights = choose_weights(save_dir, save_name, epoch, weights)
     ctxs = list(ctxs or [mx.cpu()])
     with warnings.catch_warnings():  # "Cannot decide type for data": float32, fixed at the first call
@@ -195,7 +216,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     tasks = [Task.from_dict(d) for d in config["tasks"]]
     classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]
                for t in tasks}
-    _logger.info("loaded %s (epoch %s, %s weights) on %s", params_file, epoch, weights, ctxs)
+    _logger.info("loaded %s (epoch %s, %s weights; %s) on %s", params_file, epoch, weights, why, ctxs)
     return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs,
                       weights)
 
@@ -347,9 +368,9 @@ def add_arguments(parser, prediction=True):
     group = parser.add_argument_group("model")
     group.add_argument("--save-result", required=True, help="the folder `multitask-mx train --save-result` wrote")
     group.add_argument("--save-name", default=None, help="checkpoint prefix (default: the one in config.json)")
-    group.add_argument("--epoch", type=_epoch_flag, default=None,
-                       help="epoch number, 'best' ({save-name}-best.params) or 'latest' (default: the newest "
-                            "epoch on disk)")
+    group.add_argument("--epoch", type=_epoch_flag, default=DEFAULT_EPOCH,
+                       help="epoch number, 'best' ({save-name}-best.params) or 'latest' (the newest on disk); "
+                            "default: best where the run recorded one, else the newest (as multitask_mx.load)")
     group.add_argument("--weights", choices=WEIGHTS, default="raw",
                        help="ema: the epoch's moving average of the weights (train --ema); 'best' is already "
                             "whichever of the two validated better")
