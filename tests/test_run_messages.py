@@ -148,6 +148,9 @@ def test_doctor_reference_figures_are_the_stored_benchmark_results():
     small = _stored("bench_small_net")
     ours = [r["img/s"] for r in small["figures"]["rows"] if r["side"] == "ours (MXNet)" and "img/s" in r]
     assert small["machine"]["flags"]["avx512f"] and round(ours[0], 1) == 763.4
+    avx2 = _stored("bench_small_net_avx2")
+    old = [r["img/s"] for r in avx2["figures"]["rows"] if r["side"] == "ours (MXNet)" and "img/s" in r]
+    assert not avx2["machine"]["flags"]["avx512f"] and round(old[0], 1) == 503.5
     assert [r[0] for r in doctor.THROUGHPUT_REFERENCE[("cifar_resnet20_v1", "3,32,32")]] == [503.5, 763.4]
     lines = doctor.reference_lines("resnet50_v1", (3, 224, 224))
     assert "9.7-12.0 img/s at batch 16" in lines[1] and "AVX-512" in lines[1]

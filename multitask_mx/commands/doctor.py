@@ -32,7 +32,7 @@ THROUGHPUT_REFERENCE = {
     ],
     ("cifar_resnet20_v1", "3,32,32"): [
         (503.5, 503.5, 64, "2 AMD EPYC cores without AVX-512 (AVX2), quiet",
-         "bench_small_net.json as stored at commit 37facfd, before the pooling change"),
+         "bench_small_net_avx2.json, code before the mean-pooling change"),
         (763.4, 763.4, 64, "2 AMD EPYC cores with AVX-512 (avx512_bf16), quiet", "bench_small_net.json"),
     ],
 }

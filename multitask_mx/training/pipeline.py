@@ -367,8 +367,7 @@ def train(args):
     phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
     phases.finish()
-    summary.log_summary(history, saver, plain_args(args))  # best epoch, files, next commands
-    return history
+    return summary.log_summary(history, saver, plain_args(args))  # best epoch, files, next commands; the history
 
 
 def plain_args(args):

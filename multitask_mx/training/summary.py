@@ -87,7 +87,11 @@ def summary_lines(history, best, save_dir, save_name, flags):
 
 
 def log_summary(history, saver, flags):
-    """Log ``summary_lines`` for a finished run (rank 0 of a distributed job: the one that writes files)."""
+    """Log ``summary_lines`` for a finished run (rank 0 of a distributed job: the one that writes files).
+
+    Returns ``history``, so that it can end ``pipeline.train``.
+    """
     if saver.writer:
         for line in summary_lines(history, saver.read_best(), saver.save_dir, saver.save_name, flags):
             _logger.info("%s", line)
+    return history

@@ -31,13 +31,13 @@ from ..errors import UserInputError
 from ..data.images import EvalTransform, read_checked_image
 from ..mxerrors import describe_mxnet_error
 from . import graphs, kind_outputs
+from .default_epoch import DEFAULT_EPOCH, resolve_default_epoch
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
 
 _logger = logging.getLogger(__name__)
 
 BEST = "best"
-DEFAULT_EPOCH = "default"  # --epoch not given: best where one is recorded, else the newest (resolve_default_epoch)
 WEIGHTS = ("raw", "ema")  # --weights: the trained weights, or their moving average (train --ema)
 
 
@@ -145,23 +145,6 @@ def choose_params(save_dir, save_name, epoch):
         raise UserInputError("--epoch %d: %s has no %s. Epochs available: %s."
                              % (epoch, save_dir, os.path.basename(saver.params_file(epoch)), available))
     return epoch, saver.params_file(epoch), saver.symbol_file()
-
-
-def resolve_default_epoch(save_dir, save_name, epoch, weights="raw"):
-    """(epoch, why) where ``epoch`` may be DEFAULT_EPOCH: the best epoch where a best is recorded, else the newest.
-
-    One default for ``predict``, ``evaluate``, ``export``, ``serve`` and ``multitask_mx.load``; ``why`` goes
-    into the log line that names the file loaded.
-    """
-    if epoch != DEFAULT_EPOCH:
-        return epoch, "--epoch %s" % ("latest" if epoch is None else epoch)
-    saver = CheckpointSaver(save_dir, save_name, writer=False)
-    best = saver.read_best() or {}
-    if os.path.isfile(saver.best_params_file()) and weights in ("raw", best.get("weights", "raw")):
-        return BEST, "the default: the best epoch, %s by %s; --epoch latest for the newest" % (
-            best.get("epoch", "?"), best.get("metric", "?"))
-    return None, "the default: the newest epoch, as %s records no best%s" % (
-        save_dir, " with %s weights" % weights if weights != "raw" else "")
 
 
 def choose_weights(save_dir, save_name, epoch, weights="raw"):
