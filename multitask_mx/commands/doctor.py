@@ -45,7 +45,8 @@ def reference_lines(network, image_shape):
     if not rows:
         known = "; ".join("--network %s --image-shape %s" % key for key in THROUGHPUT_REFERENCE)
         return ["  reference: no stored benchmark for %s at %s; run doctor with one of: %s" % (network, shape, known)]
-    lines = ["  reference (stored benchmarks, %s at %s, fp32 training on synthetic batches):" % (network, shape)]
+    lines = ["  reference (stored benchmarks, %s at %s, fp32 training on synthetic batches):"
+             % (network, "x".join(shape.split(",")[1:]))]
     for low, high, batch, machine, where in rows:
         figure = "%.1f" % low if low == high else "%.1f-%.1f" % (low, high)
         lines.append("    %s img/s at batch %d on %s (benchmarks/results/%s)" % (figure, batch, machine, where))

@@ -333,11 +333,11 @@ def add_arguments(parser):
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch-size", type=positive_int, default=None,
                        help="total batch size over all devices (default: 32, or 16 or 8 where that gives a run on "
-                            "one device at least 300 optimizer updates; README)")
+                            "one device at least 300 optimizer updates; docs/reference.md)")
     group.add_argument("--num-epoch", type=positive_int, default=10, help="train up to this epoch")
     group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
                        "not given: 0.2 x batch/256, from scratch and fine-tuning (the new heads 4x that "
-                       "when fine-tuning; README)")
+                       "when fine-tuning; docs/reference.md)")
     group.add_argument("--mom", type=fraction, default=0.9, help="SGD momentum")
     group.add_argument("--wd", type=non_negative_float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
