@@ -104,9 +104,8 @@ LAYOUTS = {
 # with a note. These results have their own block (<!-- bench:start bench_learning -->), not the speed one.
 LOAD_INDEPENDENT = ("bench_learning",)
 # results restored from the repository's history under another file name, and what they measured
-RESTORED = {"bench_small_net_avx2": "stored at commit 37facfd with the code before the mean-pooling change of "
-                                    "976783b, which took the AVX-512 host's whole job from 29.6 s to 17.2 s "
-                                    "(bench_small_net.json at f8083b3 and now)"}
+RESTORED = {"bench_small_net_avx2": "stored at commit 37facfd, with the code before 976783b's mean pooling "
+                                    "(which took the AVX-512 host from 29.6 s to 17.2 s)"}
 # results shown only in their own block (README's quick start), not in the speed section's
 OWN_BLOCK = LOAD_INDEPENDENT + ("bench_demo",)
 
