@@ -158,3 +158,39 @@ def test_the_check_catches_a_wrong_flag_a_bad_choice_and_a_missing_command():
     assert problem(["train", "--freeze-trunk", "..."]) is None  # required flags elided
     assert _without_elisions(["a", "...the", "usual", "flags...", "b", "c...", "...", "d"]) == ["a", "b", "d"]
     assert problem(["launch", "-n", "2", "-s", "1", "--", "train", "--kv-store", "dist_sync", "--bogus", "..."])
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+PENDING = {"docs/learning.md"}  # written by another change: linked already as the home of the learning tables
+
+
+def _slug(title):
+    """GitHub's anchor of a heading."""
+    title = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return title.replace(" ", "-")
+
+
+def _anchors(path):
+    with open(path) as f:
+        text = FENCE.sub("", f.read())
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+@pytest.mark.parametrize("doc", documents())
+def test_relative_links_point_to_files_and_headings_that_exist(doc):
+    with open(os.path.join(REPO, doc)) as f:
+        text = FENCE.sub("", f.read())
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        full = os.path.normpath(os.path.join(REPO, os.path.dirname(doc), path)) if path else os.path.join(REPO, doc)
+        relative = os.path.relpath(full, REPO)
+        if relative in PENDING:
+            continue
+        if not os.path.exists(full):
+            broken.append("%s (no such file)" % target)
+        elif anchor and full.endswith(".md") and anchor not in _anchors(full):
+            broken.append("%s (no such heading)" % target)
+    assert not broken, "%s: broken links: %s" % (doc, ", ".join(broken))
