@@ -194,3 +194,13 @@ def test_relative_links_point_to_files_and_headings_that_exist(doc):
         elif anchor and full.endswith(".md") and anchor not in _anchors(full):
             broken.append("%s (no such heading)" % target)
     assert not broken, "%s: broken links: %s" % (doc, ", ".join(broken))
+
+
+@pytest.mark.parametrize("doc", [d for d in documents() if d.startswith("docs")])
+def test_every_docs_page_opens_with_what_it_is_for_and_a_command(doc):
+    with open(os.path.join(REPO, doc)) as f:
+        head = "".join(f.readlines()[:22])
+    assert head.startswith("# ") and "\n```" in head, "%s: say what the page is for, then show a command" % doc
+    block = head.split("\n```", 1)[1]
+    first = block.split("```", 1)[0]
+    assert any(START.search(line) or line.startswith(("make ", ".venv/bin/python ")) for line in first.splitlines()), doc
