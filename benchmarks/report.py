@@ -239,6 +239,8 @@ def extra_lines(name, record):
                 "Data: " + "; ".join("%s: %s" % kv for kv in figures.get("datasets", {}).items()) + "."]
     notes = record.get("notes")
     if notes:
+        if isinstance(notes, dict):
+            notes = ["%s: %s" % kv for kv in notes.items()]
         out.append("Notes: " + ("; ".join(notes) if isinstance(notes, list) else str(notes)) + ".")
     return out + ([""] if out else [])
 
