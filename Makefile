@@ -30,7 +30,7 @@ lint: install
 test-fast: install lint
 	$(BIN)/python -m pytest -q -rs -m "not slow" tests
 
-# the full runs (about an hour on 2 quiet cores), then the README's speed section from their results
+# the full runs (about an hour on 2 quiet cores), then docs/benchmarks.md (and the README's figures) from their results
 bench: install
 	for b in $(BENCHES); do $(BIN)/python $$b || exit 1; done
 	$(BIN)/python benchmarks/report.py

@@ -26,12 +26,16 @@ if [ -f "$MODEL-symbol.json" ] && [ -f "$MODEL-0000.params" ]; then
   NET="--model $MODEL --epoch 0 --image-shape 3,224,224 --batch-size 16 --lr 0.001 --num-epoch 10"
 else
   # No pretrained weights here (nothing is downloaded): train a small network from
-  # scratch on the example images at 32x32, about half a minute on 2 cores. CIFAR's
-  # ResNet-20 keeps the small images' detail (ImageNet networks shrink them 32x at once);
-  # batch, lr, schedule and augmentation are the defaults (README "Defaults that learn").
-  # benchmarks/bench_demo.py, data_example, seeds 1-3, held-out `label` accuracy: 0.69 / 0.70 / 0.78 in
-  # 23-26 s, against 0.49 / 0.43 / 0.53 in 37-41 s for resnet18_v1 at 64x64, batch 32.
+  # scratch on the example images at 32x32. CIFAR's ResNet-20 keeps the small images' detail
+  # (ImageNet networks shrink them 32x at once); batch, lr, schedule and augmentation are the
+  # defaults (docs/reference.md "Defaults that learn").
+  # Measured (benchmarks/results/, docs/benchmarks.md): bench_demo.json, 2 AMD EPYC cores with AVX-512,
+  # quiet, seeds 1-3: 23-26 s per run, held-out `label` accuracy 0.69 / 0.70 / 0.78 (resnet18_v1 at
+  # 64x64, batch 32: 0.49 / 0.43 / 0.53 in 37-41 s). The same network's 2,000 images x 5 epochs took
+  # 17.2 s there and 27.2 s on 2 cores without AVX-512 with older code (bench_small_net_avx2.json); other
+  # work on the cores stretches it further: train.log's first lines give the machine and its load.
   echo "train_multitask.sh: no $MODEL-0000.params, training cifar_resnet20_v1 from scratch (see pretrained_model/README.md)"
+  echo "train_multitask.sh: measured 23-26 s on 2 quiet AVX-512 cores (docs/benchmarks.md); longer without AVX-512 or with other work running"
   NET="--network cifar_resnet20_v1 --image-shape 3,32,32 --num-epoch 15"
 fi
 

@@ -8,7 +8,8 @@ photo-like 500x375 JPEGs, once with float32 batches (what CPU training uses) and
 batches (what GPU training uses; the mean/std then runs on the GPU), and times a second pass of
 `--batches` batches for each worker count. img/s per worker tells how many cores one GPU needs:
 an A100 under AMP trains ResNet-50 at about 2,200 img/s. Prints the machine header and one table,
-and writes the figures with the machine to `--json`.
+stores the result in benchmarks/results/bench_loader.json (docs/benchmarks.md renders it; run it on a
+quiet machine, or it is listed as under load) and, with `--json`, also writes the figures there.
 """
 import argparse
 import json
@@ -68,7 +69,8 @@ def main():
     args = parse_args()
     _runtime.configure_threads()
     import numpy as np
-    from common import machine_header, write_result
+    from common import machine_header, start_run, write_result
+    start_run()  # an idle sample first: how busy the other processes keep the cores (the result's "quiet")
     from photos import Lists, make_photos
     from multitask_mx.data.tasks import build_tasks
     cores = _runtime.usable_cores()

@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Write the benchmark figures into README.md and docs/serving.md from benchmarks/results/*.json.
+"""Write the benchmark figures into docs/benchmarks.md (and README.md, docs/serving.md) from benchmarks/results/*.json.
 
 Every figure in those files' generated blocks comes from a stored result (write_result in
 common.py), and each block names its result file, machine, date and command. A result whose
 run was not quiet (other processes busy on the cores) is listed as "under load, not published"
-with no figures. Smoke results (results/smoke/) are never used.
+with no figures. Smoke results (results/smoke/) are never used; results in EXCLUDED are listed
+with the reason they are left out.
 
 Blocks sit between marker comments; the start marker may name the results it shows:
 
     <!-- bench:start -->                 every result, in RESULT_ORDER
     <!-- bench:start bench_serve -->     only bench_serve.json
+    <!-- bench:start quickstart -->      the README's few lines: the demo's time and accuracy, make test
     <!-- bench:end -->
 
-    python benchmarks/report.py            # rewrite the blocks in README.md and docs/serving.md
+    python benchmarks/report.py            # rewrite the blocks in the files of TARGETS that exist
     python benchmarks/report.py --check    # exit 1 if a block is not what the results give
 """
 import argparse
@@ -25,10 +27,21 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
-TARGETS = ("README.md", os.path.join("docs", "serving.md"))
+# docs/learning.md (learning-quality tables) is written by hand around its blocks and may not exist yet
+TARGETS = ("README.md", os.path.join("docs", "benchmarks.md"), os.path.join("docs", "serving.md"),
+           os.path.join("docs", "learning.md"))
 BLOCK = re.compile(r"(<!-- bench:start([^>]*?)-->\n)(.*?)(<!-- bench:end -->)", re.S)
-RESULT_ORDER = ("bench_training", "bench_original", "bench_fusion", "bench_small_net", "bench_precision", "bench_finetune",
-                "bench_predict", "bench_serve", "bench_distributed")
+RESULT_ORDER = ("bench_training", "bench_original", "bench_fusion", "bench_small_net", "bench_small_net_avx2",
+                "bench_precision", "bench_finetune",
+                "bench_loader", "bench_predict", "bench_serve", "bench_distributed", "bench_task_gradients",
+                "bench_lists")
+# stored results the report leaves out, and why (the file stays in results/ for the record)
+EXCLUDED = {
+    "bench_lists_before": "the list code before its rewrite (commit be0700e), kept to compare with: it ran with other "
+                          "work on a host without AVX-512 (load average 14.7, 1.64 other cores busy), so its times "
+                          "say nothing against bench_lists' quiet run; rerun `benchmarks/bench_lists.py --code "
+                          "<checkout of be0700e> --name bench_lists_before` on a quiet machine to compare",
+}
 # result name -> (title, where its rows are in "figures", [(column key, header)], extra lines)
 LAYOUTS = {
     "bench_training": ("Training speed: real loader, synthetic batches, loaders, the original's training loop",
@@ -60,6 +73,17 @@ LAYOUTS = {
     "bench_small_net": ("A small network against a plain PyTorch script, equal threads", "rows",
                         [("measurement", "measurement"), ("side", "side"), ("img/s", "img/s"), ("s", "wall s"),
                          ("acc", "held-out accuracy"), ("vs_pytorch", "ours vs PyTorch (>1: faster)")]),
+    "bench_loader": ("The training loader alone: img/s per worker process, float32 and uint8 batches", "rows",
+                     [("workers", "worker processes"), ("dtype", "batch dtype"), ("img_s", "img/s"),
+                      ("img_s_per_worker", "img/s per worker")]),
+    "bench_task_gradients": ("Task gradients: plain summed loss, statistics every batch, PCGrad", "methods",
+                             [("method", "method"), ("img_s", "img/s"), ("relative_to_sum", "relative to plain"),
+                              ("epochs_measured", "epochs measured")]),
+    "bench_lists": ("A 1,000,000-line list: reading, the header check, training start", None,
+                    [("case", "case"), ("case_seconds", "case s"), ("process_seconds", "process s"),
+                     ("cpu_seconds", "CPU s"), ("children_cpu_seconds", "workers' CPU s"), ("rss_mb", "peak MB"),
+                     ("children_rss_mb", "workers' peak MB"), ("entries", "entries"),
+                     ("log_file_bytes", "train.log bytes"), ("longest_stderr_line", "longest console line")]),
     "bench_distributed": ("Distributed training on one machine", "jobs",
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
     "bench_demo": ("`make demo` on data_example/: the script as shipped against the one before", "rows",
@@ -79,6 +103,9 @@ LAYOUTS = {
 # Accuracy does not depend on how busy the cores were (only the run time does): published under load too,
 # with a note. These results have their own block (<!-- bench:start bench_learning -->), not the speed one.
 LOAD_INDEPENDENT = ("bench_learning",)
+# results restored from the repository's history under another file name, and what they measured
+RESTORED = {"bench_small_net_avx2": "stored at commit 37facfd, with the code before 976783b's mean pooling "
+                                    "(which took the AVX-512 host from 29.6 s to 17.2 s)"}
 # results shown only in their own block (README's quick start), not in the speed section's
 OWN_BLOCK = LOAD_INDEPENDENT + ("bench_demo",)
 
@@ -90,7 +117,8 @@ def load_results(folder=RESULTS):
         with open(path) as f:
             record = json.load(f)
         record["_file"] = os.path.relpath(path, REPO)
-        out[record.get("name") or os.path.splitext(os.path.basename(path))[0]] = record
+        # keyed by file name: a result restored from the history under another name keeps its record as stored
+        out[os.path.splitext(os.path.basename(path))[0]] = record
     return out
 
 
@@ -106,8 +134,18 @@ def _cell(value):
     return str(value).replace("|", "\\|")
 
 
+# results stored as {name: {figures}} rather than a list of rows: the column their names go in
+KEYED_ROWS = {"bench_task_gradients": ("method", {"sum": "plain (one summed backward)",
+                                                  "stats_every_1": "--grad-stats-every 1",
+                                                  "pcgrad": "--grad-method pcgrad"})}
+
+
 def _rows(record, where):
     figures = record["figures"]
+    if record.get("name") in KEYED_ROWS:
+        column, labels = KEYED_ROWS[record["name"]]
+        keys = [k for k in labels if k in figures] + [k for k in figures if k not in labels]
+        return [dict(figures[key], **{column: labels.get(key, key)}) for key in keys if isinstance(figures[key], dict)]
     if where is None:
         return figures if isinstance(figures, list) else figures.get("rows", [])
     return figures.get(where, [])
@@ -127,7 +165,9 @@ def machine_line(record):
 
 def render_one(name, record):
     """Markdown for one result: title, provenance, then its table (or the under-load note)."""
-    title, where, columns = LAYOUTS.get(name, (name, None, None))
+    title, where, columns = LAYOUTS.get(name) or LAYOUTS.get(record.get("name"), (name, None, None))
+    if name in RESTORED:
+        title = "%s: `%s`, %s" % (title, name, RESTORED[name])
     v = record.get("versions", {})
     lines = ["#### %s" % title, "",
              "`%s` (from `%s`, %s UTC); %s; python %s, mxnet %s, numpy %s, opencv %s; threads %s." % (
@@ -199,23 +239,70 @@ def extra_lines(name, record):
                 "Data: " + "; ".join("%s: %s" % kv for kv in figures.get("datasets", {}).items()) + "."]
     notes = record.get("notes")
     if notes:
+        if isinstance(notes, dict):
+            notes = ["%s: %s" % kv for kv in notes.items()]
         out.append("Notes: " + ("; ".join(notes) if isinstance(notes, list) else str(notes)) + ".")
     return out + ([""] if out else [])
 
 
 def render(results, names=None):
-    """The block's text for ``names`` (default: every result, known ones first)."""
+    """The block's text for ``names`` (default: every result, known ones first, then the ones left out and why)."""
+    if names == ["quickstart"]:
+        return quickstart(results)
     chosen = names or [n for n in RESULT_ORDER if n in results] + sorted(set(results) - set(RESULT_ORDER)
-                                                                      - set(OWN_BLOCK))
+                                                                      - set(OWN_BLOCK) - set(EXCLUDED))
     lines = []
     for name in chosen:
-        if name in results:
+        if name in EXCLUDED:
+            lines += ["`benchmarks/results/%s.json` is not shown: %s." % (name, EXCLUDED[name]), ""]
+        elif name in results:
             lines += render_one(name, results[name])
         else:
             lines += ["`benchmarks/results/%s.json`: no stored run yet (see benchmarks/README.md)." % name, ""]
+    if not names:
+        lines += ["`benchmarks/results/%s.json` is not shown: %s." % kv for kv in sorted(EXCLUDED.items())
+                  if kv[0] in results]
+        lines += [""] if lines and lines[-1] else []
     if not lines:
         lines = ["No stored benchmark run yet: see benchmarks/README.md.", ""]
     return "\n".join(lines)
+
+
+def _span(values, fmt="%.3f"):
+    """'a-b' of the smallest and largest of ``values`` (one value: itself)."""
+    low, high = min(values), max(values)
+    return fmt % low if fmt % low == fmt % high else (fmt + "-" + fmt) % (low, high)
+
+
+def _machine_short(record):
+    m = record.get("machine", {})
+    flags = m.get("flags", {})
+    isa = "AMX" if flags.get("amx_tile") else "AVX-512" if flags.get("avx512f") else "no AVX-512"
+    return "%s cores of an %s (%s)%s" % (m.get("usable_cores", "?"), m.get("cpu", "?"), isa,
+                                         "" if record.get("quiet") else ", with other work running")
+
+
+def quickstart(results):
+    """The README's expectations: the demo's time and accuracy, the same network on each machine measured."""
+    lines = []
+    demo = results.get("bench_demo")
+    row = next((r for r in (demo or {}).get("figures", {}).get("rows", []) if r.get("side") == "demo"), None)
+    if row:
+        lines.append("- `make demo` (%s epochs of ResNet-20 at 32x32 on data_example/'s 240 images): %s s per run "
+                     "and held-out `label` accuracy %s, `label_gt0` %s, over %d seeds on %s (`%s`)." % (
+                         row["epochs"], _span(row["seconds_runs"], "%.0f"), _span(row["label_runs"]),
+                         _span([row["label_gt0"]], "%.2f"), len(row["label_runs"]), _machine_short(demo),
+                         demo["_file"]))
+    jobs = []
+    for name in sorted(n for n in results if n.startswith("bench_small_net")):
+        record = results[name]
+        wall = [r["s"] for r in record["figures"].get("rows", []) if r.get("side") == "ours (MXNet)" and "s" in r]
+        if wall:
+            jobs.append("%.1f s on %s (`%s`%s)" % (wall[0], _machine_short(record), record["_file"],
+                                                    "; " + RESTORED[name] if name in RESTORED else ""))
+    if jobs:
+        lines.append("- The same network, 2,000 images x 5 epochs + validation: " + "; ".join(jobs) + ".")
+    return "\n".join(lines + [""]) if lines else "No stored demo run yet: see benchmarks/README.md.\n"
 
 
 def update_text(text, results):
@@ -233,8 +320,12 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
     parser.add_argument("files", nargs="*", default=[os.path.join(REPO, t) for t in TARGETS])
     args = parser.parse_args(argv)
+    argv_files = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")
+                  and a != args.results]
     results, stale = load_results(args.results), []
     for path in args.files:
+        if not os.path.exists(path) and not argv_files:  # an optional target (docs/learning.md) not written yet
+            continue
         with open(path) as f:
             text = f.read()
         new = update_text(text, results)

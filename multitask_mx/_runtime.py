@@ -170,3 +170,42 @@ def log_cpu_features():
     _logger.info("cpu: %s; AMX %s", ", ".join("%s=%s" % (k, "yes" if v else "no")
                                               for k, v in CPU_FEATURES.items() if k != "amx"),
                  CPU_FEATURES["amx"])
+
+
+# --- what the machine is: said at the start of train and by doctor ------------------------------------
+# Vector extensions that change how fast MXNet's oneDNN kernels run, widest last.
+VECTOR_EXTENSIONS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+
+
+def read_cpu_model(cpuinfo_text=None):
+    """The CPU's model name from /proc/cpuinfo (or the given text); 'unknown CPU' where there is none."""
+    if cpuinfo_text is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo_text = f.read()
+        except OSError:  # not Linux
+            return "unknown CPU"
+    for line in cpuinfo_text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def machine_summary(cpuinfo_text=None, loadavg=None):
+    """One line: CPU model, usable cores, vector extensions (AVX2, AVX-512, AMX) and the load average.
+
+    Training speed differs several-fold between machines (AVX-512 or not, other work on the cores):
+    this line lets a reader of a log or of ``doctor`` tell a slow machine from a broken install.
+    """
+    flags = read_cpu_flags(cpuinfo_text)
+    present = [label for flag, label in VECTOR_EXTENSIONS if flag in flags]
+    absent = [label for flag, label in VECTOR_EXTENSIONS[1:] if flag not in flags and label != "AVX512-BF16"]
+    if loadavg is None:
+        try:
+            loadavg = os.getloadavg()
+        except OSError:
+            loadavg = None
+    return "machine: %s, %d usable of %d cores; vector extensions: %s%s; load average %s" % (
+        read_cpu_model(cpuinfo_text), usable_cores(), os.cpu_count() or 1, ", ".join(present) or "none of AVX2/AVX-512",
+        " (no %s)" % ", no ".join(absent) if absent else "",
+        " ".join("%.2f" % x for x in loadavg) if loadavg else "unknown")

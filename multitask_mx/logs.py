@@ -4,6 +4,16 @@ import os
 import sys
 
 FORMAT = "%(asctime)s %(levelname).1s %(message)s"
+# ``extra=FILE_ONLY`` on a record: the log file gets it, the console does not (e.g. train's ~90 flags as JSON,
+# which config.json holds too; the console shows the few that matter)
+FILE_ONLY = {"file_only": True}
+
+
+class _ConsoleFilter(logging.Filter):
+    """Leaves out the records logged with ``extra=FILE_ONLY``."""
+
+    def filter(self, record):
+        return not getattr(record, "file_only", False)
 
 
 def setup_logging(log_file=None, quiet=False, rank_label=""):
@@ -17,6 +27,7 @@ def setup_logging(log_file=None, quiet=False, rank_label=""):
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
     console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.addFilter(_ConsoleFilter())
     handlers = [console]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)

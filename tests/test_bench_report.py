@@ -53,7 +53,8 @@ def test_report_shows_quiet_figures_and_hides_runs_under_load(tmp_path):
     top, serving = text.split("## Serving")
     assert "41.7" in top and "41.7" in serving  # one stored run feeds both places
     assert "bench_serve.json" in serving and "python benchmarks/bench_serve.py" in serving
-    assert "Under load, not published" in top and "12.2" not in top  # the busy run's figure is withheld
+    # the busy run's row is withheld (its figure 12.25 alone could match the load average the note prints)
+    assert "Under load, not published" in top and "| ours |" not in top and "| side |" not in top
     assert "bench_original" not in serving
     assert report.update_text(text, results) == text  # regenerating changes nothing
 
@@ -94,3 +95,33 @@ def test_phases_add_up_repeated_phases_and_bench_original_reads_the_summary(tmp_
     assert list(parsed) == list(totals)
     # %.1f rounds by at most 0.05; the slack covers float error at the test process's age (hundreds of s)
     assert all(abs(parsed[k] - totals[k]) <= 0.05 + 1e-6 for k in totals)
+
+
+def test_keyed_figures_render_as_rows_and_excluded_results_say_why(tmp_path):
+    store(tmp_path, "bench_task_gradients", {"pcgrad": {"img_s": 182.3, "relative_to_sum": 0.388, "epochs_measured": 4},
+                                             "sum": {"img_s": 469.6, "relative_to_sum": 1.0, "epochs_measured": 4}},
+          quiet=True)
+    store(tmp_path, "bench_lists_before", [{"case": "read_list", "case_seconds": 29.1}], quiet=False)
+    text = report.render(report.load_results(str(tmp_path)))
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[2].startswith("| plain (one summed backward) | 469.6 | 1.000 | 4 |")  # plain first, then the others
+    assert table[3].startswith("| --grad-method pcgrad | 182.3 | 0.388 | 4 |")
+    assert "`benchmarks/results/bench_lists_before.json` is not shown: the list code before" in text
+    assert "29.1" not in text
+
+
+def test_the_repository_s_generated_blocks_are_current_and_name_their_machines():
+    assert report.main(["--check"]) == 0  # README.md, docs/benchmarks.md, docs/serving.md match results/
+    with open(os.path.join(REPO, "docs", "benchmarks.md")) as f:
+        page = f.read()
+    sections = page.split("\n#### ")[1:]
+    assert len(sections) >= 14
+    for section in sections:  # the line after each title: file, command, date, then the machine
+        provenance = section.split("\n")[2]
+        assert ".json` (from `" in provenance and " usable of " in provenance and "CPU flags:" in provenance
+    for name in ("bench_loader", "bench_task_gradients", "bench_lists", "bench_small_net_avx2", "bench_demo"):
+        assert "benchmarks/results/%s.json` (from" % name in page, name
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    quick = readme.split("<!-- bench:start quickstart -->")[1].split("<!-- bench:end -->")[0]
+    assert "`make demo`" in quick and "AVX-512" in quick and "no AVX-512" in quick

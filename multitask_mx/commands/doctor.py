@@ -21,6 +21,40 @@ def add_arguments(parser):
     parser.add_argument("--gpus", default="", help="GPU ids for the test ('' for CPU)")
 
 
+# Training img/s (fp32, synthetic in-memory batches) stored by the benchmark scripts in benchmarks/results/,
+# so that doctor's own figure has something to be compared with. tests/test_doctor_reference.py checks each
+# figure against its stored result; a rerun of those benchmarks on another machine adds a line here.
+# (network, C,H,W) -> [(img/s low, img/s high, batch, machine, where)]
+THROUGHPUT_REFERENCE = {
+    ("resnet50_v1", "3,224,224"): [
+        (9.65, 11.96, 16, "2 AMD EPYC cores with AVX-512 (avx512_bf16), quiet",
+         "bench_training.json (b), bench_fusion.json, bench_precision.json"),
+    ],
+    ("cifar_resnet20_v1", "3,32,32"): [
+        (503.5, 503.5, 64, "2 AMD EPYC cores without AVX-512 (AVX2), quiet",
+         "bench_small_net_avx2.json, code before the mean-pooling change"),
+        (763.4, 763.4, 64, "2 AMD EPYC cores with AVX-512 (avx512_bf16), quiet", "bench_small_net.json"),
+    ],
+}
+
+
+def reference_lines(network, image_shape):
+    """Lines giving the stored benchmark figures to compare doctor's throughput with."""
+    shape = ",".join(str(int(x)) for x in image_shape)
+    rows = THROUGHPUT_REFERENCE.get((network, shape))
+    if not rows:
+        known = "; ".join("--network %s --image-shape %s" % key for key in THROUGHPUT_REFERENCE)
+        return ["  reference: no stored benchmark for %s at %s; run doctor with one of: %s" % (network, shape, known)]
+    lines = ["  reference (stored benchmarks, %s at %s, fp32 training on synthetic batches):"
+             % (network, "x".join(shape.split(",")[1:]))]
+    for low, high, batch, machine, where in rows:
+        figure = "%.1f" % low if low == high else "%.1f-%.1f" % (low, high)
+        lines.append("    %s img/s at batch %d on %s (benchmarks/results/%s)" % (figure, batch, machine, where))
+    lines.append("  well below these: other work on the cores (see the load average above), fewer cores, "
+                 "or a CPU without AVX-512")
+    return lines
+
+
 def versions():
     """{package: version} for the stack multitask_mx runs on."""
     import cv2
@@ -43,7 +77,8 @@ def _network(network, image_shape, ctx):
     """A hybridized MultiTaskNet of ``network`` with one 4-class head on ``ctx``."""
     from ..model.network import TrunkSpec, build_net
     from ..data.tasks import build_tasks
-    net = build_net(TrunkSpec(network=network), build_tasks([4]), [ctx], image_shape)
+    net = build_net(TrunkSpec(network=network), build_tasks([4], derived=["label_gt0=label>0"]), [ctx],
+                    image_shape)  # the default two heads, named: no derived-task notice in doctor
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
@@ -133,6 +168,7 @@ def run(args):
     print("MXNet build features:")
     for key, value in build_features().items():
         print("  %-12s %s" % (key, "yes" if value else "no"))
+    print(_runtime.machine_summary())
     print("devices: %d GPU(s) visible to MXNet, %d usable CPU core(s)" % (mx.context.num_gpus(),
                                                                            _runtime.usable_cores()))
     print_cuda_stack()
@@ -146,6 +182,8 @@ def run(args):
         args.network, "x".join(map(str, shape[1:])), batch, ctx, args.seconds), flush=True)
     speed = synthetic_throughput(args.network, shape, batch, args.seconds, ctx)
     print("  %.2f img/s (synthetic data; compare with `train` speed to spot a slow loader)" % speed)
+    if ctx.device_type == "cpu":
+        print("\n".join(reference_lines(args.network, shape)))
     print_cpu_precision()
     compare_bf16(args, shape, batch, ctx, speed)
     return 0

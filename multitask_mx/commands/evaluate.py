@@ -167,6 +167,14 @@ def confusion_paths(path, task_names):
     return {name: "%s_%s%s" % (stem, name, ext or ".png") for name in task_names}
 
 
+def confusion_notice(asked, task, path):
+    """The line saying where a task's confusion PNG went, and why its name differs from ``--confusion-png``."""
+    if path == asked:
+        return "wrote %s's confusion matrix to %s" % (task, path)
+    return "wrote %s's confusion matrix to %s (--confusion-png %s: one file per task, named FILE_<task>.png)" % (
+        task, path, asked)
+
+
 def write_json(path, report):
     """Write the report atomically, creating the folder (or to standard output for ``-``)."""
     # NaN (a task with no labelled image) becomes null: strict JSON
@@ -221,6 +229,7 @@ def run(args):
             task = report["tasks"][name]
             plot_confusion(task["confusion"], task["classes"], path,
                            "%s: accuracy %.4f on %d image(s)" % (name, task["accuracy"], task["num_labelled"]))
+            print(confusion_notice(args.confusion_png, name, path))
     if predictions.failed:
         print("%d image(s) could not be read and were left out (listed above%s)."
               % (len(predictions.failed), " and in the JSON" if args.json else ""), file=sys.stderr)

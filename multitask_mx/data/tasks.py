@@ -181,6 +181,8 @@ def build_tasks(num_classes: Sequence[int], task_names: Optional[Sequence[str]] 
     tasks = [Task(n, int(k), i) for i, (n, k) in enumerate(zip(names, num_classes))]
     if derived is None:
         derived = ["%s_gt0=%s>0" % (names[0], names[0])] if len(num_classes) == 1 else []
+        if derived:
+            announce_default_derived(names[0])
     tasks += [parse_derived_task(text, names, num_classes) for text in derived]
     seen = set()
     for task in tasks:
@@ -191,6 +193,25 @@ def build_tasks(num_classes: Sequence[int], task_names: Optional[Sequence[str]] 
                                  "Check --num-classes." % (task.name, task.num_classes))
         seen.add(task.name)
     return tasks
+
+
+_ANNOUNCED = set()  # default derived tasks already explained in this process (once each)
+
+
+def announce_default_derived(column):
+    """Say, once per process, that a one-column list gets the original's second task, and how to change that.
+
+    The original multi-task-MXNet always trained ``label > 0`` beside the class; its flags and data keep
+    that behaviour here, but a user with one column of, say, animals would otherwise never learn why a
+    "not class 0" head appears in every log and report.
+    """
+    if column in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(column)
+    _logger.info("one label column: adding the original multi-task-MXNet's second task %s_gt0 = %s > 0 (is the "
+                 "class other than class 0?), trained and reported beside %s. --no-derived-task trains %s alone; "
+                 "a second label column in the list (--num-classes 4,2) or --derived-task NAME=EXPR gives a real "
+                 "second task (docs/tasks.md)", column, column, column, column)
 
 
 def task_labels(tasks: Sequence[Task], column_labels: Sequence[int]):

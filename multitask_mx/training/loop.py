@@ -5,6 +5,7 @@ task losses, backward, ``trainer.step``, add to the on-device metrics. Logging a
 checkpointing happen at the log interval and at epoch end, in ``fit``.
 """
 import argparse
+import collections
 import logging
 import math
 import sys
@@ -27,6 +28,12 @@ from .weighting import FixedWeighting
 from ..flagtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 _logger = logging.getLogger(__name__)
+
+# Batches the Python loop may run ahead of MXNet's engine. Unbounded, a short epoch is queued in seconds
+# and then computed in silence (no progress line is due while the loop waits at the epoch's end: an epoch
+# of 30 batches showed nothing for 30 s), and the queued batches hold memory. Waiting for the batch
+# ENGINE_LEAD back still leaves the engine that many batches of work, so it never waits for the loop.
+ENGINE_LEAD = 2
 
 
 class MultiTaskLoss:
@@ -129,6 +136,9 @@ class LoopConfig:
     """How the loop runs and reports."""
 
     log_every: int = 20
+    # without a progress bar (a log, no terminal): also a line at least this often, so that a short
+    # epoch of few batches, or a slow machine, does not go silent for longer than this
+    log_seconds: float = 10.0
     progress_bar: bool = True
     skip_bad: bool = False
     mixup_alpha: float = 0.0
@@ -193,16 +203,20 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     skipped, seen, done, tic = 0, 0, 0, time.time()
     interval_start, interval_seen = tic, 0
     bar = _progress(loader, cfg.progress_bar, "epoch %d" % epoch, max_batches)
+    pending = collections.deque()  # the summed losses of the batches the engine may still be computing
     for batch in bar:
         if max_batches is not None and done >= max_batches:
             break
         if cfg.skip_bad:
             skipped += _log_bad_samples(batch, loader_dataset(loader), skipped)
-        train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng, done + 1)
+        pending.append(train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg, rng, done + 1))
+        if len(pending) > ENGINE_LEAD:
+            for total in pending.popleft():
+                total.wait_to_read()
         done += 1
         seen += batch[0].shape[0]
         interval_seen += batch[0].shape[0]
-        if done % cfg.log_every == 0:
+        if report_due(done, cfg, time.time() - interval_start, isinstance(bar, tqdm)):
             values = metrics.values()
             _check_finite(values, epoch, done)
             speed = interval_seen / max(time.time() - interval_start, 1e-9)
@@ -217,6 +231,14 @@ def train_one_epoch(net, trainer, loader, ctxs, loss_fn, metrics: TaskMetrics, e
     if cfg.skip_bad:  # the only way the preflight leaves images out
         skipped += loader_dataset(loader).image_list.skipped
     return values, seen / max(time.time() - tic, 1e-9), skipped
+
+
+def report_due(done, cfg: LoopConfig, seconds_since_report, has_bar):
+    """True when batch ``done`` gets a log line: every ``cfg.log_every`` batches, and without a progress
+    bar also once ``cfg.log_seconds`` have passed since the last line (a terminal's bar shows the rest)."""
+    if done % cfg.log_every == 0:
+        return True
+    return not has_bar and seconds_since_report >= cfg.log_seconds
 
 
 def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng, batch_index=0):
@@ -251,6 +273,7 @@ def train_step(net, trainer, batch, ctxs, loss_fn, metrics, cfg: LoopConfig, rng
     trainer.step(batch[0].shape[0])
     for d, (outputs, (_, losses, labels, masks)) in enumerate(results):
         metrics.update(d, outputs, labels, masks, losses)
+    return totals
 
 
 def _report_interval(bar, epoch, batch_index, speed, values, lr):
@@ -312,11 +335,11 @@ def add_arguments(parser):
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch-size", type=positive_int, default=None,
                        help="total batch size over all devices (default: 32, or 16 or 8 where that gives a run on "
-                            "one device at least 300 optimizer updates; README)")
+                            "one device at least 300 optimizer updates; docs/reference.md)")
     group.add_argument("--num-epoch", type=positive_int, default=10, help="train up to this epoch")
     group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
                        "not given: 0.2 x batch/256, from scratch and fine-tuning (the new heads 4x that "
-                       "when fine-tuning; README)")
+                       "when fine-tuning; docs/reference.md)")
     group.add_argument("--mom", type=fraction, default=0.9, help="SGD momentum")
     group.add_argument("--wd", type=non_negative_float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
@@ -327,5 +350,6 @@ def add_arguments(parser):
                        help="float16 = mixed precision (AMP) on GPUs; bfloat16 = AMP on CPUs with AVX-512 (fast "
                             "with AMX); auto = bfloat16 where AMX is on and timed steps show it faster")
     group.add_argument("--seed", type=non_negative_int, default=None, help="random seed for weights, shuffling, augmentation")
-    group.add_argument("--disp-batches", type=positive_int, default=20, help="batches between speed/metric log lines")
+    group.add_argument("--disp-batches", type=positive_int, default=20, help="batches between speed/metric log lines (without a terminal's "
+                       "progress bar, also a line at least every 10 s)")
     group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")

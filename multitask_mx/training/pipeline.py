@@ -2,7 +2,6 @@
 
 ``train(args)`` is what ``multitask-mx train`` and ``multitask_mx.train(...)`` run.
 """
-import json
 import logging
 import os
 import random
@@ -17,7 +16,7 @@ from . import distributed, lr_finder, plots, schedules, loop, weighting
 from .. import devices, mxprivate
 from ..model import dtype_choice, network, precision
 from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
-from . import phases
+from . import phases, summary
 from . import rundir
 from .best import BestTracker
 from .checkpoints import CheckpointSaver
@@ -209,7 +208,7 @@ def open_run(args, kv):
     distributed.check_rank_params_pattern(args.dump_rank_params, kv)
     phases.start()  # logs the start-up (interpreter, imports) to train.log
     _runtime.log_thread_settings()
-    _logger.info("multitask-mx train %s", json.dumps(plain_args(args)))
+    summary.log_start(plain_args(args))  # the machine and main flags on the console, every flag in train.log
     seed_everything(args.seed)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)
     check_devices_and_dtype(args, ctxs)
@@ -326,7 +325,7 @@ def _train_in_locked_folder(args, kv):
     phases.switch("finish")
     distributed.finish(kv, net, args.dump_rank_params)
     phases.finish()
-    return history
+    return summary.log_summary(history, saver, plain_args(args))  # best epoch, files, next commands; the history
 
 
 def plain_args(args):

@@ -141,7 +141,7 @@ def curves_figure(history):
         _plot_gradient_cosines(axes[3], history)
     tasks = _task_names(history)
     _plot_split_lines(loss_ax, history, tasks, "loss")
-    loss_ax.set_title("loss")
+    loss_ax.set_title("loss (log scale)" if _log_scale(loss_ax) else "loss")
     _plot_split_lines(acc_ax, history, tasks, "acc")
     acc_ax.set_title("accuracy")
     acc_ax.set_ylim(-0.02, 1.02)
@@ -153,6 +153,19 @@ def curves_figure(history):
     lr_ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _log_scale(ax):
+    """Put ``ax``'s y axis on a log scale when every value drawn is positive; returns whether it did.
+
+    One large first-epoch validation loss (a BatchNorm network's running statistics are far from
+    its batch statistics early on) flattens every later epoch on a linear axis to a line at zero.
+    """
+    values = [y for line in ax.lines for y in line.get_ydata()]
+    if not values or min(values) <= 0:  # a loss of exactly 0 (or a regression's odd one): stay linear
+        return False
+    ax.set_yscale("log")
+    return True
 
 
 def _plot_gradient_cosines(ax, history):

@@ -174,6 +174,29 @@ def overlay(view, cam, alpha=OVERLAY_ALPHA):
     return np.uint8(np.clip((1 - alpha) * view.astype(np.float32) + alpha * heat, 0, 255))
 
 
+def caption_text(task, class_name, prob):
+    """The caption of one heat map: what it explains."""
+    return "%s: %s (p=%.2f)" % (task, class_name, prob)
+
+
+def captioned(rgb, text):
+    """A copy of ``rgb`` with ``text`` in white on a darkened band across its top.
+
+    Drawn inside the picture (not on an added strip) so a heat map keeps the size of the view it covers.
+    """
+    out = rgb.copy()
+    height, width = out.shape[:2]
+    band = max(12, height // 12)
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    (text_w, text_h), below = cv2.getTextSize(text, font, 1.0, thickness)
+    scale = min((band - 3) / float(text_h + below), (width - 6) / float(max(1, text_w)))
+    strip = np.ascontiguousarray((out[:band].astype(np.float32) * 0.3).astype(np.uint8))
+    cv2.putText(strip, text, (3, 1 + int(round(text_h * scale))), font, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)  # drawn on the band alone: descenders cannot reach the heat map
+    out[:band] = strip
+    return out
+
+
 def png_bytes(rgb):
     """PNG-encoded bytes of an RGB uint8 picture."""
     ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
@@ -323,8 +346,10 @@ def write_cams(model, items, out_dir, choices=None, predicted=None, batch_size=3
             rows[n] = {"path": items[n].name, "cams": {}}
             for task, result in zip(model.tasks, results):
                 name = "%s__%s.png" % (stems[n], _safe_name(task.name) or "task")
-                atomic_write_bytes(os.path.join(out_dir, name), png_bytes(overlay(views[n][1], result.maps[j])))
                 index = int(result.classes[j])
+                text = caption_text(task.name, model.classes[task.name][index], float(result.probs[j]))
+                atomic_write_bytes(os.path.join(out_dir, name),
+                                   png_bytes(captioned(overlay(views[n][1], result.maps[j]), text)))
                 rows[n]["cams"][task.name] = {"file": name, "class_index": index,
                                               "class": model.classes[task.name][index],
                                               "prob": float(result.probs[j]),

@@ -32,6 +32,7 @@ from ..data.images import EvalTransform, read_checked_image
 from ..data.image_headers import add_max_pixels_flag, set_max_pixels
 from ..mxerrors import describe_mxnet_error
 from . import graphs, kind_outputs
+from .default_epoch import DEFAULT_EPOCH, resolve_default_epoch
 from ..data.tasks import Task
 from ..flagtypes import non_negative_int, positive_int
 
@@ -89,6 +90,8 @@ def parse_epoch(text):
     """``--epoch`` value: an epoch number, ``best``, or ``latest``/None for the newest on disk."""
     if text is None or text == "latest":
         return None
+    if text == DEFAULT_EPOCH:  # argparse passes the flag's default through here too
+        return DEFAULT_EPOCH
     if text == BEST:
         return BEST
     if not str(text).isdigit():
@@ -161,6 +164,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     run = RunDir(save_dir, save_name)  # save_name None: the one config.json records
     config = run.read_config()
     save_name = run.save_name
+    epoch, why = resolve_default_epoch(save_dir, save_name, epoch, weights)
     epoch, params_file, symbol_file, weights = choose_weights(save_dir, save_name, epoch, weights)
     ctxs = list(ctxs or [mx.cpu()])
     with warnings.catch_warnings():  # "Cannot decide type for data": float32, fixed at the first call
@@ -176,7 +180,7 @@ def load_model(save_dir, save_name=None, epoch=None, ctxs=None, weights="raw"):
     tasks = [Task.from_dict(d) for d in config["tasks"]]
     classes = {t.name: config.get("classes", {}).get(t.name) or [str(c) for c in range(t.num_classes)]
                for t in tasks}
-    _logger.info("loaded %s (epoch %s, %s weights) on %s", params_file, epoch, weights, ctxs)
+    _logger.info("loaded %s (epoch %s, %s weights; %s) on %s", params_file, epoch, weights, why, ctxs)
     return SavedModel(save_dir, save_name, epoch, params_file, symbol_file, config, tasks, classes, net, ctxs,
                       weights)
 
@@ -329,9 +333,9 @@ def add_arguments(parser, prediction=True):
     group.add_argument("--save-result", required=True, help="the folder `multitask-mx train --save-result` wrote")
     group.add_argument("--save-name", default=None, type=check_save_name,
                        help="checkpoint prefix (default: the one in config.json)")
-    group.add_argument("--epoch", type=_epoch_flag, default=None,
-                       help="epoch number, 'best' ({save-name}-best.params) or 'latest' (default: the newest "
-                            "epoch on disk)")
+    group.add_argument("--epoch", type=_epoch_flag, default=DEFAULT_EPOCH,
+                       help="epoch number, 'best' ({save-name}-best.params) or 'latest' (the newest on disk); "
+                            "default: best where the run recorded one, else the newest (as multitask_mx.load)")
     group.add_argument("--weights", choices=WEIGHTS, default="raw",
                        help="ema: the epoch's moving average of the weights (train --ema); 'best' is already "
                             "whichever of the two validated better")
