@@ -31,6 +31,10 @@ def add_arguments(parser):
     parser.add_argument("-H", "--hostfile", default=None, help="ssh: file of hosts, one [user@]host[:ssh_port] a line")
     parser.add_argument("--timeout", type=non_negative_float, default=0, metavar="S",
                         help="stop every process and fail after S seconds (0: no limit)")
+    parser.add_argument("--stall-timeout", type=non_negative_float, default=120, metavar="S",
+                        help="stop the job when a process sends no heartbeat for S seconds (stopped, frozen, host "
+                             "lost) or no worker uses CPU for S seconds (they wait on a node they cannot reach); "
+                             "0: never")
     parser.add_argument("--port", type=port, default=None,
                         help="scheduler port; servers and workers take the next ones. None: free ports here, and "
                              "ps-lite's choice on ssh hosts")
@@ -127,4 +131,4 @@ def run(args):
     setup_logging(os.path.join(log_dir, "launch.log"))
     _logger.info("launch: %d worker(s), %d server(s), %s launcher; logs in %s", args.num_workers,
                  args.num_servers, args.launcher, log_dir)
-    return run_nodes(nodes, log_dir, timeout=args.timeout or None)
+    return run_nodes(nodes, log_dir, timeout=args.timeout or None, stall=args.stall_timeout or None)

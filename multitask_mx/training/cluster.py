@@ -17,6 +17,8 @@ import re
 import shlex
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -25,7 +27,16 @@ from ..errors import UserInputError
 _logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20"]
+# ServerAlive*: ssh ends (status 255) when its host stops answering for 3 x 5 s, so the launcher sees a lost host
+SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=10",
+               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+# Every node of a launched job writes a heartbeat line (HEARTBEAT_MARK cpu=SECONDS) every HEARTBEAT_ENV seconds.
+# The launcher takes a node that stops sending them for a stopped or lost one, and a job whose workers all send
+# them but use no CPU for --stall-timeout seconds for a stuck one (e.g. a firewall between a worker and a server).
+HEARTBEAT_ENV = "MULTITASK_MX_HEARTBEAT"
+HEARTBEAT_MARK = "@@multitask-mx-heartbeat"
+HEARTBEAT_SECONDS = 1
+_heartbeat_done = threading.Event()
 _HOST_LINE = re.compile(r"^(?P<name>(?:[A-Za-z0-9_.-]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]))"
                         r"(?::(?P<port>\d+))?$")
 
@@ -121,11 +132,46 @@ def run_node():
     imported first, with the role hidden, and the node is started afterwards.
     """
     role = os.environ.pop("DMLC_ROLE")
+    start_heartbeat()
     importlib.import_module(__package__ + ".schedules")  # imports mxnet; the classes the servers unpickle
     os.environ["DMLC_ROLE"] = role
     from ..mxprivate import run_kvstore_node
     run_kvstore_node()  # returns only for a worker, which this is not
     raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
+
+
+def start_heartbeat():
+    """Write a heartbeat line to stdout every ``$MULTITASK_MX_HEARTBEAT`` seconds, from a daemon thread.
+
+    Nothing when the variable is not set (a process not started by launch). The
+    line carries the process's CPU seconds: a worker blocked in a kvstore wait keeps
+    beating but its CPU stands still. A stopped process (SIGSTOP) stops beating.
+    """
+    interval = float(os.environ.get(HEARTBEAT_ENV) or 0)
+    if interval <= 0:
+        return None
+
+    def beat():
+        while not _heartbeat_done.is_set():
+            # one os.write of a short line is atomic on a pipe or terminal: never mixed into a log line
+            os.write(1, ("%s cpu=%.3f\n" % (HEARTBEAT_MARK, time.process_time())).encode())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def end_heartbeat():
+    """Tell the launcher that this process has finished its work and only exits now.
+
+    A finished worker waits at exit for the others (the kvstore's barrier), and
+    Python stops its daemon threads while it exits: without this line the launcher
+    would take the silence for a stopped process.
+    """
+    if float(os.environ.get(HEARTBEAT_ENV) or 0) > 0 and not _heartbeat_done.is_set():
+        _heartbeat_done.set()
+        os.write(1, ("%s done\n" % HEARTBEAT_MARK).encode())
 
 
 def with_worker_gpus(argv, local_index, per_worker):
@@ -159,7 +205,8 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
         [("worker", i) for i in range(num_workers)]
     for (role, slot), node_port in zip(roles, ports):
         env = dmlc_env(role, LOOPBACK, ports[0], num_workers, num_servers)
-        env.update({"DMLC_INTERFACE": "lo", "DMLC_NODE_HOST": LOOPBACK, "PYTHONUNBUFFERED": "1"})
+        env.update({"DMLC_INTERFACE": "lo", "DMLC_NODE_HOST": LOOPBACK, "PYTHONUNBUFFERED": "1",
+                    HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)})
         if role != "scheduler":
             env["DMLC_PORT"] = str(node_port)
         if role != "worker":
@@ -182,11 +229,12 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
     """
     workdir = workdir or os.getcwd()
     root_port = port or free_ports(1, "")[0]
-    common = dict({"PYTHONUNBUFFERED": "1"}, **(extra_env or {}))
+    common = dict({"PYTHONUNBUFFERED": "1", HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)}, **(extra_env or {}))
     if interface:
         common["DMLC_INTERFACE"] = interface
     scheduler_env = dict(dmlc_env("scheduler", scheduler_host, root_port, num_workers, num_servers),
-                         DMLC_NODE_HOST=scheduler_host, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+                         DMLC_NODE_HOST=scheduler_host, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+                         **{HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)})
     nodes = [Node("scheduler", 0, scheduler_env, node_command(python))]
     roles = [("server", i) for i in range(num_servers)] + [("worker", i) for i in range(num_workers)]
     remote_python = python or sys.executable

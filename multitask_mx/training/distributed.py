@@ -35,6 +35,7 @@ from ..atomic import atomic_path
 from .. import mxprivate
 from ..errors import UserInputError
 from ..data.lists import ImageList
+from .cluster import end_heartbeat, start_heartbeat
 
 _logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def create_kvstore(name):
         raise UserInputError("this process was started by `multitask-mx launch` as a worker (DMLC_ROLE=worker), "
                              "but --kv-store %s trains alone: pass --kv-store dist_sync, dist_device_sync or "
                              "dist_async." % name)
+    if name.startswith("dist"):
+        start_heartbeat()  # before mx.kv.create, which waits for every node: the launcher sees a stuck start too
     kv = mx.kv.create(name)
     if is_distributed(kv):
         # With the barrier at exit (MXNet's default), a worker that fails waits for the others, which
@@ -93,6 +96,7 @@ def finish(kv, net, rank_params=None):
         dump_rank_params(net, rank_params, kv)
     if is_distributed(kv):
         mxprivate.set_barrier_before_exit(kv, True)
+        end_heartbeat()
 
 
 def rank_label(kv):
