@@ -46,6 +46,9 @@ def add_arguments(parser):
     group.add_argument("--interface", default=None,
                        help="network interface ps-lite uses on the hosts (DMLC_INTERFACE), e.g. eth0")
     group.add_argument("--remote-dir", default=None, help="folder to run in on the hosts. None: this folder's path")
+    group.add_argument("--ssh-config", default=None, metavar="FILE",
+                       help="ssh client configuration for the hosts (ssh -F FILE: User, IdentityFile, "
+                            "UserKnownHostsFile, ProxyJump ...). None: ssh's own (~/.ssh/config)")
     group.add_argument("--remote-python", default=None,
                        help="Python on the hosts, with multitask_mx installed. None: this Python's path")
     parser.add_argument("--gpus-per-worker", type=int, default=0, metavar="N",
@@ -89,6 +92,9 @@ def check_counts(args):
                              % (args.num_workers, args.num_servers))
     if args.launcher == "ssh" and not args.hostfile:
         raise UserInputError("launch --launcher ssh needs -H HOSTFILE (one host a line).")
+    if args.ssh_config and not os.path.isfile(args.ssh_config):
+        raise UserInputError("launch --ssh-config %s: no such file. Give an ssh client configuration (ssh -F), "
+                             "or leave the flag out to use ~/.ssh/config." % args.ssh_config)
     if args.launcher == "local" and args.hostfile:
         raise UserInputError("launch: -H is for --launcher ssh; local runs every process on this machine.")
     if args.gpus_per_worker < 0:
@@ -112,7 +118,7 @@ def make_plan(args, command):
                     this_host_address(), port=args.port, interface=args.interface, workdir=args.remote_dir,
                     python=args.remote_python,
                     extra_env={"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if user_threads else None,
-                    gpus_per_worker=args.gpus_per_worker)
+                    gpus_per_worker=args.gpus_per_worker, ssh_config=args.ssh_config)
 
 
 def run(args):

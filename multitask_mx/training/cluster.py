@@ -219,13 +219,14 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
 
 
 def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=None, interface=None,
-             workdir=None, python=None, extra_env=None, gpus_per_worker=0):
+             workdir=None, python=None, extra_env=None, gpus_per_worker=0, ssh_config=None):
     """Nodes for a job over ssh: the scheduler here, servers then workers round-robin over ``hosts``.
 
     Every host must reach this machine at ``scheduler_host`` and each other; the
     code, the Python environment (``python``) and the data must be at the same
     paths there (``workdir``, default the current folder). ``extra_env`` (e.g. a
-    user's OMP_NUM_THREADS) goes to every remote process.
+    user's OMP_NUM_THREADS) goes to every remote process; ``ssh_config`` is an
+    ssh client configuration file (``ssh -F``: keys, users, known hosts, jump hosts).
     """
     workdir = workdir or os.getcwd()
     root_port = port or free_ports(1, "")[0]
@@ -251,11 +252,11 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
             workers_on[host] += 1
         else:
             argv = node_command(remote_python)
-        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir), host=host))
+        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir, ssh_config), host=host))
     return nodes
 
 
-def ssh_command(host, env, argv, workdir):
+def ssh_command(host, env, argv, workdir, ssh_config=None):
     """``ssh ... host 'cd WORKDIR && env K=V ... exec ARGV'``, every part shell-quoted.
 
     ``-tt`` gives the remote command a terminal, so that it gets SIGHUP and ends
@@ -264,7 +265,8 @@ def ssh_command(host, env, argv, workdir):
     """
     remote = "cd %s && exec env %s %s" % (shlex.quote(workdir), " ".join(
         "%s=%s" % (k, shlex.quote(v)) for k, v in sorted(env.items())), " ".join(shlex.quote(a) for a in argv))
-    return ["ssh"] + SSH_OPTIONS + ["-p", str(host.port), host.name, remote]
+    config = ["-F", ssh_config] if ssh_config else []
+    return ["ssh"] + config + SSH_OPTIONS + ["-p", str(host.port), host.name, remote]
 
 
 def _is_ip(text):
