@@ -220,7 +220,7 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
 
 def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=None, interface=None,
              workdir=None, python=None, extra_env=None, gpus_per_worker=0, ssh_config=None):
-    """Nodes for a job over ssh: the scheduler here, servers then workers round-robin over ``hosts``.
+    """Nodes for a job over ssh: the scheduler here (this Python), servers then workers round-robin over ``hosts``.
 
     Every host must reach this machine at ``scheduler_host`` and each other; the
     code, the Python environment (``python``) and the data must be at the same
@@ -236,7 +236,7 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
     scheduler_env = dict(dmlc_env("scheduler", scheduler_host, root_port, num_workers, num_servers),
                          DMLC_NODE_HOST=scheduler_host, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                          **{HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)})
-    nodes = [Node("scheduler", 0, scheduler_env, node_command(python))]
+    nodes = [Node("scheduler", 0, scheduler_env, node_command())]  # here: this Python, not the hosts' one
     roles = [("server", i) for i in range(num_servers)] + [("worker", i) for i in range(num_workers)]
     remote_python = python or sys.executable
     workers_on = collections.Counter()  # host -> workers placed there so far (their GPUs do not overlap)
