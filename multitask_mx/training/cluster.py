@@ -291,3 +291,56 @@ def this_host_address():
             except OSError:
                 pass
     return address
+
+
+def expand_nodelist(text):
+    """Slurm's compact host list (``node[01-03,07],gpu1``) as names, in order (``scontrol show hostnames``)."""
+    names = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", text):
+        match = re.match(r"^(.*?)\[([^\]]*)\](.*)$", part)
+        if not match:
+            names.append(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                names.append("%s%0*d%s" % (prefix, len(low), number, suffix))
+    return names
+
+
+def slurm_env(environ, num_servers=1, port=9091):
+    """The DMLC_* settings of this Slurm task: task 0 the scheduler, the next ``num_servers`` servers, the rest workers.
+
+    The scheduler is task 0, which Slurm places on the first node of SLURM_JOB_NODELIST.
+    """
+    try:
+        task, tasks = int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
+        nodes = expand_nodelist(environ.get("SLURM_JOB_NODELIST") or environ["SLURM_NODELIST"])
+    except (KeyError, ValueError) as exc:
+        raise UserInputError("run_slurm_task runs under srun, which sets SLURM_PROCID, SLURM_NTASKS and "
+                             "SLURM_JOB_NODELIST (missing or bad: %s)." % exc) from None
+    if tasks < num_servers + 2:
+        raise UserInputError("srun -n %d: the job needs 1 scheduler + %d server(s) + at least 1 worker, i.e. "
+                             "-n %d or more." % (tasks, num_servers, num_servers + 2))
+    role = "scheduler" if task == 0 else "server" if task <= num_servers else "worker"
+    env = dmlc_env(role, socket.gethostbyname(nodes[0]), port, tasks - 1 - num_servers, num_servers)
+    env.update({"PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def run_slurm_task(argv=None):
+    """``srun python -c "...run_slurm_task()" train ...``: be this task's node of a dist job under Slurm.
+
+    MULTITASK_MX_SERVERS (default 1) and MULTITASK_MX_PORT (default 9091) set the
+    servers and the scheduler's port; a worker runs the train command given after it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = slurm_env(os.environ, int(os.environ.get("MULTITASK_MX_SERVERS", "1")),
+                    int(os.environ.get("MULTITASK_MX_PORT", "9091")))
+    os.environ.update(env)
+    if env["DMLC_ROLE"] != "worker":
+        os.environ[HEARTBEAT_ENV] = "0"
+        run_node()
+    from .. import cli
+    sys.exit(cli.main(argv))
