@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import REPO, is_alive, make_images, write_list
+from multitask_mx.training import cluster, processes
 
 PY = sys.executable
 EPOCHS = 3
@@ -57,6 +58,55 @@ def data(tmp_path_factory):
             "train": write_list(tmp / "train.lst", make_images(str(root), 20, seed=1)),
             "val": write_list(tmp / "val.lst", make_images(str(root), 2, seed=2), start_index=200)}
 
+
+# ---------------------------------------------------------------- the watch, with small stand-in processes
+
+def _beating(code, cpu="time.process_time()"):
+    """A stand-in node that writes launch's heartbeat every 0.2 s (as cluster.start_heartbeat does) and runs ``code``."""
+    beat = ("import os, threading, time\n"
+            "def beat():\n"
+            "    while True:\n"
+            "        os.write(1, ('%s cpu=%%.3f\\n' %% (%s)).encode()); time.sleep(0.2)\n"
+            "threading.Thread(target=beat, daemon=True).start()\n" % (cluster.HEARTBEAT_MARK, cpu))
+    return beat + code
+
+
+def _stand_in(role, slot, code):
+    return cluster.Node(role, slot, {"PYTHONUNBUFFERED": "1"}, [PY, "-c", code])
+
+
+def test_a_worker_that_stops_beating_is_named_and_every_process_ends(tmp_path, caplog):
+    stops = "time.sleep(1.5); os.kill(os.getpid(), 19); time.sleep(120)"  # SIGSTOP to itself
+    busy = "while True: pass"  # keeps its CPU time moving: the job is not stuck, one worker is stopped
+    nodes = [_stand_in("scheduler", 0, _beating("time.sleep(120)")),
+             _stand_in("worker", 0, _beating(busy)), _stand_in("worker", 1, _beating(stops))]
+    tic = time.time()
+    code = processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0, stall=2.0)
+    assert code == 1 and time.time() - tic < 15
+    assert "worker 1 sent no heartbeat for 2 s (--stall-timeout 2): it is stopped (state T" in caplog.text
+    assert_all_gone(str(tmp_path))
+    assert cluster.HEARTBEAT_MARK not in open(tmp_path / "worker-0.log").read()  # beats stay out of the logs
+
+
+def test_workers_that_beat_but_use_no_cpu_are_a_stuck_job(tmp_path, caplog):
+    idle = _beating("time.sleep(120)", cpu="0.5")  # alive, but waiting: CPU time does not move
+    busy_then_idle = _beating("end = time.time() + 1\nwhile time.time() < end: pass\ntime.sleep(120)")
+    nodes = [_stand_in("worker", 0, idle), _stand_in("worker", 1, busy_then_idle)]
+    tic = time.time()
+    assert processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0, stall=3.0) == 1
+    assert 3 < time.time() - tic < 20
+    assert "the job is stuck: for 3 s (--stall-timeout) every worker was alive but none used CPU" in caplog.text
+    assert_all_gone(str(tmp_path))
+
+
+def test_a_worker_that_said_done_may_fall_silent(tmp_path):
+    done = ("import os, time\nos.write(1, b'%s cpu=0.1\\n'); time.sleep(0.3)\n"
+            "os.write(1, b'%s done\\n'); time.sleep(4)" % (cluster.HEARTBEAT_MARK, cluster.HEARTBEAT_MARK))
+    nodes = [_stand_in("worker", 0, done)]
+    assert processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0, stall=1.0) == 0
+
+
+# ---------------------------------------------------------------- real jobs through launch
 
 def launch_argv(data, save, *extra, epochs=EPOCHS):
     return [PY, "-m", "multitask_mx", "launch", "-n", "2", "-s", "1", "--timeout", "150", "--stall-timeout",

@@ -23,7 +23,7 @@ import time
 
 from ..atomic import atomic_write_json
 from ..errors import UserInputError
-from .cluster import HEARTBEAT_MARK, Node
+from .cluster import HEARTBEAT_MARK, HEARTBEAT_SECONDS, Node
 
 _logger = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ class _Process:
 
     def cpu_since(self, start):
         """CPU seconds it used since ``start`` (by its heartbeats)."""
-        before = [cpu for t, cpu in self.beats if t <= start]
-        return self.beats[-1][1] - (before[-1] if before else self.beats[0][1])
+        beats = list(self.beats)  # one atomic copy: the reader thread appends meanwhile
+        before = [cpu for t, cpu in beats if t <= start]
+        return beats[-1][1] - (before[-1] if before else beats[0][1])
 
     def why_silent(self):
         """What a missing heartbeat means for this process."""
@@ -232,6 +233,11 @@ def _hung(running, workers, stall):
         return None
     if any(p.cpu_since(now - stall) >= _BUSY_SHARE * stall for p in beating):
         return None
+    quiet = [(p.silent_for(now), p) for p in running if p.popen.poll() is None and not p.done and p.beats]
+    silent, culprit = max(quiet, key=lambda item: item[0])
+    if silent >= 3 * HEARTBEAT_SECONDS:  # the others wait for one that stopped beating: name it
+        return culprit, "sent no heartbeat for %.0f s and the other workers wait for it: %s" % (
+            silent, culprit.why_silent())
     where = ", ".join(sorted({p.node.host.name for p in running if p.node.host})) or "this machine"
     return None, ("the job is stuck: for %g s (--stall-timeout) every worker was alive but none used CPU, so they "
                   "wait for a node they cannot reach (a firewall or a route between hosts: %s; ps-lite needs "
