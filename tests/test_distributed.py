@@ -101,7 +101,7 @@ def test_ssh_plan_builds_quoted_command_lines():
                             python="/opt/venv/bin/python")
     assert [n.label for n in nodes] == ["scheduler", "server 0", "server 1", "worker 0", "worker 1"]
     scheduler = nodes[0]
-    assert scheduler.host is None and scheduler.argv[0] == "/opt/venv/bin/python"
+    assert scheduler.host is None and scheduler.argv == launch.node_command()  # --remote-python is the hosts' one
     assert scheduler.env["DMLC_PS_ROOT_URI"] == scheduler.env["DMLC_NODE_HOST"] == "10.0.0.1"
     assert scheduler.env["DMLC_PS_ROOT_PORT"] == "9000"
     # servers first, then workers, round-robin over the hosts

@@ -17,6 +17,8 @@ import re
 import shlex
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -25,7 +27,16 @@ from ..errors import UserInputError
 _logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20"]
+# ServerAlive*: ssh ends (status 255) when its host stops answering for 3 x 5 s, so the launcher sees a lost host
+SSH_OPTIONS = ["-tt", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=10",
+               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+# Every node of a launched job writes a heartbeat line (HEARTBEAT_MARK cpu=SECONDS) every HEARTBEAT_ENV seconds.
+# The launcher takes a node that stops sending them for a stopped or lost one, and a job whose workers all send
+# them but use no CPU for --stall-timeout seconds for a stuck one (e.g. a firewall between a worker and a server).
+HEARTBEAT_ENV = "MULTITASK_MX_HEARTBEAT"
+HEARTBEAT_MARK = "@@multitask-mx-heartbeat"
+HEARTBEAT_SECONDS = 1
+_heartbeat_done = threading.Event()
 _HOST_LINE = re.compile(r"^(?P<name>(?:[A-Za-z0-9_.-]+@)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]))"
                         r"(?::(?P<port>\d+))?$")
 
@@ -121,11 +132,46 @@ def run_node():
     imported first, with the role hidden, and the node is started afterwards.
     """
     role = os.environ.pop("DMLC_ROLE")
+    start_heartbeat()
     importlib.import_module(__package__ + ".schedules")  # imports mxnet; the classes the servers unpickle
     os.environ["DMLC_ROLE"] = role
     from ..mxprivate import run_kvstore_node
     run_kvstore_node()  # returns only for a worker, which this is not
     raise UserInputError("DMLC_ROLE=%s: run_node is for the scheduler and servers." % role)
+
+
+def start_heartbeat():
+    """Write a heartbeat line to stdout every ``$MULTITASK_MX_HEARTBEAT`` seconds, from a daemon thread.
+
+    Nothing when the variable is not set (a process not started by launch). The
+    line carries the process's CPU seconds: a worker blocked in a kvstore wait keeps
+    beating but its CPU stands still. A stopped process (SIGSTOP) stops beating.
+    """
+    interval = float(os.environ.get(HEARTBEAT_ENV) or 0)
+    if interval <= 0:
+        return None
+
+    def beat():
+        while not _heartbeat_done.is_set():
+            # one os.write of a short line is atomic on a pipe or terminal: never mixed into a log line
+            os.write(1, ("%s cpu=%.3f\n" % (HEARTBEAT_MARK, time.process_time())).encode())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def end_heartbeat():
+    """Tell the launcher that this process has finished its work and only exits now.
+
+    A finished worker waits at exit for the others (the kvstore's barrier), and
+    Python stops its daemon threads while it exits: without this line the launcher
+    would take the silence for a stopped process.
+    """
+    if float(os.environ.get(HEARTBEAT_ENV) or 0) > 0 and not _heartbeat_done.is_set():
+        _heartbeat_done.set()
+        os.write(1, ("%s done\n" % HEARTBEAT_MARK).encode())
 
 
 def with_worker_gpus(argv, local_index, per_worker):
@@ -159,7 +205,8 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
         [("worker", i) for i in range(num_workers)]
     for (role, slot), node_port in zip(roles, ports):
         env = dmlc_env(role, LOOPBACK, ports[0], num_workers, num_servers)
-        env.update({"DMLC_INTERFACE": "lo", "DMLC_NODE_HOST": LOOPBACK, "PYTHONUNBUFFERED": "1"})
+        env.update({"DMLC_INTERFACE": "lo", "DMLC_NODE_HOST": LOOPBACK, "PYTHONUNBUFFERED": "1",
+                    HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)})
         if role != "scheduler":
             env["DMLC_PORT"] = str(node_port)
         if role != "worker":
@@ -172,22 +219,24 @@ def plan_local(num_workers, num_servers, worker_argv, port=None, worker_threads=
 
 
 def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=None, interface=None,
-             workdir=None, python=None, extra_env=None, gpus_per_worker=0):
-    """Nodes for a job over ssh: the scheduler here, servers then workers round-robin over ``hosts``.
+             workdir=None, python=None, extra_env=None, gpus_per_worker=0, ssh_config=None):
+    """Nodes for a job over ssh: the scheduler here (this Python), servers then workers round-robin over ``hosts``.
 
     Every host must reach this machine at ``scheduler_host`` and each other; the
     code, the Python environment (``python``) and the data must be at the same
     paths there (``workdir``, default the current folder). ``extra_env`` (e.g. a
-    user's OMP_NUM_THREADS) goes to every remote process.
+    user's OMP_NUM_THREADS) goes to every remote process; ``ssh_config`` is an
+    ssh client configuration file (``ssh -F``: keys, users, known hosts, jump hosts).
     """
     workdir = workdir or os.getcwd()
     root_port = port or free_ports(1, "")[0]
-    common = dict({"PYTHONUNBUFFERED": "1"}, **(extra_env or {}))
+    common = dict({"PYTHONUNBUFFERED": "1", HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)}, **(extra_env or {}))
     if interface:
         common["DMLC_INTERFACE"] = interface
     scheduler_env = dict(dmlc_env("scheduler", scheduler_host, root_port, num_workers, num_servers),
-                         DMLC_NODE_HOST=scheduler_host, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    nodes = [Node("scheduler", 0, scheduler_env, node_command(python))]
+                         DMLC_NODE_HOST=scheduler_host, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+                         **{HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)})
+    nodes = [Node("scheduler", 0, scheduler_env, node_command())]  # here: this Python, not the hosts' one
     roles = [("server", i) for i in range(num_servers)] + [("worker", i) for i in range(num_workers)]
     remote_python = python or sys.executable
     workers_on = collections.Counter()  # host -> workers placed there so far (their GPUs do not overlap)
@@ -203,11 +252,11 @@ def plan_ssh(num_workers, num_servers, hosts, worker_argv, scheduler_host, port=
             workers_on[host] += 1
         else:
             argv = node_command(remote_python)
-        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir), host=host))
+        nodes.append(Node(role, slot, env, ssh_command(host, env, argv, workdir, ssh_config), host=host))
     return nodes
 
 
-def ssh_command(host, env, argv, workdir):
+def ssh_command(host, env, argv, workdir, ssh_config=None):
     """``ssh ... host 'cd WORKDIR && env K=V ... exec ARGV'``, every part shell-quoted.
 
     ``-tt`` gives the remote command a terminal, so that it gets SIGHUP and ends
@@ -216,7 +265,8 @@ def ssh_command(host, env, argv, workdir):
     """
     remote = "cd %s && exec env %s %s" % (shlex.quote(workdir), " ".join(
         "%s=%s" % (k, shlex.quote(v)) for k, v in sorted(env.items())), " ".join(shlex.quote(a) for a in argv))
-    return ["ssh"] + SSH_OPTIONS + ["-p", str(host.port), host.name, remote]
+    config = ["-F", ssh_config] if ssh_config else []
+    return ["ssh"] + config + SSH_OPTIONS + ["-p", str(host.port), host.name, remote]
 
 
 def _is_ip(text):
@@ -241,3 +291,56 @@ def this_host_address():
             except OSError:
                 pass
     return address
+
+
+def expand_nodelist(text):
+    """Slurm's compact host list (``node[01-03,07],gpu1``) as names, in order (``scontrol show hostnames``)."""
+    names = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", text):
+        match = re.match(r"^(.*?)\[([^\]]*)\](.*)$", part)
+        if not match:
+            names.append(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                names.append("%s%0*d%s" % (prefix, len(low), number, suffix))
+    return names
+
+
+def slurm_env(environ, num_servers=1, port=9091):
+    """The DMLC_* settings of this Slurm task: task 0 the scheduler, the next ``num_servers`` servers, the rest workers.
+
+    The scheduler is task 0, which Slurm places on the first node of SLURM_JOB_NODELIST.
+    """
+    try:
+        task, tasks = int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
+        nodes = expand_nodelist(environ.get("SLURM_JOB_NODELIST") or environ["SLURM_NODELIST"])
+    except (KeyError, ValueError) as exc:
+        raise UserInputError("run_slurm_task runs under srun, which sets SLURM_PROCID, SLURM_NTASKS and "
+                             "SLURM_JOB_NODELIST (missing or bad: %s)." % exc) from None
+    if tasks < num_servers + 2:
+        raise UserInputError("srun -n %d: the job needs 1 scheduler + %d server(s) + at least 1 worker, i.e. "
+                             "-n %d or more." % (tasks, num_servers, num_servers + 2))
+    role = "scheduler" if task == 0 else "server" if task <= num_servers else "worker"
+    env = dmlc_env(role, socket.gethostbyname(nodes[0]), port, tasks - 1 - num_servers, num_servers)
+    env.update({"PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def run_slurm_task(argv=None):
+    """``srun python -c "...run_slurm_task()" train ...``: be this task's node of a dist job under Slurm.
+
+    MULTITASK_MX_SERVERS (default 1) and MULTITASK_MX_PORT (default 9091) set the
+    servers and the scheduler's port; a worker runs the train command given after it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = slurm_env(os.environ, int(os.environ.get("MULTITASK_MX_SERVERS", "1")),
+                    int(os.environ.get("MULTITASK_MX_PORT", "9091")))
+    os.environ.update(env)
+    if env["DMLC_ROLE"] != "worker":
+        os.environ[HEARTBEAT_ENV] = "0"
+        run_node()
+    from .. import cli
+    sys.exit(cli.main(argv))

@@ -35,10 +35,11 @@ from ..atomic import atomic_path
 from .. import mxprivate
 from ..errors import UserInputError
 from ..data.lists import ImageList
+from .cluster import end_heartbeat, start_heartbeat
 
 _logger = logging.getLogger(__name__)
 
-KV_STORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+KV_STORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async", "horovod")
 DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 # kvstore keys of our collectives. gluon.Trainer uses 0 .. number of parameters - 1; ps-lite
 # computes key * 9973 in a C int to pick a server, so keys stay below 2**31 / 9973 (215,000).
@@ -76,6 +77,11 @@ def create_kvstore(name):
         raise UserInputError("this process was started by `multitask-mx launch` as a worker (DMLC_ROLE=worker), "
                              "but --kv-store %s trains alone: pass --kv-store dist_sync, dist_device_sync or "
                              "dist_async." % name)
+    if name == "horovod":
+        from .horovod_kv import create  # imports horovod, an optional extra
+        return create()
+    if name.startswith("dist"):
+        start_heartbeat()  # before mx.kv.create, which waits for every node: the launcher sees a stuck start too
     kv = mx.kv.create(name)
     if is_distributed(kv):
         # With the barrier at exit (MXNet's default), a worker that fails waits for the others, which
@@ -91,8 +97,9 @@ def finish(kv, net, rank_params=None):
     """
     if rank_params:
         dump_rank_params(net, rank_params, kv)
-    if is_distributed(kv):
+    if is_distributed(kv) and kv.type != "dist_sync_horovod":
         mxprivate.set_barrier_before_exit(kv, True)
+        end_heartbeat()
 
 
 def rank_label(kv):
