@@ -227,7 +227,8 @@ def test_batch_size_not_given_follows_the_run_length_and_resume_keeps_it(tiny_da
     run_cli(*flags, "--num-epoch", "1")
     log = open(os.path.join(save, "train.log")).read()
     assert "batch size 8 (a short run: 3 updates in 1 epoch(s)" in log  # 24 images: 3 batches of 8
-    assert json.load(open(os.path.join(save, "config.json")))["args"]["batch_size"] == 8
+    config = json.load(open(os.path.join(save, "config.json")))
+    assert config["batch_size"] == 8 and config["args"]["batch_size"] is None  # settled, the flags as given
     run_cli(*flags, "--num-epoch", "2", "--resume")
     log = open(os.path.join(save, "train.log")).read()
     assert "batch size 8: the one the resumed run used (config.json)" in log
