@@ -315,3 +315,11 @@ def test_shorten_cuts_long_values_and_says_how_long():
     assert shorten("abc") == "abc"
     text = shorten("x" * 200000, 200)
     assert len(text) < 220 and "(200000 characters)" in text
+
+
+def test_total_loss_of_tasks_without_labelled_images_is_nan_not_zero():
+    from multitask_mx.training.metrics import total_loss
+    nan = float("nan")
+    assert np.isnan(total_loss({"a": {"loss": nan, "count": 0}, "b": {"loss": nan, "count": 0}}))
+    assert total_loss({"a": {"loss": 0.5, "count": 3}, "b": {"loss": nan, "count": 0}}) == 0.5
+    assert np.isnan(total_loss({"a": {"loss": nan, "count": 3}, "b": {"loss": 0.5, "count": 3}}))  # divergence
