@@ -239,6 +239,7 @@ def main(argv=None):
     """Run a subcommand; user errors print one message and exit 2, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
+    del _RECEIVED[:], _STOPPED[:]  # (main may run several times in one process: tests, notebooks)
     _stop_on_sigterm()  # from the start: the imports alone take seconds
     try:
         if argv[:1] == ["train"]:  # train --config: the run's saved flags, then the typed ones
