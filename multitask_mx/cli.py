@@ -239,6 +239,8 @@ def main(argv=None):
     """Run a subcommand; user errors print one message and exit 2, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _runtime.configure_threads(_peek_cpu_contexts(argv), passive_wait=bool(argv) and argv[0] == "serve")
+    del _RECEIVED[:], _STOPPED[:]  # (main may run several times in one process: tests, notebooks)
+    _stop_on_sigterm()  # from the start: the imports alone take seconds
     try:
         args = None
         if argv[:1] == ["train"]:  # train --config: the run's saved flags, then the typed ones
@@ -248,7 +250,8 @@ def main(argv=None):
         return exc.code
     except UserInputError as exc:
         return _report(exc, 2)
-    _stop_on_sigterm()
+    except Terminated as exc:
+        return _stopped(chosen_command(argv), exc.signum)
     logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     try:
         try:

@@ -315,3 +315,33 @@ def test_shorten_cuts_long_values_and_says_how_long():
     assert shorten("abc") == "abc"
     text = shorten("x" * 200000, 200)
     assert len(text) < 220 and "(200000 characters)" in text
+
+
+def test_total_loss_of_tasks_without_labelled_images_is_nan_not_zero():
+    from multitask_mx.training.metrics import total_loss
+    nan = float("nan")
+    assert np.isnan(total_loss({"a": {"loss": nan, "count": 0}, "b": {"loss": nan, "count": 0}}))
+    assert total_loss({"a": {"loss": 0.5, "count": 3}, "b": {"loss": nan, "count": 0}}) == 0.5
+    assert np.isnan(total_loss({"a": {"loss": nan, "count": 3}, "b": {"loss": 0.5, "count": 3}}))  # divergence
+
+
+@pytest.mark.slow
+def test_full_disk_while_writing_onnx_is_reported_as_a_full_disk(world):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; this test runs as uid %d" % os.geteuid())
+    pytest.importorskip("onnx")
+    disk = str(world["tmp"] / "disk")
+    os.makedirs(disk)
+    room = sum(os.path.getsize(os.path.join(world["save"], n)) for n in ("net-0001.params", "net-symbol.json"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % (room + 200 * 1024), "tmpfs", disk],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here: %s" % mounted.stderr.strip())
+    try:  # room for the MXNet checkpoint, not for the ONNX file after it
+        out = os.path.join(disk, "exp")
+        code, stdout, err, _ = run_watched(["export", "--save-result", world["save"], "--out", out, "--onnx"])
+        assert code == 2 and "no space left on %s" % out in err and "cannot convert" not in err, err
+        assert "Traceback" not in stdout + err and ".tmp-" not in stdout + err  # nor a temporary file's name
+        no_temporary_files(out)
+    finally:
+        subprocess.run(["umount", disk], check=False)

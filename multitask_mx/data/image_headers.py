@@ -8,7 +8,9 @@ reader (the list checks, the loader, predict, evaluate, serve, the Python API) a
 """
 import struct
 
-DEFAULT_MAX_PIXELS = 150_000_000  # a 108-megapixel phone photo passes; 450 MB of RGB once decoded
+# serve's limit since its first version (150 MB of RGB once decoded); a larger photo is refused with
+# this flag's name, so that whoever trains on 100-megapixel images raises it knowingly
+DEFAULT_MAX_PIXELS = 50_000_000
 _LIMIT = [DEFAULT_MAX_PIXELS]  # this process's limit; forked loader workers inherit it
 FLAG = "--max-image-pixels"
 

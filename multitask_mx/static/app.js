@@ -99,7 +99,7 @@ async function predict(file) {
     if (body.cams && body.cams[task]) section.appendChild(renderCam(body.cams[task]));
     $("results").appendChild(section);
   }
-  setStatus("top " + body.top_k + " per task, " + body.model.save_name + " epoch " + body.model.epoch, false);
+  setStatus("top " + (body.show ?? body.top_k) + " per task, " + body.model.save_name + " epoch " + body.model.epoch, false);
   document.body.dataset.state = "done";
 }
 

@@ -52,12 +52,10 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         # the weights and optimizer states are written while validation runs; not with --ema, whose
         # validation swaps the averaged weights into the network
         started = _start_finite_epoch(saver, net, trainer, epoch) if ema is None and val_loader is not None else None
+        info = (epoch, lr, train_values, speed, skipped, tic)
         val_values, val_skipped = _validate_or_save_first(net, val_loader, ctxs, loss_fn, val_metrics, saver, trainer,
-                                                          (epoch, lr, train_values, speed, skipped, tic), normalization,
-                                                          started)
-        record = loop.epoch_record(epoch, lr, train_values, val_values, speed, skipped + val_skipped,
-                                   time.time() - tic)
-        record.update({"val_skipped_images": val_skipped} if val_skipped else {})
+                                                          info, normalization, started)
+        record = loop.epoch_record(epoch, lr, train_values, val_values, speed, skipped, time.time() - tic, val_skipped)
         record.update(_weights_and_agreement(epoch, loss_fn.weighting, val_metrics if val_loader is not None else None))
         record.update(cfg.task_gradients.record() if cfg.task_gradients is not None else {})
         record.update(ema_mod.validate(ema, net, epoch, lambda: loop.evaluate(

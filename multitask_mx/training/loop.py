@@ -307,16 +307,18 @@ def evaluate_counting(net, loader, ctxs, loss_fn, metrics: TaskMetrics, progress
     return metrics.values(), skipped
 
 
-def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds):
-    """One history row: epoch, lr, per-task train/val loss and accuracy, img/s."""
+def epoch_record(epoch, lr, train_values, val_values, speed, skipped, seconds, val_skipped=0):
+    """One history row: epoch, lr, per-task train/val loss and accuracy, img/s, images skipped (train + val)."""
     record = {"epoch": epoch, "lr": lr, "train": train_values, "speed_img_s": round(speed, 3),
               "seconds": round(seconds, 2)}
     if val_values is not None:
         record["val"] = val_values
         record["val_loss"] = total_loss(val_values)
     record["train_loss"] = total_loss(train_values)
-    if skipped:
-        record["skipped_images"] = skipped
+    if skipped + val_skipped:
+        record["skipped_images"] = skipped + val_skipped
+    if val_skipped:
+        record["val_skipped_images"] = val_skipped
     return record
 
 

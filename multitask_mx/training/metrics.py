@@ -150,9 +150,9 @@ def total_loss(values):
     """Sum of the per-task mean losses (the quantity training minimises) over the tasks with labelled images.
 
     NaN when no task has one (a validation list whose labels are all -1): never 0, which
-    would pass as the best validation loss there can be.
+    would pass as the best validation loss there can be. A labelled task's NaN (divergence) stays NaN.
     """
-    losses = [v["loss"] for v in values.values() if v.get("count", 1) and not np.isnan(v["loss"])]
+    losses = [v["loss"] for v in values.values() if v.get("count", 1)]
     return float(np.sum(losses)) if losses else float("nan")
 
 
