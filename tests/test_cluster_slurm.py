@@ -43,7 +43,7 @@ def test_four_srun_tasks_train_dist_sync(tmp_path):
     train = write_list(tmp_path / "train.lst", make_images(str(root), 4, seed=1))
     save = str(tmp_path / "save")
     port = cluster.free_ports(1)[0]
-    command = [PY, "-c", "from multitask_mx.training.cluster import run_slurm_task; run_slurm_task()", "train",
+    command = [PY, "-c", "from multitask_mx.commands.node import run_slurm_task; run_slurm_task()", "train",
                "--kv-store", "dist_sync", "--data-train", train, "--image-train", str(root), "--save-result", save,
                "--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "4", "--num-epoch", "1",
                "--data-nthreads", "1", "--num-classes", "4", "--quiet"]

@@ -150,8 +150,8 @@ def horovod_node(args, worker_argv, user_threads):
         str(max(1, _runtime.usable_cores() // args.num_workers))
     argv = [horovodrun, "--gloo", "-np", str(args.num_workers), "-H", "localhost:%d" % args.num_workers,
             "--network-interface", "lo", "--gloo-timeout-seconds", str(int(args.stall_timeout or 30)),
-            "--disable-cache", sys.executable, "-c", "from multitask_mx.training.horovod_kv import run_worker; "
-            "run_worker()"]
+            "--disable-cache", sys.executable, "-c", "from multitask_mx.commands.node import run_horovod_worker; "
+            "run_horovod_worker()"]
     # the train flags travel in the environment: horovodrun's parser takes --network for its --network-interface
     env = {"OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", "HOROVOD_GLOO_IFACE": "lo",
            WORKER_ARGV_ENV: json.dumps(worker_argv[3:]),

@@ -327,20 +327,3 @@ def slurm_env(environ, num_servers=1, port=9091):
     env = dmlc_env(role, socket.gethostbyname(nodes[0]), port, tasks - 1 - num_servers, num_servers)
     env.update({"PYTHONUNBUFFERED": "1"})
     return env
-
-
-def run_slurm_task(argv=None):
-    """``srun python -c "...run_slurm_task()" train ...``: be this task's node of a dist job under Slurm.
-
-    MULTITASK_MX_SERVERS (default 1) and MULTITASK_MX_PORT (default 9091) set the
-    servers and the scheduler's port; a worker runs the train command given after it.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    env = slurm_env(os.environ, int(os.environ.get("MULTITASK_MX_SERVERS", "1")),
-                    int(os.environ.get("MULTITASK_MX_PORT", "9091")))
-    os.environ.update(env)
-    if env["DMLC_ROLE"] != "worker":
-        os.environ[HEARTBEAT_ENV] = "0"
-        run_node()
-    from .. import cli
-    sys.exit(cli.main(argv))

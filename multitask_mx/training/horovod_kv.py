@@ -12,9 +12,7 @@ synchronous distributed store it is (gradients reduced every step, scaled by
 Built against the installed MXNet: ``pip install --no-build-isolation horovod``
 with ``HOROVOD_WITH_MXNET=1`` (see docs/distributed.md).
 """
-import json
 import os
-import sys
 
 import mxnet as mx
 from mxnet.kvstore import KVStoreBase
@@ -24,12 +22,6 @@ from ..errors import UserInputError
 # set by horovodrun (Gloo) or mpirun for each process; without any, hvd.init() makes a job of one
 _LAUNCHED_BY = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 WORKER_ARGV_ENV = "MULTITASK_MX_HOROVOD_ARGV"  # launch --engine horovod: the train command, as a JSON list
-
-
-def run_worker():
-    """What horovodrun starts for ``launch --engine horovod``: ``multitask-mx`` with the command in the environment."""
-    from .. import cli
-    sys.exit(cli.main(json.loads(os.environ[WORKER_ARGV_ENV])))
 
 
 def import_horovod():
