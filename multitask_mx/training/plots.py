@@ -165,6 +165,9 @@ def _log_scale(ax):
     if not values or min(values) <= 0:  # a loss of exactly 0 (or a regression's odd one): stay linear
         return False
     ax.set_yscale("log")
+    if max(values) / min(values) < 100:  # under two decades a log axis shows one labelled tick or none: label more
+        from matplotlib.ticker import FuncFormatter
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: "%.2g" % value))
     return True
 
 
