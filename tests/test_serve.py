@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_cli, write_list
-from multitask_mx.use import inference, server as serve
+from multitask_mx.use import inference, server as serve, uploads
 from multitask_mx.data.images import read_checked_image
 
 CLASSES = ["background", "circle", "square", "triangle"]
@@ -160,8 +160,8 @@ GOOD_JPEG = encode(np.random.RandomState(0).randint(0, 255, (40, 30, 3)).astype(
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40 + b"IEND", 400, "header cannot be read"),
 ])
 def test_bad_bytes_are_refused_before_decoding(data, status, fragment):
-    with pytest.raises(serve.BadUpload) as caught:
-        serve.decode_upload(data, 37, 50_000_000)
+    with pytest.raises(uploads.BadUpload) as caught:
+        uploads.decode_upload(data, 37, 50_000_000)
     assert caught.value.status == status and fragment in str(caught.value)
 
 
@@ -174,12 +174,12 @@ def test_good_uploads_decode_like_predict_decodes_files(tmp_path):
         (tmp_path / name).write_bytes(data)
         from_file, problem = read_checked_image(str(tmp_path / name), 37)
         assert problem is None
-        np.testing.assert_array_equal(serve.decode_upload(data, 37, 50_000_000), from_file)
+        np.testing.assert_array_equal(uploads.decode_upload(data, 37, 50_000_000), from_file)
 
 
 def test_motion_photo_trailer_is_not_a_truncated_jpeg():
     data = GOOD_JPEG + b"\0\0\0\x18ftypmp42" + b"\0" * 200
-    assert serve.decode_upload(data, 37, 50_000_000).shape == (40, 30, 3)
+    assert uploads.decode_upload(data, 37, 50_000_000).shape == (40, 30, 3)
 
 
 # ---------------------------------------------------------------- Batcher (fast, no model)

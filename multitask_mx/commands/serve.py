@@ -4,7 +4,7 @@ import signal
 import socket
 import sys
 
-from ..use import inference, quantize, server as serve
+from ..use import inference, quantize, server
 from ..use.predictions import add_show_flag
 from ..devices import parse_contexts
 from ..errors import UserInputError, shorten
@@ -65,7 +65,7 @@ def serve_config(args):
         if not ok:
             raise UserInputError("%s %s: give %s." % (flag, value, wanted))
     check_host(args.host)
-    return serve.ServeConfig(
+    return server.ServeConfig(
         host=args.host, port=args.port, threads=args.threads, connection_limit=args.connection_limit,
         max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_image_pixels,
         top_k=args.show, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
@@ -99,22 +99,22 @@ def run(args):
     setup_logging(None, quiet=args.quiet)
     cfg = serve_config(args)
     set_max_pixels(cfg.max_pixels)  # the decoder's own check, as in predict
-    serve.require_web_stack()
+    server.require_web_stack()
     model = inference.load_model(args.save_result, args.save_name, args.epoch, parse_contexts(args.gpus),
                                  weights=args.weights)
     model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
-    batcher = serve.start_batcher(model, cfg)
+    batcher = server.start_batcher(model, cfg)
     try:
-        server = serve.create_server(serve.create_app(model, batcher, cfg), cfg)
-        for url in serve.listening_urls(server):
+        http = server.create_server(server.create_app(model, batcher, cfg), cfg)
+        for url in server.listening_urls(http):
             print("serving %s (epoch %s) on %s" % (model.save_name, model.epoch, url), flush=True)
         _logger.info("%d request threads, batches of up to %d, a queue of %d, uploads up to %.1f MiB",
                      cfg.worker_threads, cfg.max_batch, cfg.queue_size, cfg.max_upload_bytes / 2 ** 20)
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            server.run()
+            http.run()
         finally:
-            server.close()
+            http.close()
     finally:
         batcher.close()
     _logger.info("stopped")
