@@ -11,7 +11,7 @@ from ..atomic import check_output_file, finite_or_none, write_output
 from ..runfolder import RunDir
 from ..errors import UserInputError
 from ..data import label_tables
-from ..data.lists import read_list
+from ..data.lists import check_list_path, read_list
 from ..data.task_kinds import has_kinds
 from ..use import kind_reports
 from ..logs import setup_logging
@@ -42,9 +42,7 @@ def add_arguments(parser):
 
 def read_eval_list(lst_path, image_root, tasks=()):
     """The list to evaluate, with messages that name this command's flags."""
-    if not os.path.isfile(lst_path):
-        raise UserInputError("--data %s does not exist. Give an .lst file (make one with `multitask-mx "
-                             "make-list`)." % lst_path)
+    check_list_path(lst_path)  # missing, a folder or a device: said as such; a pipe is read once
     if image_root and not os.path.isdir(image_root):
         raise UserInputError("--image-root %s is not a folder. Give the folder the paths in %s are relative to."
                              % (image_root, lst_path))

@@ -134,7 +134,7 @@ class _PathStore:
         return text if os.path.isabs(text) else self._prefix + text
 
 
-def _check_list_path(lst_path):
+def check_list_path(lst_path):
     """Refuse a list path that is missing, a folder or a device, saying which; a FIFO (``<(cat x.lst)``) is read once."""
     shown = shorten(lst_path)
     try:
@@ -163,7 +163,7 @@ def read_list(lst_path, image_root=None):
     Relative image paths are joined to ``image_root`` (default: the list's folder).
     Raises UserInputError naming the file and line for any malformed line.
     """
-    _check_list_path(lst_path)
+    check_list_path(lst_path)
     root = image_root if image_root else os.path.dirname(os.path.abspath(lst_path))
     if not os.path.isdir(root):
         raise UserInputError("image root %r (for %s) is not a folder. Point --image-train/--image-val "

@@ -10,6 +10,7 @@ import logging
 import shlex
 
 from .. import _runtime
+from ..errors import shorten
 from ..logs import FILE_ONLY
 
 _logger = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def console_flags(flags):
 def log_start(flags):
     """Log the machine and the run's main flags on the console, and every flag (JSON) to train.log only."""
     _logger.info("%s", _runtime.machine_summary())
-    _logger.info("multitask-mx train %s", json.dumps(flags), extra=FILE_ONLY)
+    shown = {k: shorten(v) if isinstance(v, str) else v for k, v in flags.items()}  # config.json has them whole
+    _logger.info("multitask-mx train %s", json.dumps(shown), extra=FILE_ONLY)
     _logger.info("train: %s (every flag: train.log, config.json)", console_flags(flags))
 
 
