@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ..errors import UserInputError
-from .lists import ImageList, _PathStore, _check_list_path
+from .lists import ImageList, _PathStore, check_list_path
 
 _logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _image_list(path, root, lines, labels, paths):
 
 def read_csv_list(path, image_root=None):
     """(ImageList with float labels, label column names) from a CSV with a header and a ``path`` column."""
-    _check_list_path(path)
+    check_list_path(path)
     root = _image_root(path, image_root)
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = csv.reader(f)
@@ -83,7 +83,7 @@ def read_csv_list(path, image_root=None):
 
 def read_real_lst(path, image_root=None):
     """A ``.lst`` (index<TAB>labels<TAB>path) whose labels may be real numbers, empty or ``nan``."""
-    _check_list_path(path)
+    check_list_path(path)
     root = _image_root(path, image_root)
     lines, labels, paths, width = [], [], [], None
     with open(path, encoding="utf-8-sig") as f:
