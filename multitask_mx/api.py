@@ -53,8 +53,9 @@ def train(**flags):
     return pipeline.train(parse_flags("train", **flags))
 
 
-def load(save_result, epoch="best", save_name=None, gpus=None):
-    """Load a trained model from a run directory (``epoch``: a number, 'best' or 'latest').
+def load(save_result, epoch="default", save_name=None, gpus=None):
+    """Load a trained model from a run directory (``epoch``: a number, 'best', 'latest', or by default
+    the best epoch where the run recorded one, else the newest: the CLI's default too).
 
     Returns a ``Model`` whose ``predict(paths)`` gives the top classes of every task.
     """

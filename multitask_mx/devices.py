@@ -74,10 +74,10 @@ def onednn_cpus(ctxs):
 def _why_no_gpu(found):
     if not found.gpus:
         return ("this MXNet sees no GPU (the CPU build, or no CUDA device: %s). Use --gpus '' to train on CPU, "
-                "or install an mxnet-cuXXX build (see README)." % (found.error or "the driver lists none"))
+                "or install an mxnet-cuXXX build (docs/gpu.md)." % (found.error or "the driver lists none"))
     if not mx.runtime.Features().is_enabled("CUDA"):
         return ("the driver sees %d GPU(s) but this MXNet is the CPU build. pip uninstall mxnet, then "
-                "pip install -c constraints.txt -e \".[cu112]\" (README, GPUs); or --gpus '' for CPU."
+                "pip install -c constraints.txt -e \".[cu112]\" (docs/gpu.md); or --gpus '' for CPU."
                 % len(found.gpus))
     return ("the NVIDIA driver (CUDA %s) sees %d GPU(s) but MXNet's CUDA runtime cannot use them: the driver "
             "is too old for it (mxnet-cu11x needs driver >= 450.80.02, CUDA 11.0). Update the NVIDIA driver; "

@@ -326,7 +326,7 @@ def augment_arguments(parser):
     """
     group = parser.add_argument_group("augmentation")
     group.add_argument("--augment", default="auto", choices=["auto", "none", "light", "standard", "imagenet"],
-                       help="augmentation preset (README 'Defaults that learn'); auto: light when fine-tuning or for "
+                       help="augmentation preset (docs/reference.md 'Defaults that learn'); auto: light when fine-tuning or for "
                        "runs from scratch of under 150 updates, standard for longer ones, both without the "
                        "mirror flip; the log says why")
     group.add_argument("--rand-crop-scale", default=None, metavar="MIN,MAX",
