@@ -2,7 +2,7 @@
 
 Optimizer states (``.states`` files, and what dist_async servers unpickle) name the
 schedule classes by the module they were defined in; runs saved before the stage
-packages existed name this one (tests/test_states_compat.py).
+packages existed name this one (tests/training/test_states_compat.py).
 """
 from .training.schedules import (CosineSchedule, CyclicSchedule, PolySchedule, Schedule, ScheduleConfig,
                                  StepSchedule)

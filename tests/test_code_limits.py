@@ -43,10 +43,10 @@ def test_mxnet_private_names_only_in_mxprivate():
     assert not found, "use (or add) an accessor in multitask_mx/mxprivate.py:\n" + "\n".join(found)
 
 
-# The stages, lowest first: a module imports only its own layer or lower ones (README "Code map").
+# The stages, lowest first: a module imports only its own layer or lower ones (docs/internals.md "Code map").
 LAYERS = {"data": 1, "model": 2, "training": 3, "use": 4, "commands": 5, "cli": 5, "api": 5, "__main__": 5}
 # Top-level aliases that must import upward: ``multitask_mx.schedules`` is the old home of the schedule
-# classes that pickled .states files name (tests/test_states_compat.py); the package's __init__ offers the API.
+# classes that pickled .states files name (tests/training/test_states_compat.py); the package's __init__ offers the API.
 LAYER_EXCEPTIONS = {"multitask_mx", "multitask_mx.schedules"}
 
 

@@ -4,7 +4,7 @@ A checkpoint's trunk (classic ResNet-50 has 50 such pairs) runs each BatchNorm t
 ReLU: two passes over every activation forward and two backward. MXNet 1.9.1 has the
 fused operator ``_contrib_BatchNormWithReLU`` (oneDNN's batch normalization with its
 ReLU flag, forward and backward); its own MKLDNN backend uses it for inference only.
-It gives bit-identical outputs, gradients and BatchNorm statistics (tests/test_fusion.py)
+It gives bit-identical outputs, gradients and BatchNorm statistics (tests/model/test_fusion.py)
 and faster training steps (figures: benchmarks/bench_fusion.py); validation keeps the one
 graph rather than building a second, since training is where the time goes.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three test "hosts" on this machine for tests/test_cluster_ssh.py: network namespaces mtx-h1..mtx-h3, each
+# Three test "hosts" on this machine for tests/training/test_cluster_ssh.py: network namespaces mtx-h1..mtx-h3, each
 # joined by a veth pair to the bridge mtxbr0 (10.213.7.1, this machine's side), each running Debian's sshd on
 # its own address 10.213.7.2..4. They share this machine's files, so the project is at the same path on all.
 #

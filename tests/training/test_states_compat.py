@@ -7,7 +7,7 @@ from mxnet import autograd, gluon
 
 from multitask_mx.training import schedules, states
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "pre-move-schedule.states")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "pre-move-schedule.states")
 
 
 def test_states_pickled_before_the_package_move_unpickle_to_todays_schedule():

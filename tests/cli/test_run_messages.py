@@ -20,7 +20,7 @@ from multitask_mx.training import loop, plots, summary
 from multitask_mx.training.metrics import TaskMetrics
 from multitask_mx.use import cam
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CPUINFO = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from multitask_mx import cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 # the command word where a shell command starts: at the line's start (after VAR=value settings), after && or ;,
 # or as a path ending in bin/ (.venv/bin/multitask-mx, ExecStart=/srv/.../bin/multitask-mx)
