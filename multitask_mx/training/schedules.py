@@ -18,8 +18,8 @@ are subclasses of ``mx.lr_scheduler.LRScheduler`` so the optimizer takes them as
 import copy
 import logging
 import math
-from dataclasses import dataclass
-from typing import Tuple
+from dataclasses import dataclass, fields
+from typing import Callable, Tuple
 
 import mxnet as mx
 
@@ -105,28 +105,110 @@ def parse_epochs(text):
     return epochs
 
 
+# --lr-scheduler when it is not given and no flag of the step schedule is either
+DEFAULT_SCHEDULE = "cosine"
+# The schedule flags' defaults, declared once: add_arguments gives them to argparse and from_args compares
+# with them to tell a flag the user gave from one left alone (a value equal to its default changes nothing).
+FLAG_DEFAULTS = {"factor": 0.1, "warmup_epochs": 0.0, "warmup_begin_lr": 0.0, "lr_min": 0.0, "power": 2.0,
+                 "cycle_epochs": 10.0, "cycle_decay": 1.0}
+# ScheduleConfig field -> the argparse dest that fills it (the flag is --dest with dashes)
+FLAG_DESTS = {"step_epochs": "lr_step_epochs", "factor": "lr_factor", "warmup_epochs": "warmup_epochs",
+              "warmup_begin_lr": "warmup_begin_lr", "lr_min": "lr_min", "power": "lr_power",
+              "cycle_epochs": "cycle_epochs", "cycle_decay": "cycle_decay"}
+# The original's train_imagenet-style scripts had only the step schedule: their users pass these flags and
+# mean it, so either of them without --lr-scheduler selects step.
+STEP_FLAGS = ("step_epochs", "factor")
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """One row of NO_EFFECT_RULES: when ``flag`` (filling ``field``) changes nothing, and what to add."""
+
+    flag: str
+    field: str
+    needs: str
+    has_effect: Callable[["ScheduleConfig"], bool]
+    remedy: str
+
+
+def _steps_inside(cfg):
+    return any(e < cfg.num_epoch for e in cfg.step_epochs)
+
+
+# Flags that have no effect under the other schedule flags: one given with a value other than its default,
+# where its row's ``has_effect`` is false, is refused with the row's remedy (ScheduleConfig.check). The step
+# schedule's own flags select it when --lr-scheduler is not given (resolve_schedule_name), so their rows
+# refuse only an explicit other --lr-scheduler. docs/learning.md lists this table (learning_report.py).
+NO_EFFECT_RULES = (
+    FlagRule("--lr-step-epochs", "step_epochs", "the step schedule", lambda c: c.name == "step",
+             "use --lr-scheduler step (or leave --lr-scheduler out: --lr-step-epochs then selects step)"),
+    FlagRule("--lr-step-epochs", "step_epochs", "a step before the last epoch", _steps_inside,
+             "give epochs below --num-epoch, or more epochs"),
+    FlagRule("--lr-factor", "factor", "the step schedule", lambda c: c.name == "step",
+             "use --lr-scheduler step (or leave --lr-scheduler out: --lr-factor then selects step)"),
+    FlagRule("--lr-min", "lr_min", "a cosine, poly or cyclic schedule", lambda c: c.name != "step",
+             "leave --lr-min out (step lowers the lr by --lr-factor), or use --lr-scheduler cosine, poly or cyclic"),
+    FlagRule("--lr-power", "power", "the poly schedule", lambda c: c.name == "poly", "add --lr-scheduler poly"),
+    FlagRule("--cycle-epochs", "cycle_epochs", "the cyclic schedule", lambda c: c.name == "cyclic",
+             "add --lr-scheduler cyclic"),
+    FlagRule("--cycle-decay", "cycle_decay", "the cyclic schedule", lambda c: c.name == "cyclic",
+             "add --lr-scheduler cyclic"),
+    FlagRule("--cycle-decay", "cycle_decay", "a second cycle", lambda c: c.cycle_epochs < c.num_epoch,
+             "give --cycle-epochs below --num-epoch (the decay applies from the second cycle on)"),
+    FlagRule("--warmup-begin-lr", "warmup_begin_lr", "a warmup", lambda c: c.warmup_epochs > 0,
+             "add --warmup-epochs N (the warmup's length)"),
+)
+
+
+def resolve_schedule_name(scheduler, given):
+    """(schedule name, reason): --lr-scheduler if given, else step when a step flag is given, else cosine.
+
+    ``scheduler``: --lr-scheduler's value (None when not given); ``given``: the ScheduleConfig fields whose
+    flags were given.
+    """
+    if scheduler is not None:
+        return scheduler, "--lr-scheduler %s" % scheduler
+    step_flags = [_flag_of(f) for f in STEP_FLAGS if f in given]
+    if step_flags:
+        return "step", "%s given without --lr-scheduler: the step schedule, as in the original's scripts" \
+            % " and ".join(step_flags)
+    return DEFAULT_SCHEDULE, "the default"
+
+
+def _flag_of(field):
+    return "--" + FLAG_DESTS[field].replace("_", "-")
+
+
+def given_fields(args):
+    """The ScheduleConfig fields whose flags ``args`` gives with a value other than the default."""
+    given = {f for f, d in FLAG_DESTS.items() if f in FLAG_DEFAULTS and getattr(args, d) != FLAG_DEFAULTS[f]}
+    if args.lr_step_epochs is not None:
+        given.add("step_epochs")
+    return given
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """What the schedule flags (and --lr, --num-epoch) ask for."""
 
-    name: str = "cosine"
+    name: str = DEFAULT_SCHEDULE
     base_lr: float = 0.001
     num_epoch: int = 10
     step_epochs: Tuple[int, ...] = (5, 10)
-    factor: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_begin_lr: float = 0.0
-    lr_min: float = 0.0
-    power: float = 2.0
-    cycle_epochs: float = 10.0
-    cycle_decay: float = 1.0
+    factor: float = FLAG_DEFAULTS["factor"]
+    warmup_epochs: float = FLAG_DEFAULTS["warmup_epochs"]
+    warmup_begin_lr: float = FLAG_DEFAULTS["warmup_begin_lr"]
+    lr_min: float = FLAG_DEFAULTS["lr_min"]
+    power: float = FLAG_DEFAULTS["power"]
+    cycle_epochs: float = FLAG_DEFAULTS["cycle_epochs"]
+    cycle_decay: float = FLAG_DEFAULTS["cycle_decay"]
 
     @classmethod
     def from_args(cls, args, base_lr=None, log=True):
         """The config from parsed flags, checked (UserInputError naming the flag).
 
         ``base_lr`` is the resolved lr when --lr is not a number (not given, or "auto").
-        ``log``: also log doubtful but valid settings (off for the early check of all flags).
+        ``log``: also log the schedule chosen and doubtful but valid settings (off for the early check).
         """
         if base_lr is None:
             base_lr = args.lr
@@ -134,18 +216,29 @@ class ScheduleConfig:
             raise ValueError("--lr %r must be resolved to a number before the schedule is built" % (base_lr,))
         steps = default_step_epochs(args.num_epoch) if args.lr_step_epochs is None else \
             tuple(parse_epochs(args.lr_step_epochs))
-        cfg = cls(name=args.lr_scheduler, base_lr=base_lr, num_epoch=args.num_epoch,
+        given = given_fields(args)
+        name, reason = resolve_schedule_name(args.lr_scheduler, given)
+        cfg = cls(name=name, base_lr=base_lr, num_epoch=args.num_epoch,
                   step_epochs=steps, factor=args.lr_factor,
                   warmup_epochs=args.warmup_epochs, warmup_begin_lr=args.warmup_begin_lr,
                   lr_min=args.lr_min, power=args.lr_power, cycle_epochs=args.cycle_epochs,
                   cycle_decay=args.cycle_decay)
-        cfg.check()
+        cfg.check(given)
         if log:
+            _logger.info("lr schedule %s (%s)", name, reason)
             cfg.log_doubts()
         return cfg
 
-    def check(self):
-        """Raise UserInputError for values no schedule can use."""
+    def given_fields(self):
+        """Fields set to a value other than the dataclass default: what a Python caller 'gave'."""
+        return {f.name for f in fields(self) if f.name in FLAG_DESTS and getattr(self, f.name) != f.default}
+
+    def check(self, given=None):
+        """Raise UserInputError for values no schedule can use, and for a flag that has no effect here.
+
+        ``given``: the fields whose flags were given (``from_args``); by default those that differ from
+        the dataclass defaults.
+        """
         if self.name not in SCHEDULES:
             raise UserInputError("--lr-scheduler %r: choose one of %s." % (self.name, ", ".join(sorted(SCHEDULES))))
         _require(self.base_lr > 0, "--lr %g: the learning rate must be positive." % self.base_lr)
@@ -160,6 +253,22 @@ class ScheduleConfig:
                  % self.cycle_epochs)
         _require(0 < self.cycle_decay <= 1, "--cycle-decay %g: give a factor in (0, 1]; 1 keeps every "
                  "cycle's peak at --lr." % self.cycle_decay)
+        self.check_effects(self.given_fields() if given is None else given)
+
+    def check_effects(self, given):
+        """UserInputError for the first flag in ``given`` that NO_EFFECT_RULES says does nothing here."""
+        for rule in NO_EFFECT_RULES:
+            if rule.field in given and not rule.has_effect(self):
+                raise UserInputError("%s %s has no effect %s: it needs %s. To fix: %s." % (
+                    rule.flag, self._shown(rule.field), self._context(), rule.needs, rule.remedy))
+
+    def _shown(self, field):
+        value = getattr(self, field)
+        return ",".join(str(e) for e in value) if isinstance(value, tuple) else "%g" % value
+
+    def _context(self):
+        return "with --lr-scheduler %s, --num-epoch %d%s" % (
+            self.name, self.num_epoch, ", --warmup-epochs %g" % self.warmup_epochs if self.warmup_epochs else "")
 
     def log_doubts(self):
         """Log settings that are valid but probably not meant."""
@@ -306,19 +415,24 @@ def lr_curve(scheduler_or_cfg, num_updates=None, epoch_size=None):
 def add_arguments(parser):
     """The "learning-rate schedule" flags."""
     group = parser.add_argument_group("learning-rate schedule")
-    group.add_argument("--lr-scheduler", default="cosine", help="schedule of the lr (counted in batches): "
-                       + ", ".join(sorted(SCHEDULES)) + " (default: cosine over --num-epoch)")
+    group.add_argument("--lr-scheduler", default=None, help="schedule of the lr (counted in batches): "
+                       + ", ".join(sorted(SCHEDULES)) + " (default: %s over --num-epoch; step when "
+                       "--lr-step-epochs or --lr-factor is given, as in the original's scripts)" % DEFAULT_SCHEDULE)
     group.add_argument("--lr-step-epochs", default=None, help="step: epochs after which the lr drops "
-                       "(default: at 1/2 and 3/4 of --num-epoch)")
-    group.add_argument("--lr-factor", type=finite_float, default=0.1, help="step: lr multiplier at each step")
-    group.add_argument("--warmup-epochs", type=finite_float, default=0.0,
+                       "(default: at 1/2 and 3/4 of --num-epoch); selects step without --lr-scheduler")
+    group.add_argument("--lr-factor", type=finite_float, default=FLAG_DEFAULTS["factor"],
+                       help="step: lr multiplier at each step; selects step without --lr-scheduler")
+    group.add_argument("--warmup-epochs", type=finite_float, default=FLAG_DEFAULTS["warmup_epochs"],
                        help="linear warmup over this many epochs (fractions allowed; default 0: none)")
-    group.add_argument("--warmup-begin-lr", type=finite_float, default=0.0, help="lr at the start of the warmup")
-    group.add_argument("--lr-min", type=finite_float, default=0.0,
+    group.add_argument("--warmup-begin-lr", type=finite_float, default=FLAG_DEFAULTS["warmup_begin_lr"],
+                       help="lr at the start of the warmup (needs --warmup-epochs)")
+    group.add_argument("--lr-min", type=finite_float, default=FLAG_DEFAULTS["lr_min"],
                        help="cosine/poly: final lr; cyclic: lr at the start and end of each cycle")
-    group.add_argument("--lr-power", type=finite_float, default=2.0, help="poly: power of the decay")
-    group.add_argument("--cycle-epochs", type=finite_float, default=10.0, help="cyclic: length of one cycle in epochs")
-    group.add_argument("--cycle-decay", type=finite_float, default=1.0,
+    group.add_argument("--lr-power", type=finite_float, default=FLAG_DEFAULTS["power"],
+                       help="poly: power of the decay")
+    group.add_argument("--cycle-epochs", type=finite_float, default=FLAG_DEFAULTS["cycle_epochs"],
+                       help="cyclic: length of one cycle in epochs")
+    group.add_argument("--cycle-decay", type=finite_float, default=FLAG_DEFAULTS["cycle_decay"],
                        help="cyclic: each cycle's peak is this times the last one's (1: plain triangular)")
     group.add_argument("--plot-lr", metavar="FILE.png", default=None,
                        help="draw the schedule for --num-epoch epochs into FILE.png and exit without training")
