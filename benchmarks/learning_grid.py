@@ -20,9 +20,9 @@ Datasets are split into a development group (rules are fitted on them) and a con
 Each run's folder under --keep-runs (default benchmarks/.grid_runs/, git-ignored) holds
 ``record.json`` once done, so an interrupted grid goes on where it stopped; after every run the
 whole grid is written to benchmarks/results/bench_learning_grid.json (machine, seeds, load).
-Runs go scratch before fine-tuning, auto's two candidates before the other columns, seed 1
-before seed 2, in CELL_ORDER (issue 24's case first, the long cells last), development before
-confirmation, the user's lr before the default. Accuracy is valid under
+Runs go scratch before fine-tuning, auto's two candidates and none before the other columns, seed 1
+before seed 2, in CELL_ORDER (issue 24's case first, the long cells last), the user's lr before the
+default, column by column over every dataset (development, then confirmation). Accuracy is valid under
 load; the seconds stored are not timing figures (other engineers share the cores).
 """
 import json
@@ -41,7 +41,7 @@ MODES = ("scratch", "finetune")
 SEEDS = (1, 2)
 # columns in the order they are run: auto's two candidates first
 COLUMNS = ("light-noflip", "standard-noflip", "none", "light", "standard", "torch", "imagenet")
-FIRST_PASS = 2  # auto's two candidates over every cell before the other columns
+FIRST_PASS = 3  # auto's two candidates and none over every cell before the other columns
 AUGMENT = {"light-noflip": ["--augment", "light", "--no-hflip"],
            "standard-noflip": ["--augment", "standard", "--no-hflip"],
            "none": ["--augment", "none"], "light": ["--augment", "light"], "standard": ["--augment", "standard"],
@@ -95,8 +95,8 @@ def plan(datasets=None):
     order = {"development": 0, "confirmation": 1}
     # one seed over every cell before the second: more cells known early, the second seed then sizes the noise
     runs.sort(key=lambda r: (MODES.index(r["mode"]), COLUMNS.index(r["column"]) >= FIRST_PASS, r["seed"],
-                             CELL_ORDER.index((r["budget"], r["batch"])), order[r["group"]], LRS.index(r["lr"]) == 0,
-                             COLUMNS.index(r["column"])))
+                             CELL_ORDER.index((r["budget"], r["batch"])), LRS.index(r["lr"]) == 0,
+                             COLUMNS.index(r["column"]), order[r["group"]]))
     return runs
 
 

@@ -12,8 +12,9 @@ import pytest
 from conftest import run_cli
 from multitask_mx import api, cli
 from multitask_mx.errors import UserInputError
-from multitask_mx.training import schedules
-from multitask_mx.training.schedules import NO_EFFECT_RULES, ScheduleConfig, lr_curve
+
+from multitask_mx.training.schedule_flags import DEFAULT_SCHEDULE, NO_EFFECT_RULES
+from multitask_mx.training.schedules import ScheduleConfig, lr_curve
 
 # (rule's flag, rule's 'needs', the flags given): one refused combination per row of NO_EFFECT_RULES
 REFUSED = [
@@ -67,7 +68,7 @@ def test_defaults_and_a_default_valued_flag_keep_cosine():
     (an older run's config.json, repeated with --config, lists every flag at its value)."""
     for flags in ({}, {"lr_factor": 0.1, "lr_power": 2.0, "cycle_epochs": 10.0, "warmup_begin_lr": 0.0}):
         args = api.parse_flags("train", data_train="a.lst", save_result="b", **flags)
-        assert ScheduleConfig.from_args(args, base_lr=0.1).name == schedules.DEFAULT_SCHEDULE
+        assert ScheduleConfig.from_args(args, base_lr=0.1).name == DEFAULT_SCHEDULE
 
 
 def test_a_dataclass_config_is_checked_the_same_way():
