@@ -31,6 +31,14 @@ the default's scratch runs; tuned-heads-4x, the tuned recipe with the heads at 4
     python benchmarks/bench_learning.py --recipes default,tuned --datasets mnist5k
 
 The result goes to benchmarks/results/bench_learning.json (smoke: results/smoke/).
+
+Issue 24's grid (benchmarks/learning_grid.py: development and confirmation datasets, budgets of about
+60/160/500 updates, batch 32 and 64, train's lr and the user's usual 0.1 x batch/64, scratch and
+fine-tuning, every preset and the PyTorch reference), cached run by run and stored after each in
+benchmarks/results/bench_learning_grid.json; docs/learning.md is generated from it (learning_report.py):
+
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/bench_learning.py --grid --max-minutes 60
+    python benchmarks/bench_learning.py --grid --status
 """
 import argparse
 import json
