@@ -66,7 +66,7 @@ def row(key, cell):
     out = {"means": means, "seeds": min(len(v) for v in cell["columns"].values()), "auto": preset,
            "default": means.get(default_col)}
     presets = {c: m for c, m in means.items() if c in PRESET_COLUMNS}
-    if out["default"] is not None and presets:
+    if {"light-noflip", "standard-noflip"} <= set(means):  # judged once both of auto's candidates ran
         best = max(presets, key=presets.get)
         out["best"], out["gap"] = best, out["default"] - presets[best]
         out["holds"] = out["gap"] >= -WITHIN and ("torch" not in means
@@ -95,6 +95,19 @@ def grid_table(data, group):
     if len(lines) == 2:
         lines.append("| (no cell measured yet) |" + " |" * (12 + len(PRESET_COLUMNS)))
     return lines
+
+
+def summary_lines(data):
+    """How many measured cells the rule holds in, per group."""
+    found = cells(data.get("figures", {}).get("runs", []))
+    out = []
+    for group in ("confirmation", "development"):
+        rows = [row(k, c) for k, c in found.items() if k[0] == group]
+        judged = [r for r in rows if "holds" in r]
+        out.append("- %s: the rule holds in %d of %d cells with both of auto's candidates measured%s." % (
+            group, sum(r["holds"] for r in judged), len(judged),
+            "" if not judged else " (worst default - best preset: %+.3f)" % min(r["gap"] for r in judged)))
+    return out
 
 
 def rule_lines():
@@ -162,7 +175,7 @@ def render(data):
               "`default` is the run of the preset `auto` picks (its noflip column), `torch` the plain PyTorch "
               "recipe (pad-crop + flip, lr 0.1 x batch/64, step schedule) at the same budget. `holds`: default "
               "within %.2f of the best preset and at or above torch - %.2f." % (WITHIN, TORCH_MARGIN), ""]
-    lines += status_lines(data)
+    lines += status_lines(data) + [""] + summary_lines(data)
     for group in ("confirmation", "development"):
         lines += ["", "### %s" % group.capitalize(), ""] + grid_table(data, group)
     return "\n".join(lines) + "\n"
