@@ -124,6 +124,8 @@ def parse_args(argv=None):
                    "preset and the PyTorch reference per dataset, budget, batch, lr, scratch/fine-tuning")
     p.add_argument("--status", action="store_true", help="--grid: print which runs are done and left, run none")
     p.add_argument("--max-minutes", type=float, default=60.0, help="--grid: start no run after this long")
+    p.add_argument("--columns", help="--grid: only these columns (learning_grid.COLUMNS), comma-separated")
+    p.add_argument("--cells", help="--grid: only these UPDATESxBATCH cells, e.g. 160x64")
     p.add_argument("--torch-python", default=os.path.join(REPO, ".venv-torch", "bin", "python"),
                    help="--grid: a Python with torch, numpy and opencv for the torch column (GluonCV does not "
                    "import beside torch 2, so not this one)")

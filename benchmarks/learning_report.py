@@ -81,19 +81,21 @@ def fmt(value):
 def grid_table(data, group):
     """Markdown rows of one group's cells."""
     lines = ["| dataset | mode | updates | batch | lr | images/class x epochs | seeds | auto | default | "
-             + " | ".join(PRESET_COLUMNS) + " | torch | best preset | default - best | holds |",
-             "|" + "---|" * (13 + len(PRESET_COLUMNS))]
+             + " | ".join(PRESET_COLUMNS) + " | torch | " + " | ".join(learning_grid.EXTRA_COLUMNS)
+             + " | best preset | default - best | holds |",
+             "|" + "---|" * (13 + len(PRESET_COLUMNS) + len(learning_grid.EXTRA_COLUMNS))]
     found = cells(data.get("figures", {}).get("runs", []))
     for key in sorted(k for k in found if k[0] == group):
         cell, r = found[key], row(key, found[key])
         lr = "default" if key[5] == "default" else "%g" % learning_grid.user_lr(key[4])
-        lines.append("| %s | %s | %d | %d | %s | %dx%d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %d | %d | %s | %dx%d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             key[1], key[2], cell["updates"], key[4], lr, cell["images_per_class"], cell["epochs"], r["seeds"],
             r["auto"], fmt(r["default"]), " | ".join(fmt(r["means"].get(c)) for c in PRESET_COLUMNS),
-            fmt(r["means"].get("torch")), r.get("best", "-"), "%+.3f" % r["gap"] if "gap" in r else "-",
+            fmt(r["means"].get("torch")), " | ".join(fmt(r["means"].get(c)) for c in learning_grid.EXTRA_COLUMNS),
+            r.get("best", "-"), "%+.3f" % r["gap"] if "gap" in r else "-",
             {True: "yes", False: "**no**"}.get(r.get("holds"), "-")))
     if len(lines) == 2:
-        lines.append("| (no cell measured yet) |" + " |" * (12 + len(PRESET_COLUMNS)))
+        lines.append("| (no cell measured yet) |" + " |" * (12 + len(PRESET_COLUMNS) + len(learning_grid.EXTRA_COLUMNS)))
     return lines
 
 
@@ -174,7 +176,9 @@ def render(data):
               "cifar_resnet20_v1 at 32 px, last epoch's held-out accuracy of `label`, mean over the seeds. "
               "`default` is the run of the preset `auto` picks (its noflip column), `torch` the plain PyTorch "
               "recipe (pad-crop + flip, lr 0.1 x batch/64, step schedule) at the same budget. `holds`: default "
-              "within %.2f of the best preset and at or above torch - %.2f." % (WITHIN, TORCH_MARGIN), ""]
+              "within %.2f of the best preset and at or above torch - %.2f. The `-wu` columns (an experiment, not "
+              "presets): auto's candidates with a linear warmup over the first %d%% of the run."
+              % (WITHIN, TORCH_MARGIN, round(100 * learning_grid.WARMUP_SHARE)), ""]
     lines += status_lines(data) + [""] + summary_lines(data)
     for group in ("confirmation", "development"):
         lines += ["", "### %s" % group.capitalize(), ""] + grid_table(data, group)
