@@ -87,3 +87,19 @@ def test_lr_step_epochs_alone_draws_a_step_schedule_through_the_cli(tiny_data, t
     log = open(os.path.join(str(save), "train.log")).read()
     assert "wrote the step schedule over 5 epochs" in log and "--lr-step-epochs given without" in log
     assert os.path.getsize(png) > 0
+
+
+@pytest.mark.parametrize("lr, batch, flags, warmup", [
+    (None, 64, {}, 0.0),              # train's default lr: no warmup (what the defaults were measured at)
+    (0.05, 64, {}, 0.0),              # 0.2 per 256 images: the default's rate, no warmup
+    (0.1, 64, {}, 0.5),               # issue 24's --batch-size 64 --lr 0.1: the first 10 % of 5 epochs
+    (0.1, 64, {"warmup_epochs": 0}, 0.0),  # --warmup-epochs 0 given: off, as asked
+    (0.1, 64, {"warmup_epochs": 2}, 2.0),
+])
+def test_a_given_lr_above_the_default_rate_gets_a_warmup(lr, batch, flags, warmup):
+    args = api.parse_flags("train", data_train="a.lst", save_result="b", num_epoch=5, batch_size=batch,
+                           **dict(flags, **({"lr": lr} if lr else {})))
+    cfg = ScheduleConfig.from_args(args, base_lr=lr or 0.05)
+    assert cfg.warmup_epochs == pytest.approx(warmup)
+    if warmup:
+        assert lr_curve(cfg, epoch_size=33)[0] < 0.1 * cfg.base_lr  # it starts low

@@ -84,7 +84,8 @@ def _flag_of(field):
 
 def given_fields(args):
     """The ScheduleConfig fields whose flags ``args`` gives with a value other than the default."""
-    given = {f for f, d in FLAG_DESTS.items() if f in FLAG_DEFAULTS and getattr(args, d) != FLAG_DEFAULTS[f]}
+    given = {f for f, d in FLAG_DESTS.items()
+             if f in FLAG_DEFAULTS and getattr(args, d) is not None and getattr(args, d) != FLAG_DEFAULTS[f]}
     if args.lr_step_epochs is not None:
         given.add("step_epochs")
     return given
