@@ -20,7 +20,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 from multitask_mx.data import augment_presets  # noqa: E402
-from multitask_mx.training import schedule_flags  # noqa: E402
+from multitask_mx.training import schedule_flags, schedules  # noqa: E402
 import learning_grid  # noqa: E402
 
 PAGE = os.path.join(REPO, "docs", "learning.md")
@@ -52,16 +52,10 @@ def cells(runs):
     return out
 
 
-def lr_per_256(key):
-    """The cell's lr per 256 images as ``auto`` sees it: None for train's default, else the given lr."""
-    batch, lr = key[4], key[5]
-    return None if lr == "default" else learning_grid.user_lr(batch) * 256.0 / batch
-
-
 def row(key, cell):
     """The figures of one cell: means per column, the default, the best preset, and the checks."""
     means = {c: statistics.mean(v) for c, v in cell["columns"].items()}
-    preset, _ = augment_presets.auto_preset(key[2] == "finetune", cell["updates"], lr_per_256(key))
+    preset, _ = augment_presets.auto_preset(key[2] == "finetune", cell["updates"])
     default_col = preset + "-noflip"
     out = {"means": means, "seeds": min(len(v) for v in cell["columns"].values()), "auto": preset,
            "default": means.get(default_col)}
@@ -124,11 +118,11 @@ def rule_lines():
         "| from scratch, fewer than N updates | light |",
         "| from scratch, at least N updates | standard |",
         "",
-        "N = %d x max(1, lr per 256 images / %g): %d at train's default lr (%g per 256 images), and more in "
-        "proportion when a higher `--lr` is given (e.g. `--batch-size 64 --lr 0.1`, %g per 256 images: N = %d). "
-        "Both presets are used without the mirror flip (auto cannot tell whether a mirror changes a class)."
-        % (p.STANDARD_MIN_UPDATES, p.REFERENCE_LR_PER_256, p.standard_min_updates(None), p.REFERENCE_LR_PER_256,
-           0.4, p.standard_min_updates(0.4)),
+        "N = %d updates, whatever the lr and batch: at a given lr above 0.2 per 256 images train adds a "
+        "linear warmup over the first %d%% of the run (multitask_mx/training/schedules.py "
+        "`default_warmup_epochs`), and with it standard stays ahead at 160 updates (grid below). Both presets "
+        "are used without the mirror flip (auto cannot tell whether a mirror changes a class)."
+        % (p.STANDARD_MIN_UPDATES, round(100 * schedules.WARMUP_SHARE)),
     ]
 
 
