@@ -40,18 +40,18 @@ LRS = ("default", "user")
 MODES = ("scratch", "finetune")
 SEEDS = (1, 2)
 # columns in the order they are run: auto's two candidates first
-COLUMNS = ("light-noflip", "standard-noflip", "none", "light", "standard", "torch", "imagenet", "light-noflip-wu",
-           "standard-noflip-wu")
+COLUMNS = ("light-noflip", "standard-noflip", "none", "light", "standard", "torch", "imagenet",
+           "light-noflip-nowarmup", "standard-noflip-nowarmup")
 FIRST_PASS = 3  # auto's two candidates and none over every cell before the other columns
 AUGMENT = {"light-noflip": ["--augment", "light", "--no-hflip"],
            "standard-noflip": ["--augment", "standard", "--no-hflip"],
            "none": ["--augment", "none"], "light": ["--augment", "light"], "standard": ["--augment", "standard"],
            "imagenet": ["--augment", "imagenet"]}
-# "-wu" columns: auto's candidates with a linear warmup over the first WARMUP_SHARE of the run, the question
-# being whether a given high lr needs a warmup rather than another preset (runs at lr 0.1, batch 64 blew up
-# in their first epoch: held-out loss in the hundreds); run with --columns, not in the default pass
-WARMUP_SHARE = 0.1
-EXTRA_COLUMNS = ("light-noflip-wu", "standard-noflip-wu")
+# "-nowarmup" columns: auto's candidates with --warmup-epochs 0, i.e. without the warmup train adds at a given
+# lr above 0.2 per 256 images (training/schedules.py default_warmup_epochs): the evidence for that warmup. Runs
+# of the user's lr made before the warmup existed are stored under these names (their record says so); run
+# with --columns, not in the default pass
+EXTRA_COLUMNS = ("light-noflip-nowarmup", "standard-noflip-nowarmup")
 # (budget, batch) in the order they are run: issue 24's failing case first (batch 64, about 160 updates),
 # then the other short cells, the long ones last
 CELL_ORDER = ((160, 64), (160, 32), (60, 32), (60, 64), (500, 32), (500, 64))
@@ -160,9 +160,9 @@ class Grid:
                     "--seed", str(run["seed"])]
         cmd = [self.python, "-m", "multitask_mx", "train", "--data-train", train, "--data-val", val, "--num-epoch",
                str(epochs), "--seed", str(run["seed"]), "--save-result", out, "--batch-size", str(run["batch"])]
-        cmd += BASE + AUGMENT[run["column"].replace("-wu", "")]
-        if run["column"].endswith("-wu"):
-            cmd += ["--warmup-epochs", "%g" % round(WARMUP_SHARE * epochs, 2)]
+        cmd += BASE + AUGMENT[run["column"].replace("-nowarmup", "")]
+        if run["column"].endswith("-nowarmup"):
+            cmd += ["--warmup-epochs", "0"]
         if run["lr"] == "user":
             cmd += ["--lr", "%g" % user_lr(run["batch"])]
         if run["mode"] == "finetune":
@@ -206,6 +206,7 @@ class Grid:
             with open(os.path.join(out, "history.json")) as f:
                 acc = json.load(f)[-1]["val"]["label"]["acc"]
         record = dict(run, val_acc=round(acc, 4), images_per_class=per_class, epochs=epochs, updates=updates,
+                      code=code_version(),
                       seconds_under_load=round(time.time() - t0, 1), load_1min_at_start=round(load, 2),
                       command=" ".join(["python"] + cmd[1:]).replace(REPO + "/", ""))
         with open(os.path.join(out, "record.json.tmp"), "w") as f:
@@ -215,6 +216,14 @@ class Grid:
             if name.endswith((".params", ".states")):
                 os.remove(os.path.join(out, name))
         return record
+
+
+def code_version():
+    """The commit of the code that trains: $GRID_CODE_VERSION (a copy outside git), else the checkout's HEAD."""
+    if os.environ.get("GRID_CODE_VERSION"):
+        return os.environ["GRID_CODE_VERSION"]
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
 
 
 def status(grid, runs):

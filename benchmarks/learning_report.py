@@ -170,9 +170,10 @@ def render(data):
               "cifar_resnet20_v1 at 32 px, last epoch's held-out accuracy of `label`, mean over the seeds. "
               "`default` is the run of the preset `auto` picks (its noflip column), `torch` the plain PyTorch "
               "recipe (pad-crop + flip, lr 0.1 x batch/64, step schedule) at the same budget. `holds`: default "
-              "within %.2f of the best preset and at or above torch - %.2f. The `-wu` columns (an experiment, not "
-              "presets): auto's candidates with a linear warmup over the first %d%% of the run."
-              % (WITHIN, TORCH_MARGIN, round(100 * learning_grid.WARMUP_SHARE)), ""]
+              "within %.2f of the best preset and at or above torch - %.2f. The `-nowarmup` columns (the evidence "
+              "for the warmup, not presets): auto's candidates with `--warmup-epochs 0`, where train would add a "
+              "warmup over the first %d%% of the run (a given lr above 0.2 per 256 images)."
+              % (WITHIN, TORCH_MARGIN, round(100 * schedules.WARMUP_SHARE)), ""]
     lines += status_lines(data) + [""] + summary_lines(data)
     for group in ("confirmation", "development"):
         lines += ["", "### %s" % group.capitalize(), ""] + grid_table(data, group)
