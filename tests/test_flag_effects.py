@@ -19,7 +19,6 @@ from multitask_mx.training.schedules import ScheduleConfig, lr_curve
 # (rule's flag, rule's 'needs', the flags given): one refused combination per row of NO_EFFECT_RULES
 REFUSED = [
     ("--lr-step-epochs", "the step schedule", ["--lr-scheduler", "cosine", "--lr-step-epochs", "3"]),
-    ("--lr-step-epochs", "a step before the last epoch", ["--num-epoch", "4", "--lr-step-epochs", "4,6"]),
     ("--lr-factor", "the step schedule", ["--lr-scheduler", "poly", "--lr-factor", "0.5"]),
     ("--lr-min", "a cosine, poly or cyclic schedule", ["--lr-scheduler", "step", "--lr-min", "0.0001"]),
     ("--lr-power", "the poly schedule", ["--lr-power", "3"]),
@@ -61,6 +60,14 @@ def test_step_flags_alone_select_the_step_schedule(flags):
     assert cfg.name == "step"
     lrs = lr_curve(cfg, epoch_size=5)
     assert lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.1  # it drops: the flags took effect
+
+
+def test_step_epochs_past_the_run_are_warned_about_not_refused(caplog):
+    """A run trained in chunks (--resume with a larger --num-epoch later) gives the final step epochs."""
+    args = api.parse_flags("train", data_train="a.lst", save_result="b", num_epoch=4, lr_step_epochs="30,60")
+    with caplog.at_level("WARNING"):
+        assert ScheduleConfig.from_args(args, base_lr=0.1).name == "step"
+    assert "no step falls inside --num-epoch 4" in caplog.text
 
 
 def test_defaults_and_a_default_valued_flag_keep_cosine():

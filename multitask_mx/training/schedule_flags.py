@@ -34,19 +34,14 @@ class FlagRule:
     remedy: str
 
 
-def _steps_inside(cfg):
-    return any(e < cfg.num_epoch for e in cfg.step_epochs)
-
-
 # Flags that have no effect under the other schedule flags: one given with a value other than its default,
 # where its row's ``has_effect`` (of the ScheduleConfig) is false, is refused with the row's remedy. The step
 # schedule's own flags select it when --lr-scheduler is not given, so their rows refuse only an explicit
-# other --lr-scheduler.
+# other --lr-scheduler. Step epochs all at or after --num-epoch are not refused, only warned about
+# (ScheduleConfig.log_doubts): a run trained in chunks with --resume reaches them in a later chunk.
 NO_EFFECT_RULES = (
     FlagRule("--lr-step-epochs", "step_epochs", "the step schedule", lambda c: c.name == "step",
              "use --lr-scheduler step (or leave --lr-scheduler out: --lr-step-epochs then selects step)"),
-    FlagRule("--lr-step-epochs", "step_epochs", "a step before the last epoch", _steps_inside,
-             "give epochs below --num-epoch, or more epochs"),
     FlagRule("--lr-factor", "factor", "the step schedule", lambda c: c.name == "step",
              "use --lr-scheduler step (or leave --lr-scheduler out: --lr-factor then selects step)"),
     FlagRule("--lr-min", "lr_min", "a cosine, poly or cyclic schedule", lambda c: c.name != "step",

@@ -224,7 +224,11 @@ class ScheduleConfig:
         if self.warmup_epochs >= self.num_epoch:
             _logger.warning("--warmup-epochs %g covers the whole run (--num-epoch %d)",
                             self.warmup_epochs, self.num_epoch)
-        if self.name == "step" and any(e >= self.num_epoch for e in self.step_epochs):
+        if self.name == "step" and self.step_epochs and all(e >= self.num_epoch for e in self.step_epochs):
+            _logger.warning("--lr-step-epochs %s: no step falls inside --num-epoch %d, so the lr stays at --lr "
+                            "(a later --resume with more epochs reaches them)",
+                            ",".join(map(str, self.step_epochs)), self.num_epoch)
+        elif self.name == "step" and any(e >= self.num_epoch for e in self.step_epochs):
             _logger.info("--lr-step-epochs: steps at or after epoch %d (the last) never apply", self.num_epoch)
 
 
