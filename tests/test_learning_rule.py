@@ -42,3 +42,15 @@ def test_docs_learning_page_is_in_sync_with_the_stored_results():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "learning_report.py"), "--check"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_grid_reaches_its_budgets_and_runs_the_issues_cell_first():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import learning_grid
+    assert learning_grid.shape(400, 10, 160, 64) == (205, 5, 165)   # about 160 updates at batch 64
+    assert learning_grid.shape(124, 10, 500, 32) == (124, 13, 507)  # a small pool: more epochs instead
+    runs = learning_grid.plan()
+    first = runs[0]
+    assert (first["budget"], first["batch"], first["lr"], first["mode"]) == (160, 64, "user", "scratch")
+    assert not any(r["column"] == "torch" and r["lr"] == "default" for r in runs)  # torch has its own lr
+    assert {r["group"] for r in runs} == {"development", "confirmation"}
