@@ -40,7 +40,8 @@ STANDARD_MIN_UPDATES = 150
 # the default's rate per image), 160 updates, seed 1, development datasets, with the warmup a given high lr
 # now gets (training/schedules.py default_warmup_epochs): standard 0.764 against light 0.726 on Fashion-MNIST;
 # without the warmup standard 0.760 / 0.972 against light 0.640 / 0.968 (MNIST digits). Issue 24's held-out
-# drawings, where standard lost 0.17 at that cell, had no warmup either: its first epoch blew up.
+# drawings, where standard lost 0.17 at that cell, had no warmup either (most likely the same first-epoch
+# blow-up; that data is not here to check).
 
 
 # Why ``auto`` leaves out the mirror flip: it cannot tell whether a mirror changes the class (digits,

@@ -12,6 +12,7 @@ from typing import Callable
 DEFAULT_SCHEDULE = "cosine"
 # The schedule flags' defaults, declared once: add_arguments gives them to argparse and from_args compares
 # with them to tell a flag the user gave from one left alone (a value equal to its default changes nothing).
+# --warmup-epochs alone defaults to None in argparse: not given, train decides (schedules.default_warmup_epochs).
 FLAG_DEFAULTS = {"factor": 0.1, "warmup_epochs": 0.0, "warmup_begin_lr": 0.0, "lr_min": 0.0, "power": 2.0,
                  "cycle_epochs": 10.0, "cycle_decay": 1.0}
 # ScheduleConfig field -> the argparse dest that fills it (the flag is --dest with dashes)

@@ -95,7 +95,8 @@ def default_lr(batch_size, finetune):
 # 32 px, batch 64, --lr 0.1 = 0.4 per 256 images, 160 updates, seed 1, light preset without flip): without a
 # warmup the first epoch blew up (held-out loss 159 on Fashion-MNIST, 2,834 on scikit-learn's digits) and the
 # runs ended at 0.640 and 0.266; with a warmup over the first 10 % of the run, 0.726 and 0.964. Issue 24's
-# held-out drawings (same batch and lr) lost 0.17 with one preset and not the other: the same blow-up.
+# held-out drawings (same batch and lr, no warmup) lost 0.17 with one preset and not the other, most likely
+# the same blow-up (that data is not here to check).
 WARMUP_SHARE = 0.1
 
 
