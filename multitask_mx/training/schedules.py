@@ -152,10 +152,12 @@ class ScheduleConfig:
     cycle_decay: float = FLAG_DEFAULTS["cycle_decay"]
 
     @classmethod
-    def from_args(cls, args, base_lr=None, log=True):
+    def from_args(cls, args, base_lr=None, log=True, batch_size=None):
         """The config from parsed flags, checked (UserInputError naming the flag).
 
         ``base_lr`` is the resolved lr when --lr is not a number (not given, or "auto").
+        ``batch_size``: the run's resolved batch (default: --batch-size as parsed; None until resolved), which
+        decides the warmup of a given high --lr (``default_warmup_epochs``).
         ``log``: also log the schedule chosen and doubtful but valid settings (off for the early check).
         """
         if base_lr is None:
@@ -167,7 +169,7 @@ class ScheduleConfig:
         given = given_fields(args)
         name, reason = resolve_schedule_name(args.lr_scheduler, given)
         warmup, why_warmup = (args.warmup_epochs, "--warmup-epochs") if args.warmup_epochs is not None else \
-            default_warmup_epochs(args.num_epoch, args.lr, args.batch_size)
+            default_warmup_epochs(args.num_epoch, args.lr, batch_size or args.batch_size)
         cfg = cls(name=name, base_lr=base_lr, num_epoch=args.num_epoch,
                   step_epochs=steps, factor=args.lr_factor,
                   warmup_epochs=warmup, warmup_begin_lr=args.warmup_begin_lr,
