@@ -142,7 +142,7 @@ def status_lines(data):
     runs, left = fig.get("runs", []), fig.get("left", {})
     machine = data.get("machine", {})
     done_cells = sorted({(r["dataset"], r["mode"], r["budget"], r["batch"], r["lr"]) for r in runs})
-    return ["Stored: %d runs over %d cells (`%s`, %s, %d cores; seeds %s). Left: %d runs, about %.1f hours of machine "
+    return ["Stored: %d runs over %d cells (`%s`, %s, %d cores; planned seeds %s, the seeds column says how many each cell has). Left: %d runs, about %.1f hours of machine "
             "time on 2 busy cores (`python benchmarks/bench_learning.py --grid` goes on where it stopped; "
             "`--status` counts). Accuracy only: the runs shared the cores with other work, so no timing is quoted."
             % (len(runs), len(done_cells), data.get("utc", "-"), machine.get("cpu", "-"), machine.get("cpu_count", 0),
