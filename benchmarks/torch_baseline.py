@@ -8,6 +8,9 @@ Run by bench_small_net.py with a Python that has torch (and numpy, opencv), in a
         the whole job from .lst files of images: cv2 decode, resize, pad-crop + flip, DataLoader
         workers, SGD momentum 0.9 wd 1e-4, cosine lr, a validation pass per epoch; prints
         {"val_acc": ..., "train_s": ...}
+    PY_TORCH benchmarks/torch_baseline.py --job ... --lr 0.1 --schedule step
+        the reference recipe of bench_learning's grid (issue 24): the same, with the lr x0.1 after
+        1/2 and 3/4 of the updates (the CIFAR ResNet schedule, scaled to the run)
 
 It is what a user would write by hand (issue 13: "a plain PyTorch script"), kept free of this
 package on purpose. Threads: torch's intra-op pool takes OMP_NUM_THREADS, set by the caller.
@@ -107,6 +110,13 @@ class LstImages(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)), label
 
 
+def lr_at(args, done, total):
+    """The lr of update ``done`` (from 0) of ``total``: cosine over the run, or step (x0.1 at 1/2 and 3/4)."""
+    if args.schedule == "step":
+        return args.lr * 0.1 ** sum(done >= f * total for f in (0.5, 0.75))
+    return args.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+
+
 def run_job(args):
     """Train --epochs over --train, validate on --val after each; the last validation accuracy."""
     torch.manual_seed(args.seed)
@@ -121,8 +131,8 @@ def run_job(args):
     for _ in range(args.epochs):
         net.train()
         for x, y in loader:
-            for group in opt.param_groups:  # cosine over the run, per step
-                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+            for group in opt.param_groups:  # set per step
+                group["lr"] = lr_at(args, done, total)
             step(x, y)
             done += 1
         net.eval()
@@ -146,6 +156,7 @@ def main():
     p.add_argument("--root")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()

@@ -144,6 +144,7 @@ def _parse(*argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--num-epoch", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=None)  # train's, resolved before the schedule is built
     schedules.add_arguments(parser)
     return parser.parse_args(list(argv))
 

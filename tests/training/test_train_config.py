@@ -32,7 +32,7 @@ def test_each_bad_flag_is_refused_by_the_early_check(flags, message):
 def test_good_flags_pass_the_early_check():
     args = api.parse_flags("train", data_train="missing.lst", save_result="unused", lr_scheduler="step",
                            lr_step_epochs="2,4", hue=0.1, rand_crop_scale="0.2,1", best_metric="val-acc:label",
-                           warmup_begin_lr=0.5)  # --lr not given: its value is not known yet, so not compared
+                           warmup_epochs=1, warmup_begin_lr=0.5)  # --lr not given: its value is not known yet, so not compared
     validate_train_config(args)
 
 
