@@ -37,6 +37,8 @@ RESULT_ORDER = ("bench_training", "bench_original", "bench_fusion", "bench_small
                 "bench_lists")
 # stored results the report leaves out, and why (the file stays in results/ for the record)
 EXCLUDED = {
+    "bench_learning_grid": "the learning grid (issue 24) has its own generated page, docs/learning.md "
+                           "(benchmarks/learning_report.py), with its development and confirmation datasets",
     "bench_lists_before": "the list code before its rewrite (commit be0700e), kept to compare with: it ran with other "
                           "work on a host without AVX-512 (load average 14.7, 1.64 other cores busy), so its times "
                           "say nothing against bench_lists' quiet run; rerun `benchmarks/bench_lists.py --code "

@@ -68,7 +68,7 @@ def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=No
     return result.suggestion
 
 
-def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype="float32"):
+def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype="float32", batch_size=None):
     """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
 
     ``extra_params`` (the loss's learned weights) are updated with the network's.
@@ -76,7 +76,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
     """
-    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr), epoch_size)
+    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr, batch_size=batch_size), epoch_size)
     params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
     if args.optimizer in ("sgd", "nag"):
         params["momentum"] = args.mom
@@ -149,7 +149,7 @@ def draw_and_exit(args, inputs):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
     train, image_shape, epoch_size, recipe = inputs.train, inputs.image_shape, inputs.epoch_size, inputs.recipe
     if args.plot_lr:
-        cfg = ScheduleConfig.from_args(args, resolve_lr(args, inputs.batch_size))
+        cfg = ScheduleConfig.from_args(args, resolve_lr(args, inputs.batch_size), batch_size=inputs.batch_size)
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
     preview = augment.preview_settings(args)
@@ -222,7 +222,7 @@ def ready_trainer(args, net, kv, sizes, extra_params, base_lr, point, dtype):
     ``sizes`` is (updates per epoch, the size of every batch); returns (trainer, (epoch, batches done)).
     """
     epoch_size, batch_size = sizes
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr, dtype)
+    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr, dtype, batch_size)
     if dtype == "float16":
         from mxnet.contrib import amp
         amp.init_trainer(trainer)

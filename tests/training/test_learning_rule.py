@@ -10,7 +10,7 @@ from multitask_mx import api
 from multitask_mx.data import augment_presets
 from multitask_mx.data.augment_presets import PRESETS, Situation, auto_preset, resolve_augmentation
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("finetune, updates, preset", [
