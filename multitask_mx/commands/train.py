@@ -92,8 +92,15 @@ def read_config_args(path):
     return config["args"]
 
 
+class _SilentParser(argparse.ArgumentParser):
+    """A parser whose errors raise instead of printing usage and exiting: the real parse reports them."""
+
+    def error(self, message):
+        raise ValueError(message)
+
+
 def _train_parser(suppress=False):
-    parser = argparse.ArgumentParser(prog="multitask-mx train", add_help=False)
+    parser = (_SilentParser if suppress else argparse.ArgumentParser)(prog="multitask-mx train", add_help=False)
     add_arguments(parser)
     if suppress:  # only what argv names ends up in the namespace
         for action in parser._actions:
@@ -104,7 +111,7 @@ def _train_parser(suppress=False):
 def _typed_flags(argv):
     try:
         return vars(_train_parser(suppress=True).parse_args(list(argv)))
-    except SystemExit:  # a bad flag: the real parse reports it
+    except ValueError:  # a bad or unknown flag (or --help): the real parse reports it
         return {}
 
 

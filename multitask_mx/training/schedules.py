@@ -380,7 +380,7 @@ def add_arguments(parser):
                        help="step: lr multiplier at each step; selects step without --lr-scheduler")
     group.add_argument("--warmup-epochs", type=finite_float, default=None,
                        help="linear warmup over this many epochs (fractions allowed; 0: none; default: none, or the "
-                       "first %d%% of the run when --lr is above 0.2 per 256 images)" % round(100 * WARMUP_SHARE))
+                       "first %d%%%% of the run when --lr is above 0.2 per 256 images)" % round(100 * WARMUP_SHARE))
     group.add_argument("--warmup-begin-lr", type=finite_float, default=FLAG_DEFAULTS["warmup_begin_lr"],
                        help="lr at the start of the warmup (needs --warmup-epochs)")
     group.add_argument("--lr-min", type=finite_float, default=FLAG_DEFAULTS["lr_min"],
