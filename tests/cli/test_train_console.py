@@ -52,7 +52,7 @@ def test_cli_and_api_load_the_same_epoch_by_default_and_say_which(run, tmp_path)
     assert len(loaded) == 1 and "multitask-%04d.params" % best in loaded[0]  # the best epoch's own file
     assert "the default: the best epoch, %d by val-loss" % best in loaded[0]
     model = mtx.load(save)
-    assert model.saved.params_file.endswith("multitask-best.params")
+    assert model.saved.params_file.endswith("multitask-%04d.params" % best)  # the same file as the CLI
     cli_rows = json.loads(out.read_text())
     cli_rows = cli_rows["predictions"] if isinstance(cli_rows, dict) else cli_rows
     api_row = model.predict([image])[0]
