@@ -94,8 +94,15 @@ def _stop_on_sigterm():
         _RECEIVED.append(signum)
         _arm_exit_watchdog(signum)
         raise Terminated(signum)
-    for signum in STOP_SIGNALS:
+    for signum in _handled_signals():
         signal.signal(signum, handler)
+
+
+def _handled_signals():
+    """The stop signals this process handles. A node of a ps-lite job (DMLC_ROLE) keeps SIGHUP's default, death:
+    `launch` ends remote nodes by hanging up their ssh session, and a node blocked in ps-lite never reaches a
+    Python handler (seen as a server left running on a host after a failed job)."""
+    return [s for s in STOP_SIGNALS if not (s == signal.SIGHUP and "DMLC_ROLE" in os.environ)]
 
 
 def _quiet_stop_hook(previous):
@@ -108,7 +115,7 @@ def _quiet_stop_hook(previous):
 
 def _record_stop_signals():
     """From here on a stop signal is only recorded: the command's work is done, main reports it."""
-    for signum in STOP_SIGNALS:
+    for signum in _handled_signals():
         signal.signal(signum, lambda number, frame: _RECEIVED.append(number))
 
 

@@ -38,8 +38,9 @@ class FlagRule:
 # Flags that have no effect under the other schedule flags: one given with a value other than its default,
 # where its row's ``has_effect`` (of the ScheduleConfig) is false, is refused with the row's remedy. The step
 # schedule's own flags select it when --lr-scheduler is not given, so their rows refuse only an explicit
-# other --lr-scheduler. Step epochs all at or after --num-epoch are not refused, only warned about
-# (ScheduleConfig.log_doubts): a run trained in chunks with --resume reaches them in a later chunk.
+# other --lr-scheduler. Step epochs all at or after --num-epoch, and --cycle-decay with a single cycle, are
+# not refused, only warned about (ScheduleConfig.log_doubts): a run trained in chunks with --resume reaches
+# them in a later chunk, and a script's short trial run (the seeds' --num-epoch 1) must not be refused.
 NO_EFFECT_RULES = (
     FlagRule("--lr-step-epochs", "step_epochs", "the step schedule", lambda c: c.name == "step",
              "use --lr-scheduler step (or leave --lr-scheduler out: --lr-step-epochs then selects step)"),
@@ -52,8 +53,6 @@ NO_EFFECT_RULES = (
              "add --lr-scheduler cyclic"),
     FlagRule("--cycle-decay", "cycle_decay", "the cyclic schedule", lambda c: c.name == "cyclic",
              "add --lr-scheduler cyclic"),
-    FlagRule("--cycle-decay", "cycle_decay", "a second cycle", lambda c: c.cycle_epochs < c.num_epoch,
-             "give --cycle-epochs below --num-epoch (the decay applies from the second cycle on)"),
     FlagRule("--warmup-begin-lr", "warmup_begin_lr", "a warmup", lambda c: c.warmup_epochs > 0,
              "add --warmup-epochs N (the warmup's length)"),
 )

@@ -233,6 +233,10 @@ class ScheduleConfig:
                             ",".join(map(str, self.step_epochs)), self.num_epoch)
         elif self.name == "step" and any(e >= self.num_epoch for e in self.step_epochs):
             _logger.info("--lr-step-epochs: steps at or after epoch %d (the last) never apply", self.num_epoch)
+        if self.name == "cyclic" and self.cycle_decay != 1.0 and self.cycle_epochs >= self.num_epoch:
+            _logger.warning("--cycle-decay %g: one cycle fits --num-epoch %d, so the decay never applies (it does "
+                            "from the second cycle on: --cycle-epochs below --num-epoch)", self.cycle_decay,
+                            self.num_epoch)
 
 
 def _require(condition, message):

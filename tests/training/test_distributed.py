@@ -359,7 +359,7 @@ def test_two_workers_finish_with_identical_weights_and_falling_loss(sync_run):
 def test_only_rank_0_wrote_into_the_save_dir(sync_run):
     save = sync_run["save"]
     expected = {"config.json", "history.json", "history.csv", "train.log", "curves.png", "best.json",
-                "net-symbol.json", "net-best.params", "launch"} | \
+                "net-symbol.json", "net-best.params", "launch", ".lock"} | \
         {"net-%04d.%s" % (e, ext) for e in (1, 2, 3) for ext in ("params", "states")}
     assert set(os.listdir(save)) == expected  # no temporary file or second copy of anything
     log = open(os.path.join(save, "train.log")).read()

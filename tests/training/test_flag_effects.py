@@ -24,8 +24,6 @@ REFUSED = [
     ("--lr-power", "the poly schedule", ["--lr-power", "3"]),
     ("--cycle-epochs", "the cyclic schedule", ["--cycle-epochs", "2"]),
     ("--cycle-decay", "the cyclic schedule", ["--lr-scheduler", "step", "--cycle-decay", "0.5"]),
-    ("--cycle-decay", "a second cycle", ["--lr-scheduler", "cyclic", "--num-epoch", "4", "--cycle-epochs", "4",
-                                         "--cycle-decay", "0.5"]),
     ("--warmup-begin-lr", "a warmup", ["--warmup-begin-lr", "0.001"]),
 ]
 
@@ -68,6 +66,15 @@ def test_step_epochs_past_the_run_are_warned_about_not_refused(caplog):
     with caplog.at_level("WARNING"):
         assert ScheduleConfig.from_args(args, base_lr=0.1).name == "step"
     assert "no step falls inside --num-epoch 4" in caplog.text
+
+
+def test_cycle_decay_with_a_single_cycle_is_warned_about_not_refused(caplog):
+    """A script's short trial run (the seeds' examples at --num-epoch 1) keeps its --cycle-decay."""
+    args = api.parse_flags("train", data_train="a.lst", save_result="b", num_epoch=4, lr_scheduler="cyclic",
+                           cycle_epochs=4, cycle_decay=0.5)
+    with caplog.at_level("WARNING"):
+        ScheduleConfig.from_args(args, base_lr=0.1).log_doubts()
+    assert "one cycle fits --num-epoch 4" in caplog.text
 
 
 def test_defaults_and_a_default_valued_flag_keep_cosine():
