@@ -253,7 +253,8 @@ def test_api_predict_takes_one_path_and_refuses_top_k_below_one(world):
 
 @pytest.mark.slow
 def test_serve_answers_health_while_idle_connections_pile_up(world):
-    from test_serve import ServerProcess, request
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "use"))
+    from test_serve import ServerProcess, request  # tests/use/test_serve.py, whichever tests are collected
     logs = world["tmp"] / "serve_logs"
     logs.mkdir()
     server = ServerProcess(world["save"], str(logs), "--idle-timeout", 1, "--connection-limit", 100)

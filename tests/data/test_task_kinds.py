@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -249,7 +250,8 @@ def test_export_bakes_in_the_regression_scale(trained, tmp_path):
 
 @pytest.mark.slow
 def test_serve_answers_like_predict(data, trained, tmp_path):
-    from test_serve import ServerProcess, post_image
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "use"))
+    from test_serve import ServerProcess, post_image  # tests/use/test_serve.py, whichever tests are collected
     image = os.path.join(os.path.dirname(data["val"]), read_csv(data["val"])[1]["path"])
     expected = json.loads(run_cli("predict", image, "--save-result", trained, "--json", "-").stdout)
     expected = expected["predictions"][0]["tasks"]
