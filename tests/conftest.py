@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real JPEG datasets, .lst files and pretrained params files."""
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 
@@ -104,3 +105,24 @@ def is_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def no_traceback(proc):
+    """``proc`` (a completed CLI run), after checking that neither stream holds a Python traceback."""
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
+def small_lists(tmp):
+    """Train (24) and val (8) lists of drawn 32x32 images under ``tmp``: {"root", "tmp", "train", "val"}."""
+    root = tmp / "images"
+    return {"root": str(root), "tmp": tmp,
+            "train": write_list(tmp / "train.lst", make_images(str(root), 6, seed=1)),
+            "val": write_list(tmp / "val.lst", make_images(str(root), 2, seed=2), start_index=100)}
+
+
+def copy_run(run, tmp_path):
+    """A copy of the run folder ``run`` at tmp_path/save, for tests that change it."""
+    save = str(tmp_path / "save")
+    shutil.copytree(run, save)
+    return save

@@ -17,7 +17,7 @@ import pytest
 
 import multitask_mx  # noqa: F401
 import mxnet as mx
-from conftest import REPO, is_alive, make_images, run_cli, write_list
+from conftest import REPO, copy_run, is_alive, no_traceback, run_cli, small_lists
 from multitask_mx.training.checkpoints import CheckpointSaver
 
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "8", "--lr", "0.01",
@@ -28,11 +28,6 @@ def train_args(data, save, *extra):
     return ["train", "--data-train", data["train"], "--image-train", data["root"], "--data-val", data["val"],
             "--image-val", data["root"], "--num-classes", "4", "--save-result", save, "--save-name", "net"] \
         + TINY + list(extra)
-
-
-def no_traceback(proc):
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
-    return proc
 
 
 def finite_params(path):
@@ -48,11 +43,7 @@ def strict_json(path):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults")
-    root = tmp / "images"
-    return {"root": str(root), "tmp": tmp,
-            "train": write_list(tmp / "train.lst", make_images(str(root), 6, seed=1)),
-            "val": write_list(tmp / "val.lst", make_images(str(root), 2, seed=2), start_index=100)}
+    return small_lists(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +51,6 @@ def run2(data):
     """A finished 2-epoch run; tests that change it work on a copy."""
     save = str(data["tmp"] / "run2")
     run_cli(*train_args(data, save, "--num-epoch", "2"))
-    return save
-
-
-def copy_run(run2, tmp_path):
-    save = str(tmp_path / "save")
-    shutil.copytree(run2, save)
     return save
 
 

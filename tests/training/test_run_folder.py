@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, is_alive, make_images, run_cli, write_list
+from conftest import REPO, copy_run, is_alive, no_traceback, run_cli, small_lists
 from multitask_mx.errors import UserInputError
 from multitask_mx.runfolder import LOCK_FILE, RunDir, check_save_name
 
@@ -26,18 +26,9 @@ def train_args(data, save, *extra):
             "--image-val", data["root"], "--num-classes", "4", "--save-result", save] + TINY + list(extra)
 
 
-def no_traceback(proc):
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("runfolder")
-    root = tmp / "images"
-    return {"root": str(root), "tmp": tmp,
-            "train": write_list(tmp / "train.lst", make_images(str(root), 6, seed=1)),
-            "val": write_list(tmp / "val.lst", make_images(str(root), 2, seed=2), start_index=100)}
+    return small_lists(tmp_path_factory.mktemp("runfolder"))
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +36,6 @@ def run2(data):
     """A finished 2-epoch run; tests that change it work on a copy."""
     save = str(data["tmp"] / "run2")
     run_cli(*train_args(data, save, "--num-epoch", "2"))
-    return save
-
-
-def copy_run(run2, tmp_path):
-    save = str(tmp_path / "save")
-    shutil.copytree(run2, save)
     return save
 
 
