@@ -9,7 +9,8 @@
 # `up` writes STATE_DIR/ssh_config (ssh -F: the client key and a known-hosts file of its own, so root's
 # ~/.ssh is never touched) and STATE_DIR/hosts.txt. On host 3, sshd runs in a mount namespace of its own where
 # STATE_DIR/hidden is an empty tmpfs: a file put there exists on this machine and hosts 1-2, not on host 3.
-# If PYTHONPATH is set, the sshds pass it on (SetEnv), so the hosts import the same code as this machine.
+# If PYTHONPATH is set, the sshds pass it on (SetEnv), so the hosts import the same code as this machine; HOME is
+# an empty STATE_DIR/home, so logins run none of root's startup files.
 # Traffic stays on the bridge: `up` checks that every host address is routed through mtxbr0.
 set -euo pipefail
 NET=10.213.7
@@ -35,7 +36,7 @@ up() {
     command -v "$tool" >/dev/null || { echo "netns.sh: $tool is missing (apt-get install iproute2 openssh-server openssh-client util-linux)" >&2; exit 3; }
   done
   down
-  mkdir -p "$state/hidden" /run/sshd
+  mkdir -p "$state/hidden" "$state/home" /run/sshd
   chmod 700 "$state"
   rm -f "$state"/id_test* "$state"/host_key* "$state"/known_hosts
   ssh-keygen -q -t ed25519 -N '' -f "$state/id_test"
@@ -69,7 +70,12 @@ UsePAM no
 AcceptEnv none
 LogLevel ERROR
 EOF
-    if [ -n "${PYTHONPATH:-}" ]; then echo "SetEnv PYTHONPATH=$PYTHONPATH" >> "$state/sshd_$i.conf"; fi
+    # One SetEnv line (sshd keeps only the first): HOME is an empty folder, so a login runs none of root's
+    # startup files. The hosts share this machine's home; a `pyenv rehash` in ~/.bashrc killed with a stopped
+    # job leaves its lock behind, and every later login then waited 60 s for it (CI failed that way).
+    env_line="SetEnv HOME=$state/home"
+    if [ -n "${PYTHONPATH:-}" ]; then env_line="$env_line PYTHONPATH=$PYTHONPATH"; fi
+    echo "$env_line" >> "$state/sshd_$i.conf"
     if [ "$i" = 3 ]; then
       ip netns exec "$ns" unshare -m --propagation private sh -c \
         "mount -t tmpfs mtx-hidden '$state/hidden' && exec /usr/sbin/sshd -f '$state/sshd_$i.conf'"
