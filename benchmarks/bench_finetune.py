@@ -27,8 +27,6 @@ import mxnet as mx  # noqa: E402
 
 from bench_training import TrainEpochs, loading_sources  # noqa: E402
 from multitask_mx.model import network as model  # noqa: E402
-from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.training import inputs  # noqa: E402
 from multitask_mx.data.datasets import make_loader  # noqa: E402
 from multitask_mx.model.finetune import FinetuneConfig, apply_freezing  # noqa: E402
 from multitask_mx.data.lists import read_list  # noqa: E402
@@ -58,21 +56,15 @@ def parse_args(argv=None):
 
 
 def train_flags(args):
-    """`train`'s parsed defaults for these settings (so the transforms are the real presets)."""
-    parser = argparse.ArgumentParser()
-    train_command.add_arguments(parser)
-    return parser.parse_args(["--data-train", os.path.join(EXAMPLE, "train_data.lst"), "--save-result", "/tmp",
-                              "--network", args.network, "--image-shape", "3,%d,%d" % (args.size, args.size),
-                              "--batch-size", str(args.batch_size)])
+    """`train`'s argv for these settings, every other flag at its default (so the transforms are the real presets)."""
+    return ["--data-train", os.path.join(EXAMPLE, "train_data.lst"), "--save-result", "/tmp", "--network",
+            args.network, "--image-shape", "3,%d,%d" % (args.size, args.size), "--batch-size", str(args.batch_size)]
 
 
 def datasets(args, flags, tasks):
     """data_example's training set with train's transform preset."""
     train = read_list(os.path.join(EXAMPLE, "train_data.lst"), os.path.join(EXAMPLE, "images"))
-    shape = (3, args.size, args.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
-    dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, "imagenet", recipe.config)
-    return dataset
+    return common.train_dataset(train, tasks, flags)
 
 
 def alternate(measures, repeats):
@@ -89,7 +81,7 @@ def bench_freeze(args, flags, tasks):
     net = model.build_net(model.TrunkSpec(args.network), tasks, [mx.cpu()], (3, args.size, args.size))
     net.hybridize(static_alloc=True, static_shape=True)
     loader = make_loader(datasets(args, flags, tasks), args.batch_size, True, args.workers, "rollover")
-    epochs = TrainEpochs(net, tasks, flags)
+    epochs = TrainEpochs(net, tasks, common.train_config(flags))
     batches = [b for _, b in zip(range(args.batches), loader)]  # decoded once: the trunk is what differs
     epochs.epoch(batches[:1])
 

@@ -42,18 +42,13 @@ def parse_args():
 
 def time_loader(lists, tasks, args, workers, uint8):
     """img/s of a second pass over ``args.batches`` batches of train's loader."""
-    from multitask_mx.commands import train as train_command
-    from multitask_mx.training import inputs
+    import common
     from multitask_mx.data.datasets import make_loader
     from multitask_mx.data.lists import read_list
     path = lists.path(args.batches * args.batch_size)
-    parser = argparse.ArgumentParser()
-    train_command.add_arguments(parser)
-    flags = parser.parse_args(["--data-train", path, "--save-result", "unused", "--batch-size",
-                               str(args.batch_size), "--image-shape", "3,%d,%d" % (args.size, args.size)])
-    train, shape = read_list(path, lists.root), (3, args.size, args.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
-    dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, "imagenet", recipe.config, uint8=uint8)
+    flags = ["--data-train", path, "--save-result", "unused", "--batch-size", str(args.batch_size),
+             "--image-shape", "3,%d,%d" % (args.size, args.size)]
+    dataset = common.train_dataset(read_list(path, lists.root), tasks, flags, uint8=uint8)
     loader = make_loader(dataset, args.batch_size, True, workers, last_batch="rollover")
     for _ in loader:  # first pass: starts the workers, warms the page cache
         pass

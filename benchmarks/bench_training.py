@@ -55,8 +55,7 @@ from mxnet import gluon  # noqa: E402
 
 from multitask_mx.model import network as model
 from multitask_mx.training import loop as training  # noqa: E402
-from multitask_mx.commands import train as train_command  # noqa: E402
-from multitask_mx.training import inputs, pipeline  # noqa: E402
+from multitask_mx.training import pipeline  # noqa: E402
 from multitask_mx.commands.doctor import build_features, versions  # noqa: E402
 from multitask_mx.data.datasets import make_loader  # noqa: E402
 from multitask_mx.data.lists import read_list  # noqa: E402
@@ -158,19 +157,20 @@ def alternate(named_sources, s: Settings, batches):
 
 
 def train_args(s: Settings, lst_path):
-    """`multitask-mx train`'s flags at their defaults, with this run's list, batch and image shape."""
-    parser = argparse.ArgumentParser()
-    train_command.add_arguments(parser)
-    return parser.parse_args(["--data-train", lst_path, "--save-result", "unused", "--batch-size",
-                              str(s.batch_size), "--image-shape", "3,%d,%d" % (s.size, s.size)])
+    """`multitask-mx train`'s argv with this run's list, batch and image shape (every other flag at its default)."""
+    return ["--data-train", lst_path, "--save-result", "unused", "--batch-size", str(s.batch_size),
+            "--image-shape", "3,%d,%d" % (s.size, s.size)]
+
+
+def train_config(s: Settings, lst_path):
+    """The TrainConfig of ``train_args``."""
+    return common.train_config(train_args(s, lst_path))
 
 
 def real_loader(lists, tasks, normalization, s: Settings, batches):
     """Our training loader as `train` builds it (dataset, transform preset, workers) over ``batches`` batches."""
     path = lists.path(batches * s.batch_size)
-    flags, train, shape = train_args(s, path), read_list(path, lists.root), (3, s.size, s.size)
-    recipe = inputs.choose_augmentation(flags, train, tasks, shape, flags.batch_size)  # the preset train would pick
-    dataset, _ = inputs.build_datasets(flags, train, None, tasks, shape, normalization, recipe.config)
+    dataset = common.train_dataset(read_list(path, lists.root), tasks, train_args(s, path), normalization)
     return make_loader(dataset, s.batch_size, True, s.workers, last_batch="rollover")
 
 
@@ -187,17 +187,18 @@ def synthetic_batches(tasks, s: Settings, batches):
 class TrainEpochs:
     """Our training step on ``net`` as `train` sets it up: one Trainer, loss and metrics for every data source."""
 
-    def __init__(self, net, tasks, args):
+    def __init__(self, net, tasks, config):
         self.net, self.ctxs = net, [mx.cpu()]
         # As train's make_trainer and start_trainer: SGD with momentum and wd, no kvstore for one device,
         # each parameter updated by its own operator on a CPU.
-        self.trainer = gluon.Trainer(net.collect_params(), args.optimizer,
-                                     {"learning_rate": args.lr, "momentum": args.mom, "wd": args.wd},
+        optim = config.optim
+        self.trainer = gluon.Trainer(net.collect_params(), optim.optimizer,
+                                     {"learning_rate": optim.lr, "momentum": optim.mom, "wd": optim.wd},
                                      kvstore=None, update_on_kvstore=False)
         pipeline.update_parameters_one_by_one(self.trainer.optimizer)
-        self.loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=args.label_smoothing)
+        self.loss_fn = training.MultiTaskLoss([t.num_classes for t in tasks], label_smoothing=optim.label_smoothing)
         self.metrics = TaskMetrics([t.name for t in tasks], self.ctxs)
-        self.cfg = training.LoopConfig(log_every=args.disp_batches, progress_bar=False)
+        self.cfg = training.LoopConfig(log_every=config.monitor.disp_batches, progress_bar=False)
 
     def epoch(self, batches):
         """img/s of one train_one_epoch over ``batches``, timed from an idle engine to an idle engine."""
@@ -324,7 +325,7 @@ def bench_real_vs_synthetic(lists, tasks, s: Settings):
     """(a) real loader and (b) synthetic batches feeding the same hybridized net and step."""
     net = model.build_net(model.TrunkSpec(network=s.network), tasks, [mx.cpu()], (3, s.size, s.size))
     net.hybridize(static_alloc=True, static_shape=True)
-    step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
+    step = TrainEpochs(net, tasks, train_config(s, lists.path(s.batch_size)))
     speeds = alternate([
         ("b", step.sources(lambda n: synthetic_batches(tasks, s, n))),
         ("a", step.sources(lambda n: real_loader(lists, tasks, "imagenet", s, n)))], s, s.batches)
@@ -342,7 +343,7 @@ def bench_original(lists, tasks, s: Settings, root):
     net = model.build_net(spec, tasks, [mx.cpu()], (3, s.size, s.size))
     model.load_pretrained_trunk(net, prefix, classic_params)
     net.hybridize(static_alloc=True, static_shape=True)
-    step = TrainEpochs(net, tasks, train_args(s, lists.path(s.batch_size)))
+    step = TrainEpochs(net, tasks, train_config(s, lists.path(s.batch_size)))
     ours = step.sources(lambda n: real_loader(lists, tasks, normalization, s, n))
     return against_original(("(d) training loop, classic resnet-50: ours (--model PREFIX)",
                              "(d) training loop, classic resnet-50: original (Module API)"), ours, lists, s,

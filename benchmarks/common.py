@@ -198,3 +198,25 @@ def machine_header(devices=None):
 
 
 start_run(0)  # importing this module starts the run; scripts may call start_run() again for an idle sample
+
+
+def train_config(flags):
+    """The TrainConfig of `train`'s argv ``flags`` (e.g. ["--data-train", path, "--save-result", "unused"])."""
+    import argparse
+    from multitask_mx.commands import train as train_command
+    from multitask_mx.training.config import TrainConfig
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    return TrainConfig.from_args(parser.parse_args(list(flags)))
+
+
+def train_dataset(train_list, tasks, flags, normalization="imagenet", uint8=False):
+    """`train`'s own training dataset of ``train_list`` under train's argv ``flags``: the augmentation `train`
+    would choose for it, and that transform preset."""
+    from multitask_mx.training import inputs
+    config = train_config(flags)
+    shape = config.data.shape()
+    recipe = inputs.choose_augmentation(config.augment, config.model.is_finetuning(), config.optim.num_epoch,
+                                        train_list, tasks, shape, config.optim.batch_size)
+    return inputs.build_datasets(config.data, train_list, None, tasks, shape, normalization, recipe.config,
+                                 uint8=uint8)[0]

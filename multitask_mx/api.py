@@ -47,10 +47,11 @@ def train(**flags):
     """
     _runtime.configure_threads(int(flags.get("cpus") or 1))
     from .training import pipeline
+    from .training.config import TrainConfig
     if flags.get("config"):  # config="runs/x/config.json": that run's flags, these keywords on top
         from .commands.train import with_saved_flags
-        return pipeline.train(with_saved_flags(_command_parser("train"), flags))
-    return pipeline.train(parse_flags("train", **flags))
+        return pipeline.train(TrainConfig.from_args(with_saved_flags(_command_parser("train"), flags)))
+    return pipeline.train(TrainConfig.from_args(parse_flags("train", **flags)))
 
 
 def load(save_result, epoch="default", save_name=None, gpus=None):

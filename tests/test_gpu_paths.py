@@ -4,7 +4,6 @@ classic-checkpoint trunk, the refusals, and uint8 batches normalised on the devi
 
 What needs a GPU (real kernels, pinned memory, fusion, speed) is in benchmarks/gpu_check.py.
 """
-import argparse
 import json
 import os
 import pickle
@@ -217,7 +216,11 @@ def test_float16_converts_a_classic_trunk(classic_checkpoint):
 
 
 def _args(**kw):
-    return argparse.Namespace(**dict({"dtype": "float16", "kv_store": "dist_async"}, **kw))
+    """The TrainConfig of float16 with dist_async, ``kw`` given on top."""
+    from multitask_mx import api
+    from multitask_mx.training.config import TrainConfig
+    flags = dict({"dtype": "float16", "kv_store": "dist_async"}, **kw)
+    return TrainConfig.from_args(api.parse_flags("train", data_train="x.lst", save_result="r", **flags))
 
 
 def test_float16_refusals():

@@ -12,11 +12,11 @@ from ..training import distributed, lr_finder, loop
 from ..training.checkpoints import CheckpointSaver
 from ..errors import UserInputError
 from ..atomic import check_output_file
-from ..runfolder import RunDir
 from ..model.finetune import FinetuneConfig
 from ..logs import setup_logging
 from . import train as train_command
 from ..training import pipeline, prepare, resume
+from ..training.config import TrainConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -29,32 +29,32 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Entry point of ``multitask-mx find-lr``."""
+    """Entry point of ``multitask-mx find-lr``: train's preparation of the same TrainConfig, then the range test."""
     setup_logging(quiet=args.quiet)
-    if not args.find_lr_out.lower().endswith(".png"):
-        raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png."
-                             % args.find_lr_out)
-    read = (("--data-train", args.data_train), ("--data-val", args.data_val))
-    for path in (args.find_lr_out, os.path.splitext(args.find_lr_out)[0] + ".json"):
-        check_output_file(path, "--find-lr-out", read, RunDir(args.save_result, args.save_name))
-    cfg = lr_finder.FinderConfig.from_args(args)
-    FinetuneConfig.from_args(args)
+    out = args.find_lr_out
+    if not out.lower().endswith(".png"):
+        raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png." % out)
+    config = TrainConfig.from_args(args)
+    read = (("--data-train", config.data.data_train), ("--data-val", config.data.data_val))
+    for path in (out, os.path.splitext(out)[0] + ".json"):
+        check_output_file(path, "--find-lr-out", read, config.run_dir())
+    finder = lr_finder.FinderConfig.from_args(config.optim)
     kv = distributed.create_kvstore("local")
-    pipeline.seed_everything(args.seed)
-    ctxs = devices.parse_contexts(args.gpus, args.cpus)
-    pipeline.check_devices_and_dtype(args, ctxs)
-    inputs = prepare.prepare_inputs(args, kv, ctxs, with_val=False)  # as train: the same preparation, in order
-    saver = CheckpointSaver(args.save_result, args.save_name, writer=False)  # reads a --resume run, writes nothing
-    plan = resume.plan_net(args, inputs.tasks, inputs.image_shape, saver)
-    _, (loader, _) = prepare.datasets_and_loaders(args, inputs, plan.normalization)
+    pipeline.seed_everything(config.optim.seed)
+    ctxs = devices.parse_contexts(config.dist.gpus, config.dist.cpus)
+    pipeline.check_devices_and_dtype(config, ctxs)
+    inputs = prepare.prepare_inputs(config, kv, ctxs, with_val=False)  # as train: the same preparation, in order
+    saver = CheckpointSaver(config.checkpoint.save_result, config.checkpoint.save_name, writer=False)  # reads only
+    plan = resume.plan_net(config, inputs.tasks, inputs.image_shape, saver)
+    _, (loader, _) = prepare.datasets_and_loaders(config, inputs, plan.normalization)
     # the suggestion is meant for --lr, and with a given --lr every layer learns at it: test that
-    net = prepare.build_training_net(plan, args, inputs, ctxs, saver,
-                                     FinetuneConfig.from_args(args, 1.0, "find-lr: its suggestion is for --lr"))
-    loss_fn, tasks = inputs.loss_fn, inputs.tasks
-    result = lr_finder.find_lr(net, loader, ctxs, loss_fn, tasks, cfg, loop=loop.LoopConfig(
-        progress_bar=False, mixup_alpha=args.mixup, seed=args.seed), **lr_finder.optimizer_settings(args))
-    os.makedirs(os.path.dirname(os.path.abspath(args.find_lr_out)), exist_ok=True)
-    png, json_path = lr_finder.write_result(result, args.find_lr_out)
+    net = prepare.build_training_net(plan, config, inputs, ctxs, saver, FinetuneConfig.settle(
+        config.model, config.optim.lr, 1.0, "find-lr: its suggestion is for --lr"))
+    optim = config.optim
+    result = lr_finder.find_lr(net, loader, ctxs, inputs.loss_fn, inputs.tasks, finder, loop=loop.LoopConfig(
+        progress_bar=False, mixup_alpha=optim.mixup, seed=optim.seed), **lr_finder.optimizer_settings(optim))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    png, json_path = lr_finder.write_result(result, out)
     print("suggested lr: %.4g (%s)\ncurve: %s, %s\ntrain with: --lr %.4g"
           % (result.suggestion, result.rule, png, json_path, result.suggestion))
     return 0

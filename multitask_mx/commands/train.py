@@ -1,7 +1,7 @@
 """``multitask-mx train``: lists + images -> a multi-task network, checkpointed each epoch.
 
-A thin layer: flags are declared by the stages that read them; the work is
-``multitask_mx.training.pipeline.train``. ``--config runs/x/config.json`` repeats an
+A thin layer: flags are declared by the stage settings that hold them (training/config.py); the
+work is ``multitask_mx.training.pipeline.train`` of the ``TrainConfig``. ``--config runs/x/config.json`` repeats an
 earlier run's flags (``expand_config``), the flags typed beside it override them.
 """
 import argparse
@@ -11,12 +11,8 @@ import os
 from ..errors import UserInputError
 from ..runfolder import read_json
 from .keywords import flag_actions, namespace_from_values
-from ..data import augment, datasets, task_kinds, tasks as tasks_mod
-from .. import devices
-from ..model import finetune, network
-from ..training import (checkpoints, distributed, early_stopping, ema as ema_mod, lr_finder, loop,
-                        metrics as metrics_mod, pipeline, schedules, weighting)
-from ..training import gradients, tensorboard
+from ..training import pipeline
+from ..training.config import TrainConfig
 
 # where a run writes: never taken from the repeated run (its folder holds that run)
 NOT_REPEATED = ("config", "save_result", "resume", "overwrite", "tensorboard")
@@ -24,28 +20,8 @@ _logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
-    """All training flags, grouped by the module they drive."""
-    datasets.add_arguments(parser)
-    augment.augment_arguments(parser)
-    tasks_mod.add_arguments(parser)
-    task_kinds.add_arguments(parser)
-    network.add_arguments(parser)
-    finetune.add_arguments(parser)
-    loop.add_arguments(parser)
-    weighting.add_arguments(parser)
-    gradients.add_arguments(parser)
-    metrics_mod.add_arguments(parser)
-    schedules.add_arguments(parser)
-    lr_finder.add_arguments(parser)
-    checkpoints.add_arguments(parser)
-    tensorboard.add_arguments(parser)
-    early_stopping.add_arguments(parser)
-    ema_mod.add_arguments(parser)
-    devices.add_arguments(parser)
-    distributed.add_arguments(parser)
-    parser.add_argument("--config", default=None, metavar="CONFIG_JSON",
-                        help="repeat the run of this config.json (runs/x/config.json): its flags, overridden by "
-                        "those given here; --save-result defaults to a new folder beside it")
+    """All training flags: each stage's settings declare their own (``TrainConfig.add_arguments``)."""
+    TrainConfig.add_arguments(parser)
 
 
 def parse_with_config(argv):
@@ -126,5 +102,5 @@ def _new_run_folder(old):
 
 
 def run(args):
-    """Entry point of ``multitask-mx train``."""
-    return pipeline.train(args)
+    """Entry point of ``multitask-mx train``: the flags become a TrainConfig, then ``pipeline.train``."""
+    return pipeline.train(TrainConfig.from_args(args))

@@ -77,21 +77,21 @@ class AugmentConfig:
                    saturation=0.0, hue=0.0, rotate=0.0, aspect_stretch=0.0, pca_lighting=0.0)
 
     @classmethod
-    def from_args(cls, args, base=None):
+    def from_args(cls, settings, base=None):
         """``base`` (default: this class's defaults) with every augmentation flag the user gave applied, checked.
 
         A flag left out (None, or False for the switches) keeps ``base``'s value, so
         a preset (augment_presets.py) supplies the defaults and explicit flags win.
         Raises UserInputError naming the flag for a value the transform cannot use.
         """
-        if args.no_augment:
-            given = explicit_flags(args)
+        if settings.no_augment:
+            given = explicit_flags(settings)
             if given:
                 raise UserInputError("--no-augment turns every augmentation off, but %s asks for one; "
                                      "drop one or the other (or use --augment none %s)."
                                      % (", ".join(given), " ".join(given)))
             return cls.off()
-        changes = {name: value for name, value in _flag_values(args).items() if value is not None}
+        changes = {name: value for name, value in _flag_values(settings).items() if value is not None}
         if "scale" in changes or "ratio" in changes:
             changes.setdefault("pad_crop", 0.0)  # asking for the resized crop's ranges means that crop
         cfg = dataclasses.replace(base if base is not None else cls(), **changes)
@@ -131,19 +131,19 @@ _FLAGS = {
 }
 
 
-def _given(args, dest):
-    value = getattr(args, dest)
+def _given(settings, dest):
+    value = getattr(settings, dest)
     return value is not None and value is not False  # switches are store_true: False = not given
 
 
-def explicit_flags(args):
+def explicit_flags(settings):
     """The augmentation flags given on the command line, as the user typed them (e.g. ['--rotate'])."""
-    return ["--" + dest.replace("_", "-") for dest in _FLAGS if _given(args, dest)]
+    return ["--" + dest.replace("_", "-") for dest in _FLAGS if _given(settings, dest)]
 
 
-def _flag_values(args):
+def _flag_values(settings):
     """{AugmentConfig field: value} for each flag given; None for the others."""
-    return {field: convert(getattr(args, dest)) if _given(args, dest) else None
+    return {field: convert(getattr(settings, dest)) if _given(settings, dest) else None
             for dest, (field, convert) in _FLAGS.items()}
 
 
@@ -318,17 +318,12 @@ def preview_samples(images, transform: TrainTransform, count, seed=0):
     return [transform.augment_uint8(decoded[i % len(decoded)]) for i in range(count)]
 
 
-def augment_arguments(parser):
-    """The "augmentation" flags: a preset (--augment) and the flags that override its parts.
+def add_override_arguments(group):
+    """The flags that override the parts of --augment's preset (augment_presets.add_arguments declares both).
 
     Every override defaults to None ("the preset's"), so the preset can tell what the
     user asked for from what they left out.
     """
-    group = parser.add_argument_group("augmentation")
-    group.add_argument("--augment", default="auto", choices=["auto", "none", "light", "standard", "imagenet"],
-                       help="augmentation preset (docs/reference.md 'Defaults that learn'); auto: light when fine-tuning or for "
-                       "runs from scratch of under 150 updates, standard for longer ones, both without the "
-                       "mirror flip; the log says why")
     group.add_argument("--rand-crop-scale", default=None, metavar="MIN,MAX",
                        help="random resized crop: range of the crop's fraction of the image area (e.g. 0.08,1)")
     group.add_argument("--rand-crop-ratio", default=None, metavar="MIN,MAX",
@@ -357,12 +352,12 @@ def augment_arguments(parser):
                        help="where --preview-augmentation writes its grid (default: %(default)s)")
 
 
-def preview_settings(args):
+def preview_settings(settings):
     """(count, path) asked for by --preview-augmentation / --preview-out, or None; checked."""
-    if args.preview_augmentation == 0:
+    if settings.preview_augmentation == 0:
         return None
-    _require(args.preview_augmentation > 0, "--preview-augmentation %d: give a number of samples, such as 16."
-             % args.preview_augmentation)
-    _require(args.preview_out.lower().endswith(".png"), "--preview-out %s: the preview is a PNG image; "
-             "give a name ending in .png." % args.preview_out)
-    return args.preview_augmentation, args.preview_out
+    _require(settings.preview_augmentation > 0, "--preview-augmentation %d: give a number of samples, such as 16."
+             % settings.preview_augmentation)
+    _require(settings.preview_out.lower().endswith(".png"), "--preview-out %s: the preview is a PNG image; "
+             "give a name ending in .png." % settings.preview_out)
+    return settings.preview_augmentation, settings.preview_out

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from .augment import AugmentConfig, explicit_flags
+from .augment import AugmentConfig, add_override_arguments, explicit_flags
 from ..errors import UserInputError
 
 _logger = logging.getLogger(__name__)
@@ -96,31 +96,41 @@ def choose_preset(situation: Situation):
     return auto_preset(situation.finetune, situation.num_updates)
 
 
-def check_flags(args):
+def check_flags(settings):
     """Refuse contradicting or out-of-range augmentation flags (UserInputError), before any work."""
-    if args.no_augment and args.augment not in ("auto", "none"):
+    if settings.no_augment and settings.augment not in ("auto", "none"):
         raise UserInputError("--no-augment is --augment none, but --augment %s asks for augmentation; "
-                             "give one of them." % args.augment)
-    AugmentConfig.from_args(args, base=PRESETS[args.augment if args.augment != "auto" else "standard"])
+                             "give one of them." % settings.augment)
+    AugmentConfig.from_args(settings, base=PRESETS[settings.augment if settings.augment != "auto" else "standard"])
 
 
-def resolve_augmentation(args, situation: Situation):
+def resolve_augmentation(settings, situation: Situation):
     """The Recipe for the parsed flags: --augment (or --no-augment) as the base, explicit flags on top.
 
     Logs the choice and its reason in one line. Raises UserInputError for contradicting flags.
     """
-    check_flags(args)
-    if args.no_augment:
+    check_flags(settings)
+    if settings.no_augment:
         preset, reason = "none", "--no-augment"
-    elif args.augment == "auto":
+    elif settings.augment == "auto":
         preset, reason = choose_preset(situation)
     else:
-        preset, reason = args.augment, "--augment %s" % args.augment
+        preset, reason = settings.augment, "--augment %s" % settings.augment
     base = PRESETS[preset]
-    if args.augment == "auto" and not args.no_augment:
+    if settings.augment == "auto" and not settings.no_augment:
         base, reason = dataclasses.replace(base, hflip=False), "%s; %s" % (reason, AUTO_NO_FLIP % preset)
-    overrides = tuple(explicit_flags(args))
-    recipe = Recipe(preset, reason, AugmentConfig.from_args(args, base=base), overrides)
+    overrides = tuple(explicit_flags(settings))
+    recipe = Recipe(preset, reason, AugmentConfig.from_args(settings, base=base), overrides)
     _logger.info("augmentation: %s (%s)%s", preset, reason,
                  "; overridden by %s" % " ".join(overrides) if overrides else "")
     return recipe
+
+
+def add_arguments(parser):
+    """The "augmentation" flags: a preset (--augment, one of PRESET_NAMES) and the flags that override its parts."""
+    group = parser.add_argument_group("augmentation")
+    group.add_argument("--augment", default="auto", choices=PRESET_NAMES,
+                       help="augmentation preset (docs/reference.md 'Defaults that learn'); auto: light when "
+                       "fine-tuning or for runs from scratch of under 150 updates, standard for longer ones, both "
+                       "without the mirror flip; the log says why")
+    add_override_arguments(group)

@@ -24,28 +24,35 @@ NO_WD_PATTERN = ".*gamma|.*beta|.*bias|.*running_mean|.*running_var|.*moving_mea
 FINETUNE_HEAD_LR_MULT = 4.0
 
 
-def is_finetuning(args):
-    """True when the trunk starts from pretrained weights (--model, --pretrained) rather than from scratch."""
-    return bool(args.model or args.pretrained)
-
-
-def default_head_lr_mult(args):
-    """(multiplier, reason) for the heads' lr when --head-lr-mult is not given."""
-    if not is_finetuning(args):
+def default_head_lr_mult(model, lr):
+    """(multiplier, reason) for the heads' lr when --head-lr-mult is not given (``model``: the ModelSettings)."""
+    if not model.is_finetuning():
         return 1.0, "from scratch: heads and trunk learn at the same rate"
-    if args.freeze_trunk:
+    if model.freeze_trunk:
         return 1.0, "--freeze-trunk: only the heads learn, at --lr"
-    if getattr(args, "lr", None) is not None:
+    if lr is not None:
         # part of the default lr policy only: with a chosen --lr (1.6x the default per update in the same
         # benchmark's `tuned` recipe) heads at 4x lost 0.08 on Fashion-MNIST (recipe tuned-heads-4x)
-        return 1.0, "--lr %s given: every layer learns at it" % args.lr
+        return 1.0, "--lr %s given: every layer learns at it" % lr
     return FINETUNE_HEAD_LR_MULT, "fine-tuning at the default lr: the new heads start from random weights, " \
         "the trunk from pretrained ones"
 
 
+def check_freezing(model):
+    """Refuse freezing flags of ``model`` (the ModelSettings) that contradict each other."""
+    if model.freeze_trunk and model.unfreeze_from:
+        raise UserInputError("--freeze-trunk trains no trunk layer, --unfreeze-from %s trains some: use one. "
+                             "(--freeze-epochs N with --unfreeze-from does both in sequence.)" % model.unfreeze_from)
+    if model.freeze_epochs < 0 or (model.freeze_trunk and model.freeze_epochs):
+        raise UserInputError("--freeze-epochs N trains the heads alone for N epochs, then fine-tunes; "
+                             "it cannot be combined with --freeze-trunk (frozen throughout).")
+    if model.trunk_lr_mult < 0:
+        raise UserInputError("--trunk-lr-mult must be 0 or more (0.1 = the trunk learns 10x slower).")
+
+
 @dataclass
 class FinetuneConfig:
-    """Freezing and learning-rate settings from the command line."""
+    """Freezing and learning-rate settings of a run, with the heads' multiplier settled."""
 
     freeze_trunk: bool = False
     unfreeze_from: Optional[str] = None
@@ -56,29 +63,21 @@ class FinetuneConfig:
     head_lr_reason: str = "--head-lr-mult"
 
     @classmethod
-    def from_args(cls, args, head_lr_mult=None, head_lr_reason=None):
-        """Build from parsed flags, refusing combinations that contradict each other.
+    def settle(cls, model, lr, head_lr_mult=None, head_lr_reason=None):
+        """The FinetuneConfig of ``model`` (the ModelSettings) when training at --lr ``lr`` (None: not given).
 
         ``head_lr_mult`` (with its reason): the heads' multiplier when --head-lr-mult is not given, decided
         by the caller (a resumed run's, find-lr's); else ``default_head_lr_mult``.
         """
-        if args.freeze_trunk and args.unfreeze_from:
-            raise UserInputError("--freeze-trunk trains no trunk layer, --unfreeze-from %s trains some: use one. "
-                                 "(--freeze-epochs N with --unfreeze-from does both in sequence.)"
-                                 % args.unfreeze_from)
-        if args.freeze_epochs < 0 or (args.freeze_trunk and args.freeze_epochs):
-            raise UserInputError("--freeze-epochs N trains the heads alone for N epochs, then fine-tunes; "
-                                 "it cannot be combined with --freeze-trunk (frozen throughout).")
-        if args.trunk_lr_mult < 0:
-            raise UserInputError("--trunk-lr-mult must be 0 or more (0.1 = the trunk learns 10x slower).")
-        if args.head_lr_mult is not None:
-            head_mult, reason = args.head_lr_mult, "--head-lr-mult"
+        check_freezing(model)
+        if model.head_lr_mult is not None:
+            head_mult, reason = model.head_lr_mult, "--head-lr-mult"
         elif head_lr_mult is not None:
             head_mult, reason = head_lr_mult, head_lr_reason
         else:
-            head_mult, reason = default_head_lr_mult(args)
-        return cls(args.freeze_trunk, args.unfreeze_from, args.freeze_epochs, args.trunk_lr_mult,
-                   args.no_wd_bias_bn, head_mult, reason)
+            head_mult, reason = default_head_lr_mult(model, lr)
+        return cls(model.freeze_trunk, model.unfreeze_from, model.freeze_epochs, model.trunk_lr_mult,
+                   model.no_wd_bias_bn, head_mult, reason)
 
     def frozen_at(self, epoch):
         """What is frozen in (1-based) ``epoch``: 'trunk', 'below' (under unfreeze_from) or None."""

@@ -95,3 +95,11 @@ def _uncast(output):
     """The input of ``output`` if it is an ``amp_cast`` node, else ``output``."""
     last = json.loads(output.tojson())["nodes"][-1]
     return output.get_children()[0] if last["op"] == "amp_cast" else output
+
+
+def add_arguments(parser):
+    """--dtype, the type training computes in."""
+    group = parser.add_argument_group("precision")
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "auto"], default="float32",
+                       help="float16 = mixed precision (AMP) on GPUs; bfloat16 = AMP on CPUs with AVX-512 (fast "
+                            "with AMX); auto = bfloat16 where AMX is on and timed steps show it faster")

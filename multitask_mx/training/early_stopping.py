@@ -51,20 +51,20 @@ class EarlyStopping:
         return info
 
 
-def check_args(args):
-    """Refuse ``--early-stop`` that cannot work, before any slow work."""
-    if args.early_stop < 0:
+def check_early_stop(patience, best_metric, data_val, kv_store):
+    """Refuse ``--early-stop`` that cannot work (with these --best-metric, --data-val, --kv-store), before any work."""
+    if patience < 0:
         raise UserInputError("--early-stop %d: give the number of epochs without improvement to wait (1 or "
-                             "more), or 0 to train all --num-epoch epochs." % args.early_stop)
-    if args.early_stop and args.best_metric.startswith("val") and not args.data_val:
+                             "more), or 0 to train all --num-epoch epochs." % patience)
+    if patience and best_metric.startswith("val") and not data_val:
         raise UserInputError("--early-stop %d watches --best-metric %s, which needs --data-val. Give a validation "
                              "list, or pass --best-metric train-loss to stop when the training loss stops falling "
-                             "(which does not guard against overfitting)." % (args.early_stop, args.best_metric))
-    if args.early_stop and args.kv_store.startswith("dist"):
+                             "(which does not guard against overfitting)." % (patience, best_metric))
+    if patience and kv_store.startswith("dist"):
         # only rank 0 validates, so the other workers could not know when to stop with it
         raise UserInputError("--early-stop is not available with --kv-store %s yet: only worker 0 validates. "
                              "Train a fixed --num-epoch and keep the best checkpoint (--best-metric)."
-                             % args.kv_store)
+                             % kv_store)
 
 
 def add_arguments(parser):

@@ -13,30 +13,31 @@ from .metrics import TaskMetrics, summarise
 _logger = logging.getLogger(__name__)
 
 
-def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normalization="imagenet", callbacks=(),
+def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, config, start, normalization="imagenet", callbacks=(),
         finetune_cfg=None, dtype="float32"):
     """Train from ``start`` (epoch, batches already done in the next one) to --num-epoch.
 
     Each of ``callbacks`` (e.g. tensorboard.TensorBoardLogger) is called with the
-    epoch's history record once it is saved. ``finetune_cfg`` and ``dtype``: the run's settled ones.
+    epoch's history record once it is saved. ``config``: the run's TrainConfig; ``finetune_cfg`` and
+    ``dtype``: the run's settled ones.
     """
     begin_epoch, batches_done = start
     train_loader, val_loader = loaders
-    finetune_cfg = finetune_cfg or FinetuneConfig.from_args(args)
-    train_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k, agreement=False)
-    val_metrics = TaskMetrics.for_tasks(tasks, ctxs, args.top_k)
+    finetune_cfg = finetune_cfg or FinetuneConfig.settle(config.model, config.optim.lr)
+    train_metrics = TaskMetrics.for_tasks(tasks, ctxs, config.monitor.top_k, agreement=False)
+    val_metrics = TaskMetrics.for_tasks(tasks, ctxs, config.monitor.top_k)
     loss_fn.weighting.restore(saver.history)
-    cfg = _loop_config(args, net, loss_fn, tasks, normalization, dtype)
-    best = BestTracker(args.best_metric, [t.name for t in tasks], has_val=bool(args.data_val))
+    cfg = _loop_config(config, net, loss_fn, tasks, normalization, dtype)
+    best = BestTracker(config.checkpoint.best_metric, [t.name for t in tasks], has_val=bool(config.data.data_val))
     best.restore(saver.read_best())
-    ema = ema_mod.start(args.ema, net, saver, start)
-    stopper = early_stopping.EarlyStopping(args.early_stop, best, begin_epoch)
+    ema = ema_mod.start(config.optim.ema, net, saver, start)
+    stopper = early_stopping.EarlyStopping(config.checkpoint.early_stop, best, begin_epoch)
     if stopper.stopped_before(begin_epoch):
         return saver.history
-    save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, args.checkpoint_every,
+    save_every = ema_mod.after_step(ema, _mid_epoch_saver(saver, net, trainer, config.checkpoint.checkpoint_every,
                                                           batches_done, ema))
     curves = plots.CurvesWriter(saver.path(CURVES_FILE) if saver.writer else None)
-    for epoch in range(begin_epoch + 1, args.num_epoch + 1):
+    for epoch in range(begin_epoch + 1, config.optim.num_epoch + 1):
         phases.switch("training loop")
         tic = time.time()
         lr = trainer.optimizer.lr_scheduler(trainer.optimizer.num_update + 1)  # this epoch's first lr
@@ -66,17 +67,19 @@ def fit(net, trainer, loaders, ctxs, tasks, loss_fn, saver, args, start, normali
         for callback in callbacks:
             callback(record)
         _logger.info("Epoch[%d] Time cost=%.1f s", epoch, time.time() - tic)
-        if epoch < args.num_epoch and stopper.should_stop(epoch):
+        if epoch < config.optim.num_epoch and stopper.should_stop(epoch):
             saver.record_stop(record, stopper.stop_record(epoch))
             break
     curves.finish(saver.history)
     return saver.history
 
 
-def _loop_config(args, net, loss_fn, tasks, normalization, dtype):
-    return loop.LoopConfig(log_every=args.disp_batches, progress_bar=not args.quiet, skip_bad=args.skip_bad_images,
-                           mixup_alpha=args.mixup, amp=dtype == "float16", seed=args.seed, normalization=normalization,
-                           task_gradients=gradients.make_task_gradients(args, net, loss_fn, [t.name for t in tasks]))
+def _loop_config(config, net, loss_fn, tasks, normalization, dtype):
+    monitor, optim = config.monitor, config.optim
+    return loop.LoopConfig(log_every=monitor.disp_batches, progress_bar=not monitor.quiet,
+                           skip_bad=config.data.skip_bad_images, mixup_alpha=optim.mixup, amp=dtype == "float16",
+                           seed=optim.seed, normalization=normalization,
+                           task_gradients=gradients.make_task_gradients(optim, net, loss_fn, [t.name for t in tasks]))
 
 
 def _weights_and_agreement(epoch, task_weighting, val_metrics):

@@ -43,13 +43,15 @@ class GradientConfig:
     method: str = "sum"
 
     @classmethod
-    def from_args(cls, args):
-        """From parsed flags, checked against the precision (loss scaling would skew the per-task gradients)."""
-        cfg = cls(args.grad_stats_every, args.grad_method)
-        if (cfg.stats_every or cfg.method != "sum") and args.dtype == "float16":
+    def from_args(cls, optim):
+        """From the OptimSettings' --grad-stats-every and --grad-method."""
+        return cls(optim.grad_stats_every, optim.grad_method)
+
+    def check_precision(self, dtype):
+        """Refuse per-task gradients with float16: AMP's loss scaling would skew them."""
+        if self.active and dtype == "float16":
             raise UserInputError("--grad-stats-every/--grad-method pcgrad with --dtype float16: the per-task "
                                  "backward passes do not use AMP's loss scaling. Use --dtype float32 (or bfloat16).")
-        return cfg
 
     @property
     def active(self):
@@ -193,9 +195,9 @@ def format_stats(cosines, norms):
                                  " ".join("%s %.3g" % kv for kv in norms.items()))
 
 
-def make_task_gradients(args, net, loss_fn, task_names):
-    """The TaskGradients of a run, or None when neither flag asks for per-task gradients."""
-    cfg = GradientConfig.from_args(args)
+def make_task_gradients(optim, net, loss_fn, task_names):
+    """The TaskGradients of a run (``optim``: its OptimSettings), or None when neither flag asks for them."""
+    cfg = GradientConfig.from_args(optim)
     if not cfg.active:
         return None
     trunk = net.trunk_params()
@@ -203,7 +205,7 @@ def make_task_gradients(args, net, loss_fn, task_names):
     others = [p for p in net.collect_params().values() if id(p) not in trunk_ids] + list(loss_fn.params())
     if len(task_names) < 2:
         _logger.warning("--grad-stats-every/--grad-method: one task only, nothing to compare; ignored")
-    return TaskGradients(cfg, task_names, trunk, others, args.seed)
+    return TaskGradients(cfg, task_names, trunk, others, optim.seed)
 
 
 def add_arguments(parser):

@@ -348,10 +348,4 @@ def add_arguments(parser):
     group.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon, e.g. 0.1")
     group.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
                        help="mixup with Beta(ALPHA, ALPHA) weights, applied to every task (0: off)")
-    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "auto"], default="float32",
-                       help="float16 = mixed precision (AMP) on GPUs; bfloat16 = AMP on CPUs with AVX-512 (fast "
-                            "with AMX); auto = bfloat16 where AMX is on and timed steps show it faster")
     group.add_argument("--seed", type=non_negative_int, default=None, help="random seed for weights, shuffling, augmentation")
-    group.add_argument("--disp-batches", type=positive_int, default=20, help="batches between speed/metric log lines (without a terminal's "
-                       "progress bar, also a line at least every 10 s)")
-    group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")

@@ -45,9 +45,9 @@ class FinderConfig:
         return 1.0 - 1.0 / max(2.0, self.steps / 20.0)
 
     @classmethod
-    def from_args(cls, args):
+    def from_args(cls, optim):
         """The config from parsed flags, checked (UserInputError naming the flag)."""
-        cfg = cls(start_lr=args.find_lr_start, end_lr=args.find_lr_end, steps=args.find_lr_steps)
+        cfg = cls(start_lr=optim.find_lr_start, end_lr=optim.find_lr_end, steps=optim.find_lr_steps)
         if not 0 < cfg.start_lr < cfg.end_lr:
             raise UserInputError("--find-lr-start %g --find-lr-end %g: give 0 < start < end, such as 1e-6 and 10."
                                  % (cfg.start_lr, cfg.end_lr))
@@ -171,12 +171,12 @@ def write_result(result: FinderResult, png_path):
     return png_path, json_path
 
 
-def optimizer_settings(args):
+def optimizer_settings(optim):
     """{optimizer, optimizer_params} for the test from the training flags (lr left to the test)."""
-    params = {"wd": args.wd}
-    if args.optimizer in ("sgd", "nag"):
-        params["momentum"] = args.mom
-    return {"optimizer": args.optimizer, "optimizer_params": params}
+    params = {"wd": optim.wd}
+    if optim.optimizer in ("sgd", "nag"):
+        params["momentum"] = optim.mom
+    return {"optimizer": optim.optimizer, "optimizer_params": params}
 
 
 def add_arguments(parser):

@@ -15,6 +15,7 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import UserInputError
+from ..flagtypes import positive_int
 from ..data.tasks import agreement_pairs
 from . import kind_metrics
 
@@ -186,6 +187,10 @@ def train_top_k(ks):
 
 
 def add_arguments(parser):
-    """Metric flags."""
-    group = parser.add_argument_group("metrics")
+    """Progress and metric flags."""
+    group = parser.add_argument_group("progress and metrics")
+    group.add_argument("--disp-batches", type=positive_int, default=20,
+                       help="batches between speed/metric log lines (without a terminal's progress bar, also a "
+                            "line at least every 10 s)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only on the console")
     add_top_k_flag(group, None, "train reports one K, as 'topk' in the log and history.json")

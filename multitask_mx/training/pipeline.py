@@ -1,9 +1,8 @@
-"""The training pipeline: flags -> lists, tasks, network, loaders, trainer -> ``fit``.
+"""The training pipeline: a TrainConfig -> lists, tasks, network, loaders, trainer -> ``fit``.
 
-``train(args)`` is what ``multitask-mx train`` and ``multitask_mx.train(...)`` run.
+``train(config)`` is what ``multitask-mx train`` and ``multitask_mx.train(...)`` run.
 """
 import logging
-import os
 import random
 
 from .. import _runtime
@@ -11,89 +10,90 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..data import augment, augment_presets, tasks as tasks_mod
-from . import distributed, lr_finder, plots, schedules, loop, weighting
+from ..data import augment
+from . import distributed, lr_finder, plots, schedules, loop
 from .. import devices, mxprivate
 from ..model import dtype_choice, network, precision
-from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
+from . import tensorboard
 from . import phases, summary
 from . import rundir
-from .best import BestTracker
 from .checkpoints import CheckpointSaver
-from ..runfolder import TRUNK_SYMBOL_FILE, RunDir
+from ..runfolder import LOG_FILE, TRUNK_SYMBOL_FILE
 from .states import load_trainer_states
-from ..model.finetune import FinetuneConfig, is_finetuning
 from ..errors import UserInputError
 from ..data.augment import TrainTransform, preview_samples
-from ..data.images import parse_image_shape
 from ..logs import setup_logging
-from ..atomic import check_output_file
 from ..mxerrors import clean_mxnet_error
 from .schedules import ScheduleConfig, make_scheduler
 
 from .fit import fit
 from .prepare import build_training_net, datasets_and_loaders, finetune_config, prepare_inputs
-from .resume import check_resume_flags, open_run_folder, plan_net
+from .config import TrainConfig
+from .resume import open_run_folder, plan_net
 
 _logger = logging.getLogger(__name__)
 
 
-def resolve_lr(args, batch_size, run_finder=None, resumed_lr=None):
+def resolve_lr(config, batch_size, run_finder=None, resumed_lr=None):
     """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
-    if isinstance(args.lr, float):
-        return args.lr
+    given = config.optim.lr
+    if isinstance(given, float):
+        return given
     if resumed_lr is not None:
         _logger.info("lr %.4g: the one the resumed run chose (config.json)", resumed_lr)
         return resumed_lr
-    if args.lr == "auto" and run_finder is not None:
+    if given == "auto" and run_finder is not None:
         lr = run_finder()
         _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
         return lr
-    lr, why = schedules.default_lr(batch_size, is_finetuning(args))
-    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if args.lr == "auto"
+    lr, why = schedules.default_lr(batch_size, config.model.is_finetuning())
+    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if given == "auto"
                  else "--lr not given, the default policy", why)
     return lr
 
 
-def run_lr_finder(args, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
-    """--lr auto: the range test on this network and data (weights restored after); returns the suggestion."""
+def run_lr_finder(optim, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
+    """--lr auto: the range test on this network and data (weights restored after); returns the suggestion.
+
+    ``optim``: the run's OptimSettings (the finder's range, the optimizer, mixup, the seed).
+    """
     if kv.type.startswith("dist"):
         raise UserInputError("--lr auto runs the lr finder on one machine: run `multitask-mx find-lr` with the "
                              "same flags first, then pass its suggestion as --lr.")
-    result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(args),
-                               loop=loop.LoopConfig(progress_bar=False, mixup_alpha=args.mixup, seed=args.seed),
-                               **lr_finder.optimizer_settings(args))
+    result = lr_finder.find_lr(net, train_loader, ctxs, loss_fn, tasks, lr_finder.FinderConfig.from_args(optim),
+                               loop=loop.LoopConfig(progress_bar=False, mixup_alpha=optim.mixup, seed=optim.seed),
+                               **lr_finder.optimizer_settings(optim))
     if png_path:
         _logger.info("lr finder curve: %s", ", ".join(lr_finder.write_result(result, png_path)))
     return result.suggestion
 
 
-def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype="float32", batch_size=None):
-    """A gluon.Trainer with the lr schedule; the batch size is the total over devices.
+def make_trainer(optim, net, kv, epoch_size, extra_params=(), base_lr=None, dtype="float32", batch_size=None):
+    """A gluon.Trainer with the lr schedule of ``optim`` (the OptimSettings); the batch is the total over devices.
 
     ``extra_params`` (the loss's learned weights) are updated with the network's.
 
     Updates run on each device (update_on_kvstore=False) except for dist_async,
     so every device's optimizer state can be saved and restored.
     """
-    schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr, batch_size=batch_size), epoch_size)
-    params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
-    if args.optimizer in ("sgd", "nag"):
-        params["momentum"] = args.mom
+    schedule = make_scheduler(ScheduleConfig.from_args(optim, base_lr, batch_size=batch_size), epoch_size)
+    params = dict(schedule.optimizer_params(), wd=optim.wd, rescale_grad=distributed.gradient_scale(kv))
+    if optim.optimizer in ("sgd", "nag"):
+        params["momentum"] = optim.mom
     if dtype == "float16":
         params["multi_precision"] = True
-    on_kvstore = None if "async" in args.kv_store else False
+    on_kvstore = None if "async" in kv.type else False
     devices_used = len(_net_contexts(net))
     store = kv if devices_used > 1 or kv.type.startswith("dist") else None  # one local device: nothing to reduce
     try:
-        trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), args.optimizer,
+        trainer = gluon.Trainer(list(net.collect_params().values()) + list(extra_params), optim.optimizer,
                                 params, kvstore=store, update_on_kvstore=on_kvstore)
         return trainer, schedule
     except (ValueError, AssertionError, mx.base.MXNetError) as exc:
-        raise UserInputError("--optimizer %s: %s" % (args.optimizer, clean_mxnet_error(exc)))
+        raise UserInputError("--optimizer %s: %s" % (optim.optimizer, clean_mxnet_error(exc)))
 
 
-def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None,
+def make_config(config, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None,
                 head_lr_mult=None, batch_size=None):
     """What later commands need to rebuild and use the model, and the settings this run settled (config.json)."""
     return {
@@ -106,10 +106,10 @@ def make_config(args, trunk_spec, normalization, image_shape, tasks, class_names
         "normalization": normalization,
         "tasks": [t.to_dict() for t in tasks],
         "classes": class_names,
-        "save_name": args.save_name,
-        "head_hidden": args.head_hidden,
-        "head_dropout": args.head_dropout,
-        "args": plain_args(args),
+        "save_name": config.checkpoint.save_name,
+        "head_hidden": config.model.head_hidden,
+        "head_dropout": config.model.head_dropout,
+        "args": config.flags(),
         "augmentation": augmentation,
         "lr": lr,
         "head_lr_mult": head_lr_mult,
@@ -125,104 +125,71 @@ def seed_everything(seed):
         mx.random.seed(seed)
 
 
-def check_devices_and_dtype(args, ctxs):
+def check_devices_and_dtype(config, ctxs):
     """Refuse a --dtype the devices or kvstore cannot run (float16 on CPU or with dist_async, ...) before any work."""
-    precision.check_dtype(args.dtype, ctxs)
-    if args.dtype == "float16" and "async" in args.kv_store:
+    dtype, kv_store = config.precision.dtype, config.dist.kv_store
+    precision.check_dtype(dtype, ctxs)
+    if dtype == "float16" and "async" in kv_store:
         raise UserInputError("--dtype float16 with --kv-store %s: float16 needs dynamic loss scaling, which "
                              "needs the updates on the workers, but dist_async updates on the servers. Use "
                              "--kv-store dist_device_sync (or dist_sync) with float16, or float32 with dist_async."
-                             % args.kv_store)
+                             % kv_store)
 
 
-def resolve_train_dtype(args, ctxs, tasks, image_shape, batch_size):
+def resolve_train_dtype(config, ctxs, tasks, image_shape, batch_size):
     """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
-    if args.dtype != "auto":
-        return args.dtype
-    classic = args.model and not args.model.endswith(".params")
-    spec = network.resolve_trunk(args.network, args.model, args.model_epoch, args.normalization)[0] if classic else \
-        network.TrunkSpec(network=args.network or "resnet50_v1")
+    if config.precision.dtype != "auto":
+        return config.precision.dtype
+    model = config.model
+    spec = network.resolve_trunk(model.network, model.model, model.model_epoch, config.data.normalization)[0] \
+        if model.from_classic_checkpoint() else network.TrunkSpec(network=model.network or "resnet50_v1")
     return dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape, batch_size)
 
 
-def draw_and_exit(args, inputs):
+def draw_and_exit(config, inputs):
     """--plot-lr and --preview-augmentation: write the PNG(s), train nothing."""
     train, image_shape, epoch_size, recipe = inputs.train, inputs.image_shape, inputs.epoch_size, inputs.recipe
-    if args.plot_lr:
-        cfg = ScheduleConfig.from_args(args, resolve_lr(args, inputs.batch_size), batch_size=inputs.batch_size)
-        plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, args.plot_lr)
-        _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, args.num_epoch, args.plot_lr)
-    preview = augment.preview_settings(args)
+    optim = config.optim
+    if optim.plot_lr:
+        cfg = ScheduleConfig.from_args(optim, resolve_lr(config, inputs.batch_size), batch_size=inputs.batch_size)
+        plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, optim.plot_lr)
+        _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, optim.num_epoch, optim.plot_lr)
+    preview = augment.preview_settings(config.augment)
     if preview:
         count, path = preview
-        plots.plot_augmentation_grid(augmentation_samples(args, train, image_shape, recipe, count), path)
+        plots.plot_augmentation_grid(augmentation_samples(optim.seed, train, image_shape, recipe, count), path)
         _logger.info("wrote %d augmented training samples (preset %s) to %s", count, recipe.preset, path)
     return 0
 
 
-def augmentation_samples(args, train, image_shape, recipe, count):
+def augmentation_samples(seed, train, image_shape, recipe, count):
     """``count`` augmented samples of the first training images (uint8 HxWx3), as --preview-augmentation draws."""
     transform = TrainTransform(image_shape[1:], "imagenet", recipe.config)
-    return preview_samples([e.path for e in train.entries[:count]], transform, count, args.seed or 0)
+    return preview_samples([e.path for e in train.entries[:count]], transform, count, seed or 0)
 
 
-def validate_train_config(args):
-    """Check every train flag that can be checked without the lists or the network; UserInputError if not.
-
-    Runs first in ``train``, so a wrong flag is reported in a second, not after the
-    lists are read, the images checked and the network built. Each stage's own
-    config check runs here once (and again where the stage uses it, which is cheap).
-    """
-    parse_image_shape(args.image_shape)
-    tasks_mod.parse_num_classes(args.num_classes)
-    augment_presets.check_flags(args)
-    augment.preview_settings(args)
-    FinetuneConfig.from_args(args)
-    early_stopping.check_args(args)
-    gradients.GradientConfig.from_args(args)
-    tensorboard.require_tensorboardx(args)
-    weighting.WeightingConfig.from_args(args)
-    BestTracker.check_form(args.best_metric)
-    metrics_mod.train_top_k(args.top_k)
-    check_resume_flags(args)
-    check_train_outputs(args)
-    # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
-    ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
-    if args.lr == "auto":
-        lr_finder.FinderConfig.from_args(args)
-
-
-def check_train_outputs(args):
-    """--plot-lr and --preview-augmentation's PNGs: never a list, an image folder's file or the run's own file."""
-    inputs = (("--data-train", args.data_train), ("--data-val", args.data_val), ("--config", args.config))
-    preview = augment.preview_settings(args)
-    for flag, path in (("--plot-lr", args.plot_lr), ("--preview-augmentation", preview[1] if preview else None)):
-        if path:
-            check_output_file(path, flag, inputs, RunDir(args.save_result, args.save_name))
-
-
-def open_run(args, kv):
+def open_run(config, kv):
     """Before any data, in the locked run folder: its log, the seed, the devices; returns the devices."""
-    setup_logging(os.path.join(args.save_result, "train.log") if kv.rank == 0 else None, quiet=args.quiet,
-                  rank_label=distributed.rank_label(kv))
-    distributed.check_rank_params_pattern(args.dump_rank_params, kv)
+    log_file = config.run_dir().path(LOG_FILE) if kv.rank == 0 else None
+    setup_logging(log_file, quiet=config.monitor.quiet, rank_label=distributed.rank_label(kv))
+    distributed.check_rank_params_pattern(config.dist.dump_rank_params, kv)
     phases.start()  # logs the start-up (interpreter, imports) to train.log
     _runtime.log_thread_settings()
-    summary.log_start(plain_args(args))  # the machine and main flags on the console, every flag in train.log
-    seed_everything(args.seed)
-    ctxs = devices.parse_contexts(args.gpus, args.cpus)
-    check_devices_and_dtype(args, ctxs)
-    _logger.info("devices: %s, kvstore %s", ctxs, args.kv_store)
+    summary.log_start(config.flags())  # the machine and main flags on the console, every flag in train.log
+    seed_everything(config.optim.seed)
+    ctxs = devices.parse_contexts(config.dist.gpus, config.dist.cpus)
+    check_devices_and_dtype(config, ctxs)
+    _logger.info("devices: %s, kvstore %s", ctxs, config.dist.kv_store)
     return ctxs
 
 
-def ready_trainer(args, net, kv, sizes, extra_params, base_lr, point, dtype):
+def ready_trainer(optim, net, kv, sizes, extra_params, base_lr, point, dtype):
     """The trainer, ready to step: AMP, kvstore keys, and for a resumed run its optimizer states.
 
     ``sizes`` is (updates per epoch, the size of every batch); returns (trainer, (epoch, batches done)).
     """
     epoch_size, batch_size = sizes
-    trainer, schedule = make_trainer(args, net, kv, epoch_size, extra_params, base_lr, dtype, batch_size)
+    trainer, schedule = make_trainer(optim, net, kv, epoch_size, extra_params, base_lr, dtype, batch_size)
     if dtype == "float16":
         from mxnet.contrib import amp
         amp.init_trainer(trainer)
@@ -262,72 +229,68 @@ def write_new_run_files(saver, config, trunk_spec):
         saver.write_text(TRUNK_SYMBOL_FILE, trunk_spec.symbol_json)
 
 
-def train(args):
-    """Train with the parsed ``multitask-mx train`` flags (``args``); returns the history (one dict per epoch).
+def train(config: TrainConfig):
+    """Train the run of ``config`` (the checked TrainConfig); returns the history (one dict per epoch).
 
     Stages: lists and tasks, where the network comes from (fresh or resumed), loaders (their workers
     fork while the process is small), the network, trainer, ``fit``. ``multitask_mx.train(**flags)`` too.
     The run folder is locked (``RunDir.lock``) from before its log opens until the run ends.
     """
-    validate_train_config(args)
-    kv = distributed.create_kvstore(args.kv_store)
-    lock = open_run_folder(args, kv)
+    kv = distributed.create_kvstore(config.dist.kv_store)
+    lock = open_run_folder(config, kv)
     try:
-        return _train_in_locked_folder(args, kv)
+        return _train_in_locked_folder(config, kv)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_in_locked_folder(args, kv):
-    ctxs = open_run(args, kv)
-    inputs = prepare_inputs(args, kv, ctxs)
-    if args.plot_lr or augment.preview_settings(args):
-        return draw_and_exit(args, inputs)
+def _train_in_locked_folder(config, kv):
+    ctxs = open_run(config, kv)
+    inputs = prepare_inputs(config, kv, ctxs)
+    if config.draws_only():
+        return draw_and_exit(config, inputs)
 
     phases.switch("network build")
-    saver = CheckpointSaver(args.save_result, args.save_name, writer=kv.rank == 0, keep_last=args.keep_last)
-    dtype = resolve_train_dtype(args, ctxs, inputs.tasks, inputs.image_shape, inputs.batch_size)
+    checkpoint = config.checkpoint
+    saver = CheckpointSaver(checkpoint.save_result, checkpoint.save_name, writer=kv.rank == 0,
+                            keep_last=checkpoint.keep_last)
+    dtype = resolve_train_dtype(config, ctxs, inputs.tasks, inputs.image_shape, inputs.batch_size)
     precision.init_amp(dtype)  # before the network exists
-    plan = plan_net(args, inputs.tasks, inputs.image_shape, saver)
+    plan = plan_net(config, inputs.tasks, inputs.image_shape, saver)
     point = plan.point
 
     phases.switch("loaders and trainer")
-    (train_set, val_set), loaders = datasets_and_loaders(args, inputs, plan.normalization)
+    (train_set, val_set), loaders = datasets_and_loaders(config, inputs, plan.normalization)
 
     phases.switch("network build")
-    finetune_cfg = finetune_config(args, saver, point)
-    net = build_training_net(plan, args, inputs, ctxs, saver, finetune_cfg)
+    finetune_cfg = finetune_config(config, saver, point)
+    net = build_training_net(plan, config, inputs, ctxs, saver, finetune_cfg)
 
     phases.switch("loaders and trainer")
-    base_lr = resolve_lr(args, inputs.batch_size, None if point else lambda: run_lr_finder(
-        args, net, loaders[0], ctxs, inputs.loss_fn, inputs.tasks, kv,
+    base_lr = resolve_lr(config, inputs.batch_size, None if point else lambda: run_lr_finder(
+        config.optim, net, loaders[0], ctxs, inputs.loss_fn, inputs.tasks, kv,
         saver.path(lr_finder.PLOT_FILE) if saver.writer else None), saver.read_config().get("lr") if point else None)
-    trainer, start = ready_trainer(args, net, kv, (inputs.epoch_size, min(inputs.batch_size, len(train_set))),
+    trainer, start = ready_trainer(config.optim, net, kv, (inputs.epoch_size, min(inputs.batch_size, len(train_set))),
                                    inputs.loss_fn.params(), base_lr, point, dtype)
 
     if point is None:
-        write_new_run_files(saver, make_config(args, plan.trunk_spec, plan.normalization, inputs.image_shape,
+        write_new_run_files(saver, make_config(config, plan.trunk_spec, plan.normalization, inputs.image_shape,
                                                inputs.tasks, inputs.class_names, inputs.recipe.to_dict(), base_lr,
                                                finetune_cfg.head_lr_mult, inputs.batch_size), plan.trunk_spec)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), inputs.num_examples, len(val_set) if val_set else 0, inputs.batch_size, len(ctxs))
     callbacks = tensorboard.make_loggers(
-        args, saver.writer, inputs.tasks, inputs.class_names, (net, loaders[1], ctxs, plan.normalization),
-        lambda count: augmentation_samples(args, inputs.train, inputs.image_shape, inputs.recipe, count))
+        config, saver.writer, inputs.tasks, inputs.class_names, (net, loaders[1], ctxs, plan.normalization),
+        lambda count: augmentation_samples(config.optim.seed, inputs.train, inputs.image_shape, inputs.recipe, count))
     try:
-        history = fit(net, trainer, loaders, ctxs, inputs.tasks, inputs.loss_fn, saver, args, start,
+        history = fit(net, trainer, loaders, ctxs, inputs.tasks, inputs.loss_fn, saver, config, start,
                       plan.normalization, callbacks, finetune_cfg, dtype)
     except FloatingPointError as exc:
         raise FloatingPointError(rundir.diverged_message(exc, saver)) from None
     finally:
         tensorboard.close_all(callbacks)
     phases.switch("finish")
-    distributed.finish(kv, net, args.dump_rank_params)
+    distributed.finish(kv, net, config.dist.dump_rank_params)
     phases.finish()
-    return summary.log_summary(history, saver, plain_args(args))  # best epoch, files, next commands; the history
-
-
-def plain_args(args):
-    """The parsed flags as a JSON-friendly dict (without the dispatch function)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("run", "command")}
+    return summary.log_summary(history, saver, config.flags())  # best epoch, files, next commands; the history

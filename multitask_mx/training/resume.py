@@ -4,7 +4,6 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from ..data import augment
 from ..model import network
 from . import rundir
 from ..errors import UserInputError
@@ -24,25 +23,32 @@ class NetPlan:
     classic_params: Optional[dict] = None  # a classic checkpoint's arrays, read with its symbol
 
 
-def plan_net(args, tasks, image_shape, saver):
-    """The NetPlan of a fresh run (pretrained trunk or scratch) or of the run --resume continues."""
-    point = find_resume_point(args, saver)
+def plan_net(config, tasks, image_shape, saver):
+    """The NetPlan of a fresh run (pretrained trunk or scratch) or of the run --resume continues.
+
+    ``config``: the run's TrainConfig (its model, data and checkpoint settings decide).
+    """
+    point = find_resume_point(config.model, config.checkpoint, saver)
     if point is not None:
         saved = saver.read_config()
-        check_resume_compatible(saved, args, tasks, image_shape)
+        check_resume_compatible(saved, config.model, tasks, image_shape, saver.save_dir)
         trunk_spec = network.TrunkSpec(network=saved["trunk"]["network"], input_name=saved["trunk"]["input_name"],
                                      symbol_json=saver.read_text(TRUNK_SYMBOL_FILE)
                                      if saved["trunk"]["kind"] == "symbol" else None)
         return NetPlan(trunk_spec, saved["normalization"], point=point)
-    weights = network.pretrained_weights(args.network, args.model, args.pretrained, args.model_root)
+    model = config.model
+    weights = network.pretrained_weights(model.network, model.model, model.pretrained, model.model_root)
     trunk_spec, normalization, classic_params = network.resolve_trunk(
-        args.network, weights, args.model_epoch, args.normalization)
+        model.network, weights, model.model_epoch, config.data.normalization)
     return NetPlan(trunk_spec, normalization, weights=weights, classic_params=classic_params)
 
 
-def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
-    """The network of ``plan`` with its weights: the resumed run's, the pretrained trunk's, or drawn at random."""
-    net = network.build_net(plan.trunk_spec, tasks, ctxs, image_shape, args.head_hidden, args.head_dropout,
+def build_planned_net(plan: NetPlan, model, tasks, ctxs, image_shape, saver):
+    """The network of ``plan`` with its weights: the resumed run's, the pretrained trunk's, or drawn at random.
+
+    ``model``: the ModelSettings (the heads' hidden layer and dropout).
+    """
+    net = network.build_net(plan.trunk_spec, tasks, ctxs, image_shape, model.head_hidden, model.head_dropout,
                           defer=plan.point is not None or bool(plan.weights))  # loaded next: not drawn first
     if plan.point is not None:
         rundir.load_resume_params(net, saver, plan.point.params_file)
@@ -55,59 +61,56 @@ def build_planned_net(plan: NetPlan, args, tasks, ctxs, image_shape, saver):
     return net
 
 
-def open_run_folder(args, kv):
+def open_run_folder(config, kv):
     """Before the log opens: --save-result writable, locked for this process, holding no run this one would mix with.
 
-    Returns the folder's RunLock (None on ranks that write nothing).
+    ``config``: the run's TrainConfig. Returns the folder's RunLock (None on ranks that write nothing).
     """
-    drawing = args.plot_lr or augment.preview_settings(args)  # writes no checkpoint: no run to protect
-    return rundir.open_run_folder(args.save_result, args.save_name, kv.rank == 0, continues_run(args),
-                                  args.overwrite, new_run=not drawing)
+    checkpoint = config.checkpoint
+    return rundir.open_run_folder(checkpoint.save_result, checkpoint.save_name, kv.rank == 0, config.continues_run(),
+                                  checkpoint.overwrite, new_run=not config.draws_only())  # a drawing: no run
 
 
-def check_resume_flags(args):
-    """Refuse resume flags that contradict each other or do nothing, before any work."""
-    if args.resume and args.overwrite:
+def check_resume_flags(checkpoint):
+    """Refuse resume flags of ``checkpoint`` (the CheckpointSettings) that contradict each other or do nothing."""
+    if checkpoint.resume and checkpoint.overwrite:
         raise UserInputError("--resume continues the run in --save-result and --overwrite deletes it: give one of "
                              "them.")
-    for flag, given in (("--resume-epoch", args.resume_epoch is not None), ("--fresh-optimizer",
-                                                                             args.fresh_optimizer)):
-        if given and not args.resume:
+    for flag, given in (("--resume-epoch", checkpoint.resume_epoch is not None),
+                        ("--fresh-optimizer", checkpoint.fresh_optimizer)):
+        if given and not checkpoint.resume:
             raise UserInputError("%s only applies when continuing a run: add --resume." % flag)
-    if args.resume_epoch is not None and args.fresh_optimizer:
+    if checkpoint.resume_epoch is not None and checkpoint.fresh_optimizer:
         raise UserInputError("--resume-epoch N continues from a complete epoch (weights and optimizer state); "
                              "--fresh-optimizer is for a newest epoch whose .states is lost: give one of them.")
 
 
-def continues_run(args):
-    """--resume, or --model SAVE_RESULT/SAVE_NAME --model-epoch N (the original's way to continue a run)."""
-    own_prefix = os.path.join(args.save_result, args.save_name)
-    return bool(args.resume or (args.model and os.path.abspath(args.model) == os.path.abspath(own_prefix)))
+def find_resume_point(model, checkpoint, saver):
+    """The ResumePoint of --resume (or --model SAVE_PREFIX --model-epoch N, the original's way), else None.
 
-
-def find_resume_point(args, saver):
-    """The ResumePoint of --resume (or --model SAVE_PREFIX --model-epoch N, the original's way), else None."""
-    own_prefix = args.model and os.path.abspath(args.model) == os.path.abspath(saver.prefix)
-    if not (args.resume or own_prefix):
+    ``model`` and ``checkpoint``: the ModelSettings and CheckpointSettings.
+    """
+    own_prefix = model.model and os.path.abspath(model.model) == os.path.abspath(saver.prefix)
+    if not (checkpoint.resume or own_prefix):
         return None
     if not saver.has_config():
         raise UserInputError("--resume: %s has no config.json, so there is no run to resume there. Check "
                              "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
-    if own_prefix and not args.resume:
-        point = saver.resume_point(epoch=args.model_epoch)
+    if own_prefix and not checkpoint.resume:
+        point = saver.resume_point(epoch=model.model_epoch)
     else:
-        point = saver.resume_point(epoch=args.resume_epoch, fresh_optimizer=args.fresh_optimizer)
+        point = saver.resume_point(epoch=checkpoint.resume_epoch, fresh_optimizer=checkpoint.fresh_optimizer)
     saver.resume_from(point)
     if point is None:
         _logger.info("--resume: no finished epoch in %s yet; starting from the beginning", saver.save_dir)
     return point
 
 
-def check_resume_compatible(saved, args, tasks, image_shape):
-    """Stop if --resume would continue a run of another network, tasks or image shape."""
+def check_resume_compatible(saved, model, tasks, image_shape, save_dir):
+    """Stop if --resume would continue a run (config ``saved``, in ``save_dir``) of another network, tasks or shape."""
     problems = []
-    if args.network and saved["trunk"]["kind"] == "zoo" and args.network != saved["network"]:
-        problems.append("network %s, not %s" % (saved["network"], args.network))
+    if model.network and saved["trunk"]["kind"] == "zoo" and model.network != saved["network"]:
+        problems.append("network %s, not %s" % (saved["network"], model.network))
     saved_tasks = [(t["name"], t["num_classes"]) for t in saved["tasks"]]
     if saved_tasks != [(t.name, t.num_classes) for t in tasks]:
         problems.append("tasks %s, not %s" % (saved_tasks, [(t.name, t.num_classes) for t in tasks]))
@@ -115,4 +118,4 @@ def check_resume_compatible(saved, args, tasks, image_shape):
         problems.append("image shape %s, not %s" % (saved["image_shape"], list(image_shape)))
     if problems:
         raise UserInputError("--resume: the run in %s was trained with %s. Resume with the same settings, or "
-                             "use a new --save-result." % (args.save_result, "; ".join(problems)))
+                             "use a new --save-result." % (save_dir, "; ".join(problems)))

@@ -77,10 +77,10 @@ def _flag_of(field):
     return "--" + FLAG_DESTS[field].replace("_", "-")
 
 
-def given_fields(args):
-    """The ScheduleConfig fields whose flags ``args`` gives with a value other than the default."""
+def given_fields(optim):
+    """The ScheduleConfig fields whose flags ``optim`` gives with a value other than the default."""
     given = {f for f, d in FLAG_DESTS.items()
-             if f in FLAG_DEFAULTS and getattr(args, d) is not None and getattr(args, d) != FLAG_DEFAULTS[f]}
-    if args.lr_step_epochs is not None:
+             if f in FLAG_DEFAULTS and getattr(optim, d) is not None and getattr(optim, d) != FLAG_DEFAULTS[f]}
+    if optim.lr_step_epochs is not None:
         given.add("step_epochs")
     return given

@@ -152,7 +152,7 @@ class ScheduleConfig:
     cycle_decay: float = FLAG_DEFAULTS["cycle_decay"]
 
     @classmethod
-    def from_args(cls, args, base_lr=None, log=True, batch_size=None):
+    def from_args(cls, optim, base_lr=None, log=True, batch_size=None):
         """The config from parsed flags, checked (UserInputError naming the flag).
 
         ``base_lr`` is the resolved lr when --lr is not a number (not given, or "auto").
@@ -161,20 +161,20 @@ class ScheduleConfig:
         ``log``: also log the schedule chosen and doubtful but valid settings (off for the early check).
         """
         if base_lr is None:
-            base_lr = args.lr
+            base_lr = optim.lr
         if not isinstance(base_lr, (int, float)):
             raise ValueError("--lr %r must be resolved to a number before the schedule is built" % (base_lr,))
-        steps = default_step_epochs(args.num_epoch) if args.lr_step_epochs is None else \
-            tuple(parse_epochs(args.lr_step_epochs))
-        given = given_fields(args)
-        name, reason = resolve_schedule_name(args.lr_scheduler, given)
-        warmup, why_warmup = (args.warmup_epochs, "--warmup-epochs") if args.warmup_epochs is not None else \
-            default_warmup_epochs(args.num_epoch, args.lr, batch_size or args.batch_size)
-        cfg = cls(name=name, base_lr=base_lr, num_epoch=args.num_epoch,
-                  step_epochs=steps, factor=args.lr_factor,
-                  warmup_epochs=warmup, warmup_begin_lr=args.warmup_begin_lr,
-                  lr_min=args.lr_min, power=args.lr_power, cycle_epochs=args.cycle_epochs,
-                  cycle_decay=args.cycle_decay)
+        steps = default_step_epochs(optim.num_epoch) if optim.lr_step_epochs is None else \
+            tuple(parse_epochs(optim.lr_step_epochs))
+        given = given_fields(optim)
+        name, reason = resolve_schedule_name(optim.lr_scheduler, given)
+        warmup, why_warmup = (optim.warmup_epochs, "--warmup-epochs") if optim.warmup_epochs is not None else \
+            default_warmup_epochs(optim.num_epoch, optim.lr, batch_size or optim.batch_size)
+        cfg = cls(name=name, base_lr=base_lr, num_epoch=optim.num_epoch,
+                  step_epochs=steps, factor=optim.lr_factor,
+                  warmup_epochs=warmup, warmup_begin_lr=optim.warmup_begin_lr,
+                  lr_min=optim.lr_min, power=optim.lr_power, cycle_epochs=optim.cycle_epochs,
+                  cycle_decay=optim.cycle_decay)
         cfg.check(given)
         if log:
             _logger.info("lr schedule %s (%s); warmup %g epochs (%s)", name, reason, warmup, why_warmup)

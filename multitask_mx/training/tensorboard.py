@@ -27,14 +27,14 @@ PREVIEW_SAMPLES = 16
 _SKIPPED_KEYS = ("epoch", "count")  # numbers of a record that are not curves
 
 
-def require_tensorboardx(args):
+def require_tensorboardx(monitor):
     """Refuse --tensorboard before any work when tensorboardX is missing (exit 2 with the pip command)."""
-    if not args.tensorboard:
+    if not monitor.tensorboard:
         return
     try:
         import tensorboardX  # noqa: F401
     except ImportError:
-        raise UserInputError("--tensorboard %s needs the tensorboardX package: %s" % (args.tensorboard, INSTALL))
+        raise UserInputError("--tensorboard %s needs the tensorboardX package: %s" % (monitor.tensorboard, INSTALL))
 
 
 def record_scalars(record, prefix=""):
@@ -82,14 +82,14 @@ class TensorBoardLogger:
     epoch the event file holds that epoch, for TensorBoard and for a crash alike.
     """
 
-    def __init__(self, logdir, args, class_names, confusions=None):
+    def __init__(self, logdir, flags, class_names, confusions=None):
         from tensorboardX.event_file_writer import EventsWriter
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
         self.events = EventsWriter(os.path.join(logdir, "events"))
         self.class_names = class_names
         self.confusions = confusions  # () -> {task: matrix}, None without a validation list
-        self._hparams(args)
+        self._hparams(flags)
         _logger.info("TensorBoard event files in %s (watch: tensorboard --logdir %s)", logdir, logdir)
 
     def _write(self, summaries, step):
@@ -98,10 +98,10 @@ class TensorBoardLogger:
             self.events.write_event(Event(summary=summary, wall_time=time.time(), step=step))
         self.events.flush()
 
-    def _hparams(self, args):
-        """The flags as hparams (the HParams tab); the scalars' tags are its metrics."""
+    def _hparams(self, flags):
+        """The flags ({dest: value}) as hparams (the HParams tab); the scalars' tags are its metrics."""
         from tensorboardX.summary import hparams
-        flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams_of(args).items()}
+        flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams_of(flags).items()}
         experiment, start, self._session_end = hparams(flags, {"val_loss": 0.0, "train_loss": 0.0})
         self._write([experiment, start], 0)
 
@@ -136,25 +136,26 @@ class TensorBoardLogger:
         self.events.close()
 
 
-def hparams_of(args):
-    """The flags worth comparing runs by: all parsed flags that were set (None left out)."""
-    return {k: v for k, v in sorted(vars(args).items()) if v is not None and k not in ("run", "command")}
+def hparams_of(flags):
+    """The flags worth comparing runs by: those of ``flags`` ({dest: value}) that were set (None left out)."""
+    return {k: v for k, v in sorted(flags.items()) if v is not None}
 
 
-def make_loggers(args, writer, tasks, class_names, validation, preview):
+def make_loggers(config, writer, tasks, class_names, validation, preview):
     """fit's callbacks for --tensorboard: [TensorBoardLogger], or [] without the flag or on a worker that does not write.
 
     ``validation`` is (net, validation loader or None, contexts, normalization);
-    ``preview(count)`` gives the augmentation preview's samples.
+    ``preview(count)`` gives the augmentation preview's samples; ``config``: the run's TrainConfig (its
+    flags become the hparams).
     """
-    if not args.tensorboard or not writer:
+    if not config.monitor.tensorboard or not writer:
         return []
     net, val_loader, ctxs, normalization = validation
     confusions = None
     if val_loader is not None and any(is_classification(t) for t in tasks):
         def confusions():
             return validation_confusions(net, val_loader, ctxs, tasks, normalization)
-    logger = TensorBoardLogger(args.tensorboard, args, class_names, confusions)
+    logger = TensorBoardLogger(config.monitor.tensorboard, config.flags(), class_names, confusions)
     logger.add_preview(preview(PREVIEW_SAMPLES))
     return [logger]
 

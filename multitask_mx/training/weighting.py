@@ -68,12 +68,12 @@ class WeightingConfig:
     class_weights: Optional[str] = None
 
     @classmethod
-    def from_args(cls, args):
+    def from_args(cls, optim):
         """From parsed flags, checked."""
-        if args.dwa_temperature <= 0:
+        if optim.dwa_temperature <= 0:
             raise UserInputError("--dwa-temperature %g: give a temperature above 0 (2 is usual)."
-                                 % args.dwa_temperature)
-        return cls(args.loss_weights, args.loss_weighting, args.dwa_temperature, args.class_weights)
+                                 % optim.dwa_temperature)
+        return cls(optim.loss_weights, optim.loss_weighting, optim.dwa_temperature, optim.class_weights)
 
 
 class FixedWeighting:

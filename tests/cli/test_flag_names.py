@@ -5,7 +5,7 @@ import pytest
 
 from multitask_mx import api, cli
 from multitask_mx.errors import UserInputError
-from multitask_mx.training.pipeline import validate_train_config
+from multitask_mx.training.config import TrainConfig
 
 
 def _parse(argv):
@@ -18,7 +18,7 @@ def test_top_k_is_top_k_accuracy_in_train_and_evaluate():
     assert _parse(["train", "--data-train", "x.lst", "--save-result", "r", "--top-k", "3"]).top_k == [3]
     args = api.parse_flags("train", data_train="x.lst", save_result="r", top_k="1,5")
     with pytest.raises(UserInputError, match="training reports one top-k accuracy"):
-        validate_train_config(args)
+        TrainConfig.from_args(args)
 
 
 @pytest.mark.parametrize("value", ["0", "x", "1,-2", ""])

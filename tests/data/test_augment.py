@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from multitask_mx.data import augment as images
+from multitask_mx.data import augment as images, augment_presets
 from multitask_mx.data.augment import AugmentConfig, TrainTransform, preview_samples
 from multitask_mx.data.augment_presets import PRESETS, Situation, choose_preset, resolve_augmentation
 from multitask_mx.errors import UserInputError
@@ -112,7 +112,7 @@ def test_preview_samples_from_arrays_and_paths(picture, tmp_path):
 
 def _parse(*argv):
     parser = argparse.ArgumentParser()
-    images.augment_arguments(parser)
+    augment_presets.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 

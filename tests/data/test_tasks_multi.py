@@ -11,6 +11,7 @@ import pytest
 
 import multitask_mx  # noqa: F401
 import mxnet as mx
+from multitask_mx.training.config import TrainConfig
 from conftest import make_images, write_list
 from multitask_mx.model import network as model
 from multitask_mx.data import tasks
@@ -165,10 +166,12 @@ def prepare(lists, *flags, train_rows=None):
     args = build_parser().parse_args(["train", "--data-train", lists["train"], "--image-train", lists["root"],
                                       "--data-val", lists["val"], "--image-val", lists["root"],
                                       "--save-result", str(lists["tmp"] / "save")] + list(flags))
-    train_list, val_list = read_list(args.data_train, args.image_train), read_list(args.data_val, args.image_val)
-    built = train_cmd.resolve_tasks(args, train_list, val_list)
-    tasks.read_class_names(built, args.classes)
-    return built, train_prepare.build_loss(args, built, train_list, [mx.cpu()])
+    config = TrainConfig.from_args(args)
+    data = config.data
+    train_list, val_list = read_list(data.data_train, data.image_train), read_list(data.data_val, data.image_val)
+    built = train_cmd.resolve_tasks(data, train_list, val_list)
+    tasks.read_class_names(built, data.classes)
+    return built, train_prepare.build_loss(config, built, train_list, [mx.cpu()])
 
 
 def test_two_columns_give_two_tasks_and_inferred_classes(lists, caplog):

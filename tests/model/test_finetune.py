@@ -1,6 +1,4 @@
 """Freezing, unfreezing from a stage, lr multipliers."""
-import argparse
-
 import pytest
 
 import multitask_mx  # noqa: F401
@@ -8,21 +6,20 @@ import mxnet as mx
 from multitask_mx.model import finetune, network as model
 from multitask_mx.data import tasks
 from multitask_mx.errors import UserInputError
+from multitask_mx.model.settings import ModelSettings
 
 
 def _net():
     return model.build_net(model.TrunkSpec("resnet18_v1"), tasks.build_tasks([3]), [mx.cpu()], (3, 32, 32))
 
 
-def _cfg(**kw):
-    return finetune.FinetuneConfig.from_args(_args(**kw))
+def _cfg(lr=None, **kw):
+    return finetune.FinetuneConfig.settle(_model(**kw), lr)
 
 
-def _args(**kw):
-    args = dict(freeze_trunk=False, unfreeze_from=None, freeze_epochs=0, trunk_lr_mult=1.0, no_wd_bias_bn=False,
-                head_lr_mult=None, model=None, pretrained=False)
-    args.update(kw)
-    return argparse.Namespace(**args)
+def _model(**kw):
+    """ModelSettings at the flags' defaults, with ``kw`` given."""
+    return ModelSettings(**dict(ModelSettings.defaults(), **kw))
 
 
 def test_freeze_epochs_then_unfreeze_from_stage():
@@ -98,6 +95,6 @@ def test_default_head_lr_mult_follows_the_situation():
     assert _cfg(head_lr_mult=2.5).head_lr_mult == 2.5
     assert _cfg(model="trunk.params", lr=0.01).head_lr_mult == 1.0  # a chosen lr applies to every layer
     assert _cfg(model="trunk.params", lr="auto").head_lr_mult == 1.0
-    resumed = finetune.FinetuneConfig.from_args(_args(model="trunk.params"), 1.0, "resumed")
+    resumed = finetune.FinetuneConfig.settle(_model(model="trunk.params"), None, 1.0, "resumed")
     assert (resumed.head_lr_mult, resumed.head_lr_reason) == (1.0, "resumed")  # the caller's value over the default rule
-    assert finetune.FinetuneConfig.from_args(_args(model="t", head_lr_mult=2.0), 1.0, "x").head_lr_mult == 2.0
+    assert finetune.FinetuneConfig.settle(_model(model="t", head_lr_mult=2.0), None, 1.0, "x").head_lr_mult == 2.0

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 from multitask_mx import api
 from multitask_mx.errors import UserInputError
-from multitask_mx.training.pipeline import validate_train_config
+from multitask_mx.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -26,14 +26,14 @@ from multitask_mx.training.pipeline import validate_train_config
 def test_each_bad_flag_is_refused_by_the_early_check(flags, message):
     args = api.parse_flags("train", data_train="missing.lst", save_result="unused", **flags)
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace("+", r"\+")):
-        validate_train_config(args)
+        TrainConfig.from_args(args)
 
 
 def test_good_flags_pass_the_early_check():
     args = api.parse_flags("train", data_train="missing.lst", save_result="unused", lr_scheduler="step",
                            lr_step_epochs="2,4", hue=0.1, rand_crop_scale="0.2,1", best_metric="val-acc:label",
                            warmup_epochs=1, warmup_begin_lr=0.5)  # --lr not given: its value is not known yet, so not compared
-    validate_train_config(args)
+    TrainConfig.from_args(args)
 
 
 def test_cli_reports_a_bad_scheduler_before_reading_a_missing_list(tmp_path):
