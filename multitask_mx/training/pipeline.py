@@ -78,7 +78,7 @@ def make_trainer(args, net, kv, epoch_size, extra_params=(), base_lr=None, dtype
     """
     schedule = make_scheduler(ScheduleConfig.from_args(args, base_lr, batch_size=batch_size), epoch_size)
     params = dict(schedule.optimizer_params(), wd=args.wd, rescale_grad=distributed.gradient_scale(kv))
-    if args.optimizer in ("sgd", "nag"):
+    if loop.uses_momentum(args.optimizer):
         params["momentum"] = args.mom
     if dtype == "float16":
         params["multi_precision"] = True
