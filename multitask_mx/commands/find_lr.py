@@ -8,7 +8,7 @@ import logging
 import os
 
 from .. import devices
-from ..training import distributed, lr_finder, loop
+from ..training import distributed, flag_rules, lr_finder, loop
 from ..training.checkpoints import CheckpointSaver
 from ..errors import UserInputError
 from ..atomic import check_output_file
@@ -39,6 +39,7 @@ def run(args):
         check_output_file(path, "--find-lr-out", read, RunDir(args.save_result, args.save_name))
     cfg = lr_finder.FinderConfig.from_args(args)
     FinetuneConfig.from_args(args)
+    flag_rules.check_flag_effects(vars(args), flag_rules.parser_defaults(), "find-lr")
     kv = distributed.create_kvstore("local")
     pipeline.seed_everything(args.seed)
     ctxs = devices.parse_contexts(args.gpus, args.cpus)

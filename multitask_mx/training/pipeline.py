@@ -12,7 +12,7 @@ import numpy as np
 from mxnet import gluon
 
 from ..data import augment, augment_presets, tasks as tasks_mod
-from . import distributed, lr_finder, plots, schedules, loop, weighting
+from . import distributed, flag_rules, lr_finder, plots, schedules, loop, weighting
 from .. import devices, mxprivate
 from ..model import dtype_choice, network, precision
 from . import early_stopping, gradients, metrics as metrics_mod, tensorboard
@@ -186,6 +186,7 @@ def validate_train_config(args):
     metrics_mod.train_top_k(args.top_k)
     check_resume_flags(args)
     check_train_outputs(args)
+    flag_rules.check_flag_effects(vars(args), flag_rules.parser_defaults(), "train")
     # --lr auto / not given is resolved later; an infinite placeholder checks the rest (--lr-min < --lr, ...)
     ScheduleConfig.from_args(args, args.lr if isinstance(args.lr, float) else float("inf"), log=False)
     if args.lr == "auto":
