@@ -4,8 +4,8 @@
     python benchmarks/learning_report.py --check   # exit 1 if docs/learning.md is not what the results give
 
 The page names the development and confirmation datasets, states ``--augment auto``'s rule with its
-thresholds (read from multitask_mx.data.augment_presets), the table of schedule flags that would do
-nothing (multitask_mx.training.schedule_flags.NO_EFFECT_RULES), and the grid: one row per cell, the mean
+thresholds (read from multitask_mx.data.augment_presets), the table of training flags that would do
+nothing (multitask_mx.training.flag_rules.ALL_RULES: the schedule's and the others), and the grid: one row per cell, the mean
 over the seeds of each column, the default (the noflip run of the preset the rule picks), the best
 preset and the PyTorch reference, confirmation cells first. Which runs are still to do is counted too.
 """
@@ -20,7 +20,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 from multitask_mx.data import augment_presets  # noqa: E402
-from multitask_mx.training import schedule_flags, schedules  # noqa: E402
+from multitask_mx.training import flag_rules, schedules  # noqa: E402
 import learning_grid  # noqa: E402
 
 PAGE = os.path.join(REPO, "docs", "learning.md")
@@ -127,12 +127,15 @@ def rule_lines():
 
 
 def flag_lines():
-    """The table of schedule flags that would have no effect."""
-    lines = ["A schedule flag given with a value other than its default, where it would change nothing, is "
-             "refused with what to add (multitask_mx/training/schedule_flags.py `NO_EFFECT_RULES`). `--lr-step-epochs` "
-             "or `--lr-factor` without `--lr-scheduler` selects the step schedule, as the original's scripts "
-             "meant them.", "", "| flag | needs | otherwise: what to do |", "|---|---|---|"]
-    lines += ["| `%s` | %s | %s |" % (r.flag, r.needs, r.remedy) for r in schedule_flags.NO_EFFECT_RULES]
+    """The table of training flags that would have no effect (the schedule's rows first)."""
+    lines = ["A training flag given with a value other than its default, where the other flags leave it nothing "
+             "to do, is refused before any work with what to add or remove (multitask_mx/training/flag_rules.py "
+             "`FLAG_RULES`, and the schedule's rows in multitask_mx/training/schedule_flags.py `NO_EFFECT_RULES`). "
+             "`--lr-step-epochs` or `--lr-factor` without `--lr-scheduler` selects the step schedule, as the "
+             "original's scripts meant them, and `--crop-pad` or `--rand-crop-*` with `--augment none` adds that "
+             "crop. find-lr refuses the rows that hold for it too (not `--find-lr-*`, its own flags).",
+             "", "| flag | needs | otherwise: what to do |", "|---|---|---|"]
+    lines += ["| `%s` | %s | %s |" % (r.flag, r.needs, r.remedy) for r in flag_rules.ALL_RULES]
     return lines
 
 

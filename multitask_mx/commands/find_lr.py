@@ -34,7 +34,7 @@ def run(args):
     out = args.find_lr_out
     if not out.lower().endswith(".png"):
         raise UserInputError("--find-lr-out %s: the curve is a PNG image; give a name ending in .png." % out)
-    config = TrainConfig.from_args(args)
+    config = TrainConfig.from_args(args, command="find-lr")
     read = (("--data-train", config.data.data_train), ("--data-val", config.data.data_val))
     for path in (out, os.path.splitext(out)[0] + ".json"):
         check_output_file(path, "--find-lr-out", read, config.run_dir())

@@ -94,6 +94,9 @@ class AugmentConfig:
         changes = {name: value for name, value in _flag_values(settings).items() if value is not None}
         if "scale" in changes or "ratio" in changes:
             changes.setdefault("pad_crop", 0.0)  # asking for the resized crop's ranges means that crop
+        if "scale" in changes or "ratio" in changes or (changes.get("pad_crop") or 0) > 0:
+            # a crop asked for on a base without one (--augment none) means that crop, unless --no-rand-crop
+            changes.setdefault("random_crop", True)
         cfg = dataclasses.replace(base if base is not None else cls(), **changes)
         cfg.check()
         return cfg

@@ -16,7 +16,7 @@ from ..model.settings import ModelSettings, PrecisionSettings
 from ..runfolder import RunDir
 from .settings import CheckpointSettings, DistSettings, MonitorSettings, OptimSettings
 from ..data import augment
-from . import early_stopping, gradients
+from . import early_stopping, flag_rules, gradients
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,30 @@ class TrainConfig:
                             "by those given here; --save-result defaults to a new folder beside it")
 
     @classmethod
-    def from_args(cls, args):
-        """The checked configuration of parsed flags; UserInputError naming the flag when one cannot run."""
+    def from_args(cls, args, command="train"):
+        """The checked configuration of parsed flags; UserInputError naming the flag when one cannot run.
+
+        ``command``: train or find-lr (a flag that does nothing in one may act in the other).
+        """
         config = cls(config=getattr(args, "config", None),
                      **{name: stage.from_args(args) for name, stage in cls.stages().items()})
-        config.check()
+        config.check(command)
         return config
 
-    def check(self):
+    @classmethod
+    def defaults(cls):
+        """{flag dest: argparse default} of every stage's flags."""
+        values = {}
+        for stage in cls.stages().values():
+            values.update(stage.defaults())
+        return values
+
+    def check(self, command="train"):
         """The checks that need more than one stage's settings (each stage checked its own already)."""
         check_early_stopping(self)
         gradients.GradientConfig.from_args(self.optim).check_precision(self.precision.dtype)
         check_train_outputs(self)
+        flag_rules.check_flag_effects(self.flags(), self.defaults(), command)
 
     def flags(self):
         """{flag dest: value} of every flag, sorted: config.json's "args", the flags a run logs."""

@@ -34,6 +34,9 @@ _logger = logging.getLogger(__name__)
 # of 30 batches showed nothing for 30 s), and the queued batches hold memory. Waiting for the batch
 # ENGINE_LEAD back still leaves the engine that many batches of work, so it never waits for the loop.
 ENGINE_LEAD = 2
+# The optimizers given --mom: MXNet's others have no momentum (adam, rmsprop: their own moment estimates) or
+# their own default (signum). Its registry ignores case (--optimizer SGD is sgd), so names are compared lowered.
+MOMENTUM_OPTIMIZERS = ("sgd", "nag")
 
 
 class MultiTaskLoss:
@@ -332,6 +335,11 @@ def lr_value(text):
         raise argparse.ArgumentTypeError("%s (a number such as 0.01, or auto to run the lr finder first)" % exc)
 
 
+def uses_momentum(optimizer):
+    """True when --optimizer ``optimizer`` is given --mom (MOMENTUM_OPTIMIZERS, any case)."""
+    return optimizer.lower() in MOMENTUM_OPTIMIZERS
+
+
 def add_arguments(parser):
     """Optimisation flags (the original's names and defaults)."""
     group = parser.add_argument_group("optimisation")
@@ -342,7 +350,7 @@ def add_arguments(parser):
     group.add_argument("--lr", type=lr_value, default=None, help="learning rate; 'auto' runs find-lr first; "
                        "not given: 0.2 x batch/256, from scratch and fine-tuning (the new heads 4x that "
                        "when fine-tuning; docs/reference.md)")
-    group.add_argument("--mom", type=fraction, default=0.9, help="SGD momentum")
+    group.add_argument("--mom", type=fraction, default=0.9, help="momentum of --optimizer sgd or nag")
     group.add_argument("--wd", type=non_negative_float, default=0.0001, help="weight decay")
     group.add_argument("--optimizer", default="sgd", help="any mx.optimizer name: sgd, nag, adam, ...")
     group.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon, e.g. 0.1")

@@ -16,7 +16,7 @@ from typing import List
 import numpy as np
 from mxnet import gluon
 
-from .loop import LoopConfig, train_step
+from .loop import LoopConfig, train_step, uses_momentum
 from .checkpoints import atomic_write_bytes
 from ..errors import UserInputError
 from .metrics import TaskMetrics, total_loss
@@ -174,7 +174,7 @@ def write_result(result: FinderResult, png_path):
 def optimizer_settings(optim):
     """{optimizer, optimizer_params} for the test from the training flags (lr left to the test)."""
     params = {"wd": optim.wd}
-    if optim.optimizer in ("sgd", "nag"):
+    if uses_momentum(optim.optimizer):
         params["momentum"] = optim.mom
     return {"optimizer": optim.optimizer, "optimizer_params": params}
 

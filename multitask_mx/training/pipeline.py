@@ -78,7 +78,7 @@ def make_trainer(optim, net, kv, epoch_size, extra_params=(), base_lr=None, dtyp
     """
     schedule = make_scheduler(ScheduleConfig.from_args(optim, base_lr, batch_size=batch_size), epoch_size)
     params = dict(schedule.optimizer_params(), wd=optim.wd, rescale_grad=distributed.gradient_scale(kv))
-    if optim.optimizer in ("sgd", "nag"):
+    if loop.uses_momentum(optim.optimizer):
         params["momentum"] = optim.mom
     if dtype == "float16":
         params["multi_precision"] = True

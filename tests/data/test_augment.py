@@ -250,3 +250,14 @@ def test_auto_through_the_cli_logs_its_choice_and_records_the_recipe(tiny_data, 
     assert recipe["params"]["saturation"] == 0.2
     # the default lr policy is logged with its reason: 0.2 x 8 / 256 from scratch
     assert "lr 0.00625: --lr not given, the default policy (from scratch" in log, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["--crop-pad", "0.125"], "pad_crop", 0.125),
+    (["--rand-crop-scale", "0.5,1"], "scale", (0.5, 1.0)),
+])
+def test_a_crop_flag_on_a_base_without_crop_turns_the_crop_on(argv, field, value):
+    """--augment none --crop-pad 0.125 means the pad-and-crop alone, not a centre crop that ignores it."""
+    cfg = AugmentConfig.from_args(_parse(*argv), base=AugmentConfig.off())
+    assert cfg.random_crop and getattr(cfg, field) == value and not cfg.hflip
+    assert not AugmentConfig.from_args(_parse("--crop-pad", "0"), base=AugmentConfig.off()).random_crop
