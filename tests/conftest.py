@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -126,3 +127,33 @@ def copy_run(run, tmp_path):
     save = str(tmp_path / "save")
     shutil.copytree(run, save)
     return save
+
+
+def horovod_missing():
+    """Why the Horovod training tests cannot run here, or None."""
+    try:
+        import horovod.mxnet  # noqa: F401
+    except ImportError as exc:
+        return "Horovod for MXNet is not installed (%s); .ci/run builds it, docs/distributed.md says how" % exc
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "horovodrun")):
+        return "no horovodrun beside %s" % sys.executable
+    return None
+
+
+needs_horovod = pytest.mark.skipif(horovod_missing() is not None, reason=str(horovod_missing()))
+
+
+def launch_loopback(data, save, kv_store, train_flags, timeout=150, workers=2, env=None):
+    """`python -m multitask_mx launch -n WORKERS -s 1 -- train ...` on loopback: (completed process, seconds).
+
+    ``data`` holds the "train", "val" lists and their image "root"; ``train_flags`` are the rest of the train command;
+    ``env`` adds to this process's environment.
+    """
+    args = [sys.executable, "-m", "multitask_mx", "launch", "-n", str(workers), "-s", "1", "--timeout",
+            str(timeout - 30), "--", "train", "--kv-store", kv_store, "--data-train", data["train"], "--image-train",
+            data["root"], "--data-val", data["val"], "--image-val", data["root"], "--save-result", save] + \
+        list(train_flags)
+    tic = time.time()
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    return proc, time.time() - tic

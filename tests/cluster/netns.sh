@@ -7,8 +7,9 @@
 #   tests/cluster/netns.sh down [STATE_DIR] # stops the sshds, every process in the namespaces, removes all
 #
 # `up` writes STATE_DIR/ssh_config (ssh -F: the client key and a known-hosts file of its own, so root's
-# ~/.ssh is never touched) and STATE_DIR/hosts.txt. On host 3, sshd runs in a mount namespace of its own where
-# STATE_DIR/hidden is an empty tmpfs: a file put there exists on this machine and hosts 1-2, not on host 3.
+# ~/.ssh is never touched) and STATE_DIR/hosts.txt. Each sshd runs in mount and UTS namespaces of its own: host i
+# is named mtx-hi and its /etc/hosts names only itself and localhost. On host 3, STATE_DIR/hidden is an empty tmpfs:
+# a file put there exists on this machine and hosts 1-2, not on host 3.
 # If PYTHONPATH is set, the sshds pass it on (SetEnv), so the hosts import the same code as this machine; HOME is
 # an empty STATE_DIR/home, so logins run none of root's startup files.
 # Traffic stays on the bridge: `up` checks that every host address is routed through mtxbr0.
@@ -76,12 +77,14 @@ EOF
     env_line="SetEnv HOME=$state/home"
     if [ -n "${PYTHONPATH:-}" ]; then env_line="$env_line PYTHONPATH=$PYTHONPATH"; fi
     echo "$env_line" >> "$state/sshd_$i.conf"
-    if [ "$i" = 3 ]; then
-      ip netns exec "$ns" unshare -m --propagation private sh -c \
-        "mount -t tmpfs mtx-hidden '$state/hidden' && exec /usr/sbin/sshd -f '$state/sshd_$i.conf'"
-    else
-      ip netns exec "$ns" /usr/sbin/sshd -f "$state/sshd_$i.conf"
-    fi
+    # Each host has its own name, which its own /etc/hosts gives its address, as on a real network: Horovod
+    # 0.28.1's Gloo binds one of its contexts to the address of the host's name, whatever --network-interface
+    # says, and this machine's name may be 127.0.x.1 (Debian's /etc/hosts).
+    printf '127.0.0.1 localhost\n%s mtx-h%s\n' "$addr" "$i" > "$state/etc_hosts_$i"
+    hide=true
+    if [ "$i" = 3 ]; then hide="mount -t tmpfs mtx-hidden '$state/hidden'"; fi
+    ip netns exec "$ns" unshare -m -u --propagation private sh -c "hostname mtx-h$i && mount --bind \
+      '$state/etc_hosts_$i' /etc/hosts && $hide && exec /usr/sbin/sshd -f '$state/sshd_$i.conf'"
     echo "$addr" >> "$state/hosts.txt"
     route=$(ip route get "$addr")
     case "$route" in *"dev mtxbr0"*) ;; *) echo "netns.sh: $addr is not routed through mtxbr0: $route" >&2; down; exit 4;; esac

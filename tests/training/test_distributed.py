@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, is_alive, make_images, write_list
+from conftest import REPO, is_alive, launch_loopback, make_images, write_list
 from multitask_mx import cli
 from multitask_mx.training import distributed, cluster as launch, processes
 from multitask_mx.errors import UserInputError
@@ -298,14 +298,8 @@ SMALL = ["--network", "resnet18_v1", "--image-shape", "3,32,32", "--batch-size",
 
 
 def launch_train(data, save, kv_store, *extra, timeout=150, workers=2):
-    """`python -m multitask_mx launch -n 2 -s 1 -- train ...`: (completed process, seconds)."""
-    args = [PY, "-m", "multitask_mx", "launch", "-n", str(workers), "-s", "1", "--timeout", str(timeout - 30),
-            "--", "train", "--kv-store", kv_store, "--data-train", data["train"], "--image-train", data["root"],
-            "--data-val", data["val"], "--image-val", data["root"], "--save-result", save] + SMALL + list(extra)
-    tic = time.time()
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return proc, time.time() - tic
+    """`python -m multitask_mx launch -n 2 -s 1 -- train ...` with SMALL: (completed process, seconds)."""
+    return launch_loopback(data, save, kv_store, SMALL + list(extra), timeout=timeout, workers=workers)
 
 
 def load_params(path):

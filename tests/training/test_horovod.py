@@ -1,6 +1,7 @@
 """Horovod as the second engine: `launch --engine horovod -- train --kv-store horovod` runs horovodrun with Gloo
-on loopback. Two processes must end with identical weights (allreduce of gradients, rank 0's start weights
-broadcast, BatchNorm statistics averaged), rank 0 alone writes the files, and --resume continues.
+on loopback (across hosts with --launcher ssh: tests/training/test_cluster_ssh.py). Two processes must end with
+identical weights (allreduce of gradients, rank 0's start weights broadcast, BatchNorm statistics averaged), rank 0
+alone writes the files, and --resume continues.
 
 The training tests need Horovod built for MXNet (.ci/run builds it; docs/distributed.md says how); without it they
 skip, saying so. The refusals run everywhere.
@@ -14,25 +15,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import REPO, make_images, write_list
+from conftest import REPO, make_images, needs_horovod, write_list
 from multitask_mx import cli
 
 PY = sys.executable
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "4", "--lr", "0.01",
         "--data-nthreads", "1", "--seed", "1", "--num-classes", "4", "--save-name", "net", "--quiet"]
-
-
-def _horovod_missing():
-    try:
-        import horovod.mxnet  # noqa: F401
-    except ImportError as exc:
-        return "Horovod for MXNet is not installed (%s); .ci/run builds it, docs/distributed.md says how" % exc
-    if not os.path.exists(os.path.join(os.path.dirname(PY), "horovodrun")):
-        return "no horovodrun beside %s" % PY
-    return None
-
-
-needs_horovod = pytest.mark.skipif(_horovod_missing() is not None, reason=str(_horovod_missing()))
 
 
 def test_horovod_kvstore_outside_horovodrun_points_to_launch(monkeypatch, tiny_data, tmp_path, capsys):
@@ -53,6 +41,32 @@ def test_launch_matches_engine_and_kvstore(argv, message, capsys):
     assert cli.main(["launch"] + argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@needs_horovod
+def test_launch_over_ssh_plans_horovodrun_with_the_hosts_and_an_ssh_wrapper(tmp_path, capsys):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.2:2222\n10.0.0.3:2222\n")
+    code = cli.main(["launch", "--engine", "horovod", "-n", "3", "--launcher", "ssh", "-H", str(hosts), "--interface",
+                     "eth0", "--dry-run", "--", "train", "--kv-store", "horovod", "--save-result", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "-H 10.0.0.2:2,10.0.0.3:1 -p 2222 --network-interface eth0" in out
+    assert "env -u OMP_NUM_THREADS" in out  # each host's train picks its own threads
+    assert "PATH=%s:" % (tmp_path / "s" / "launch" / "ssh-bin") in out
+
+
+@pytest.mark.parametrize("lines, flags, message", [
+    ("alice@10.0.0.2\n", [], "without user@"),
+    ("10.0.0.2\n10.0.0.3:2222\n", [], "one ssh port for all hosts"),
+    ("10.0.0.2\n", ["--remote-dir", "/srv"], "--remote-dir cannot be passed on"),
+])
+@needs_horovod
+def test_launch_over_ssh_refuses_what_horovodrun_cannot_carry(tmp_path, capsys, lines, flags, message):
+    (tmp_path / "hosts").write_text(lines)
+    assert cli.main(["launch", "--engine", "horovod", "-n", "2", "--launcher", "ssh", "-H", str(tmp_path / "hosts"),
+                     "--dry-run"] + flags + ["--", "train", "--kv-store", "horovod"]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
