@@ -95,6 +95,19 @@ class TrainConfig:
         return bool(self.optim.plot_lr or augment.preview_settings(self.augment))
 
 
+class Settled:
+    """The values a run settles before training, each with why: given by its flag, the resumed run's, or
+    chosen by a policy. Logged as each is settled; config.json records them ("settled")."""
+
+    def __init__(self):
+        self.values = {}
+
+    def record(self, name, value, why):
+        """Keep ``value`` of ``name`` with ``why``; returns ``value``."""
+        self.values[name] = {"value": value, "why": why}
+        return value
+
+
 def check_early_stopping(config: TrainConfig):
     """--early-stop with the other stages' --best-metric, --data-val and --kv-store."""
     early_stopping.check_early_stop(config.checkpoint.early_stop, config.checkpoint.best_metric,
@@ -106,6 +119,7 @@ def check_train_outputs(config: TrainConfig):
     inputs = (("--data-train", config.data.data_train), ("--data-val", config.data.data_val),
               ("--config", config.config))
     preview = augment.preview_settings(config.augment)
-    for flag, path in (("--plot-lr", config.optim.plot_lr), ("--preview-augmentation", preview[1] if preview else None)):
+    drawings = (("--plot-lr", config.optim.plot_lr), ("--preview-augmentation", preview[1] if preview else None))
+    for flag, path in drawings:
         if path:
             check_output_file(path, flag, inputs, config.run_dir())

@@ -35,21 +35,21 @@ _logger = logging.getLogger(__name__)
 
 
 def resolve_lr(config, batch_size, run_finder=None, resumed_lr=None):
-    """--lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default policy; logged."""
+    """(lr, why): --lr as a number: the one given, the resumed run's, the finder's (--lr auto) or the default
+    policy's; logged."""
     given = config.optim.lr
     if isinstance(given, float):
-        return given
+        return given, "--lr"
     if resumed_lr is not None:
-        _logger.info("lr %.4g: the one the resumed run chose (config.json)", resumed_lr)
-        return resumed_lr
-    if given == "auto" and run_finder is not None:
-        lr = run_finder()
-        _logger.info("lr %.4g: suggested by the lr finder (--lr auto)", lr)
-        return lr
-    lr, why = schedules.default_lr(batch_size, config.model.is_finetuning())
-    _logger.info("lr %.4g: %s (%s)", lr, "the default policy, the lr finder does not run here" if given == "auto"
-                 else "--lr not given, the default policy", why)
-    return lr
+        lr, why = resumed_lr, "the one the resumed run chose (config.json)"
+    elif given == "auto" and run_finder is not None:
+        lr, why = run_finder(), "suggested by the lr finder (--lr auto)"
+    else:
+        lr, policy = schedules.default_lr(batch_size, config.model.is_finetuning())
+        why = "%s (%s)" % ("the default policy, the lr finder does not run here" if given == "auto"
+                           else "--lr not given, the default policy", policy)
+    _logger.info("lr %.4g: %s", lr, why)
+    return lr, why
 
 
 def run_lr_finder(optim, net, train_loader, ctxs, loss_fn, tasks, kv, png_path=None):
@@ -94,7 +94,7 @@ def make_trainer(optim, net, kv, epoch_size, extra_params=(), base_lr=None, dtyp
 
 
 def make_config(config, trunk_spec, normalization, image_shape, tasks, class_names, augmentation=None, lr=None,
-                head_lr_mult=None, batch_size=None):
+                head_lr_mult=None, batch_size=None, settled=None):
     """What later commands need to rebuild and use the model, and the settings this run settled (config.json)."""
     return {
         "format": 1,
@@ -114,6 +114,7 @@ def make_config(config, trunk_spec, normalization, image_shape, tasks, class_nam
         "lr": lr,
         "head_lr_mult": head_lr_mult,
         "batch_size": batch_size,
+        "settled": settled,  # {name: {"value", "why"}}: what the run settled, and why
     }
 
 
@@ -137,13 +138,14 @@ def check_devices_and_dtype(config, ctxs):
 
 
 def resolve_train_dtype(config, ctxs, tasks, image_shape, batch_size):
-    """--dtype to train with; ``auto`` times this network at this image size in both types (precision.py)."""
+    """(dtype, why): --dtype to train with; ``auto`` times this network at this image size in both types."""
     if config.precision.dtype != "auto":
-        return config.precision.dtype
+        return config.precision.dtype, "--dtype"
     model = config.model
     spec = network.resolve_trunk(model.network, model.model, model.model_epoch, config.data.normalization)[0] \
         if model.from_classic_checkpoint() else network.TrunkSpec(network=model.network or "resnet50_v1")
-    return dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape, batch_size)
+    dtype = dtype_choice.resolve_dtype("auto", ctxs, spec, [t.num_classes for t in tasks], image_shape, batch_size)
+    return dtype, "--dtype auto (train.log has the timing or the reason)"
 
 
 def draw_and_exit(config, inputs):
@@ -151,7 +153,7 @@ def draw_and_exit(config, inputs):
     train, image_shape, epoch_size, recipe = inputs.train, inputs.image_shape, inputs.epoch_size, inputs.recipe
     optim = config.optim
     if optim.plot_lr:
-        cfg = ScheduleConfig.from_args(optim, resolve_lr(config, inputs.batch_size), batch_size=inputs.batch_size)
+        cfg = ScheduleConfig.from_args(optim, resolve_lr(config, inputs.batch_size)[0], batch_size=inputs.batch_size)
         plots.plot_lr_schedule(schedules.lr_curve(cfg, epoch_size=epoch_size), epoch_size, optim.plot_lr)
         _logger.info("wrote the %s schedule over %d epochs to %s", cfg.name, optim.num_epoch, optim.plot_lr)
     preview = augment.preview_settings(config.augment)
@@ -255,7 +257,8 @@ def _train_in_locked_folder(config, kv):
     checkpoint = config.checkpoint
     saver = CheckpointSaver(checkpoint.save_result, checkpoint.save_name, writer=kv.rank == 0,
                             keep_last=checkpoint.keep_last)
-    dtype = resolve_train_dtype(config, ctxs, inputs.tasks, inputs.image_shape, inputs.batch_size)
+    dtype = inputs.settled.record("dtype", *resolve_train_dtype(config, ctxs, inputs.tasks, inputs.image_shape,
+                                                                 inputs.batch_size))
     precision.init_amp(dtype)  # before the network exists
     plan = plan_net(config, inputs.tasks, inputs.image_shape, saver)
     point = plan.point
@@ -268,16 +271,19 @@ def _train_in_locked_folder(config, kv):
     net = build_training_net(plan, config, inputs, ctxs, saver, finetune_cfg)
 
     phases.switch("loaders and trainer")
-    base_lr = resolve_lr(config, inputs.batch_size, None if point else lambda: run_lr_finder(
-        config.optim, net, loaders[0], ctxs, inputs.loss_fn, inputs.tasks, kv,
-        saver.path(lr_finder.PLOT_FILE) if saver.writer else None), saver.read_config().get("lr") if point else None)
+    finder = None if point else lambda: run_lr_finder(config.optim, net, loaders[0], ctxs, inputs.loss_fn, inputs.tasks,
+                                                      kv, saver.path(lr_finder.PLOT_FILE) if saver.writer else None)
+    base_lr = inputs.settled.record("lr", *resolve_lr(config, inputs.batch_size, finder,
+                                                      saver.read_config().get("lr") if point else None))
+    inputs.settled.record("head_lr_mult", finetune_cfg.head_lr_mult, finetune_cfg.head_lr_reason)
     trainer, start = ready_trainer(config.optim, net, kv, (inputs.epoch_size, min(inputs.batch_size, len(train_set))),
                                    inputs.loss_fn.params(), base_lr, point, dtype)
 
     if point is None:
         write_new_run_files(saver, make_config(config, plan.trunk_spec, plan.normalization, inputs.image_shape,
                                                inputs.tasks, inputs.class_names, inputs.recipe.to_dict(), base_lr,
-                                               finetune_cfg.head_lr_mult, inputs.batch_size), plan.trunk_spec)
+                                               finetune_cfg.head_lr_mult, inputs.batch_size, inputs.settled.values),
+                            plan.trunk_spec)
     _logger.info("training %d images (%d per epoch for the schedule), validating %d; batch %d over %d device(s)",
                  len(train_set), inputs.num_examples, len(val_set) if val_set else 0, inputs.batch_size, len(ctxs))
     callbacks = tensorboard.make_loggers(

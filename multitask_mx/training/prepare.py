@@ -14,7 +14,7 @@ from ..data import task_kinds, tasks as tasks_mod
 from ..data.images import parse_image_shape
 from ..model.finetune import FinetuneConfig, apply_rate_multipliers
 from . import distributed, loop, phases, schedules, weighting
-from .config import TrainConfig
+from .config import Settled, TrainConfig
 from .inputs import build_datasets, choose_augmentation, make_loaders, prepare_lists
 from .resume import build_planned_net
 
@@ -37,6 +37,7 @@ class Inputs:
     batch_size: int  # the batch over all devices of this worker, as given, resumed or chosen
     epoch_size: int  # updates per epoch
     recipe: Any  # the augmentation Recipe
+    settled: Settled  # the values settled so far (batch size, augmentation), each with why
 
 
 def prepare_inputs(config: TrainConfig, kv, ctxs, with_val=True):
@@ -49,12 +50,14 @@ def prepare_inputs(config: TrainConfig, kv, ctxs, with_val=True):
     class_names = tasks_mod.read_class_names(tasks, config.data.classes)
     loss_fn = build_loss(config, tasks, train, ctxs)
     num_examples = config.data.num_examples or len(train) * kv.num_workers
-    batch_size = settle_batch_size(config, num_examples, kv, ctxs)
+    settled = Settled()
+    batch_size = settled.record("batch_size", *settle_batch_size(config, num_examples, kv, ctxs))
     epoch_size = distributed.updates_per_epoch(num_examples, batch_size, kv)
     recipe = choose_augmentation(config.augment, config.model.is_finetuning(), config.optim.num_epoch, train, tasks,
                                  image_shape, batch_size)
+    settled.record("augment", recipe.preset, recipe.reason)
     return Inputs(train, val, tasks, class_names, loss_fn, image_shape, threads, gpus, num_examples, batch_size,
-                  epoch_size, recipe)
+                  epoch_size, recipe, settled)
 
 
 def build_loss(config: TrainConfig, tasks, train, ctxs):
@@ -71,20 +74,20 @@ def build_loss(config: TrainConfig, tasks, train, ctxs):
 
 
 def settle_batch_size(config: TrainConfig, num_examples, kv, ctxs):
-    """The batch size: --batch-size, the resumed run's (config.json), else the default policy; logged with why."""
+    """(batch size, why): --batch-size, the resumed run's (config.json), else the default policy's; logged."""
     if config.optim.batch_size is not None:
-        return config.optim.batch_size
+        return config.optim.batch_size, "--batch-size"
     run = config.run_dir()
     if config.continues_run() and run.has_config():
         saved_config = run.read_config()
         saved = saved_config.get("batch_size") or saved_config.get("args", {}).get("batch_size")  # older runs
         if saved:
             _logger.info("batch size %d: the one the resumed run used (config.json)", saved)
-            return saved
+            return saved, "the one the resumed run used (config.json)"
     batch, why = schedules.default_batch_size(
         lambda batch: distributed.updates_per_epoch(num_examples, batch, kv), config.optim.num_epoch, len(ctxs))
     _logger.info("batch size %d (%s; --batch-size sets it)", batch, why)
-    return batch
+    return batch, why
 
 
 def datasets_and_loaders(config: TrainConfig, inputs: Inputs, normalization):

@@ -229,6 +229,12 @@ def test_batch_size_not_given_follows_the_run_length_and_resume_keeps_it(tiny_da
     assert "batch size 8 (a short run: 3 updates in 1 epoch(s)" in log  # 24 images: 3 batches of 8
     config = json.load(open(os.path.join(save, "config.json")))
     assert config["batch_size"] == 8 and config["args"]["batch_size"] is None  # settled, the flags as given
+    # every value the run settled, with why: the policy's, the flag's, auto's
+    settled = config["settled"]
+    assert settled["batch_size"]["value"] == 8 and settled["batch_size"]["why"].startswith("a short run: 3 updates")
+    assert settled["lr"] == {"value": 0.01, "why": "--lr"} and settled["dtype"] == {"value": "float32", "why": "--dtype"}
+    assert settled["augment"]["value"] in ("light", "standard") and settled["augment"]["why"]
+    assert settled["head_lr_mult"]["value"] == 1.0 and settled["head_lr_mult"]["why"]
     run_cli(*flags, "--num-epoch", "2", "--resume")
     log = open(os.path.join(save, "train.log")).read()
     assert "batch size 8: the one the resumed run used (config.json)" in log
