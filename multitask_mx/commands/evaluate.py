@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from ..use import inference, quantize
+from ..use.settings import PredictSettings
 from ..atomic import check_output_file, finite_or_none, write_output
 from ..runfolder import RunDir
 from ..errors import UserInputError
@@ -183,12 +184,13 @@ def run(args):
     """Entry point of ``multitask-mx evaluate``."""
     setup_logging(None, quiet=args.quiet)
     ks = args.top_k
-    cfg = inference.predict_config(args)
+    settings = PredictSettings.from_args(args)
+    cfg = inference.predict_config(settings, args.precision)
     inputs, run = (("--data", args.data),), RunDir(args.save_result, args.save_name)
     for flag, path in (("--json", args.json), ("--confusion-png", args.confusion_png)):
         if path:
             check_output_file(path, flag, inputs, run)  # before the predictions, not after
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(settings),
                                  weights=args.weights)
     precision_cfg = quantize.PrecisionConfig.from_args(args)
     image_list = read_eval_list(args.data, args.image_root, model.tasks)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from ..use import cam, inference, quantize
+from ..use.settings import PredictSettings
 from ..data.image_files import IMAGE_EXTENSIONS, find_image_files
 from ..use.predictions import Item, add_show_flag, prediction_rows
 from ..atomic import check_output_dir, check_output_file, is_stdout, write_output
@@ -117,7 +118,8 @@ def csv_text(rows):
 def run(args):
     """Entry point of ``multitask-mx predict``."""
     setup_logging(None, quiet=args.quiet)
-    cfg = inference.predict_config(args)
+    settings = PredictSettings.from_args(args)
+    cfg = inference.predict_config(settings, args.precision)
     inputs = [("the input", path) for path in args.inputs]
     run = RunDir(args.save_result, args.save_name)
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
@@ -130,7 +132,7 @@ def run(args):
     extensions = tuple(e.strip() if e.strip().startswith(".") else "." + e.strip()
                        for e in args.exts.split(",") if e.strip())
     items = collect_inputs(args.inputs, args.image_root, extensions)
-    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(args),
+    model = inference.load_model(args.save_result, args.save_name, args.epoch, inference.model_contexts(settings),
                                  weights=args.weights)
     model = quantize.apply_precision(model, quantize.PrecisionConfig.from_args(args))
     cam_classes = cam.parse_class_choices(args.cam_class, model) if args.cam else None

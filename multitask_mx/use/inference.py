@@ -339,8 +339,12 @@ def add_arguments(parser, prediction=True):
     group.add_argument("--weights", choices=WEIGHTS, default="raw",
                        help="ema: the epoch's moving average of the weights (train --ema); 'best' is already "
                             "whichever of the two validated better")
-    if not prediction:
-        return
+    if prediction:
+        add_prediction_arguments(parser)
+
+
+def add_prediction_arguments(parser):
+    """How to run the model: batch, loader workers, test-time augmentation, devices (PredictSettings)."""
     group = parser.add_argument_group("prediction")
     group.add_argument("--batch-size", type=positive_int, default=None,
                        help="images per forward pass (default: %d, %d with --precision int8)"
@@ -356,18 +360,16 @@ def add_arguments(parser, prediction=True):
     group.add_argument("--cpus", type=positive_int, default=1, help="CPU contexts when on CPU")
 
 
-def model_contexts(args):
-    """Devices from ``--gpus``/``--cpus``."""
-    return parse_contexts(args.gpus, args.cpus)
+def model_contexts(settings):
+    """Devices from ``--gpus``/``--cpus`` of the PredictSettings."""
+    return parse_contexts(settings.gpus, settings.cpus)
 
 
-def predict_config(args):
-    """PredictConfig from the parsed prediction flags."""
-    batch = args.batch_size
+def predict_config(settings, precision="fp32"):
+    """PredictConfig of the PredictSettings; the default batch follows --precision."""
+    batch = settings.batch_size
     if batch is None:
-        batch = DEFAULT_INT8_BATCH if getattr(args, "precision", "fp32") == "int8" else DEFAULT_BATCH
-    if batch < 1:
-        raise UserInputError("--batch-size %d: give 1 or more." % batch)
-    workers = _runtime.default_loader_workers() if args.data_nthreads is None else max(0, args.data_nthreads)
-    set_max_pixels(args.max_image_pixels)  # before the loader's workers fork
-    return PredictConfig(batch_size=batch, workers=workers, tta=args.tta, progress=not args.quiet)
+        batch = DEFAULT_INT8_BATCH if precision == "int8" else DEFAULT_BATCH
+    workers = _runtime.default_loader_workers() if settings.data_nthreads is None else settings.data_nthreads
+    set_max_pixels(settings.max_image_pixels)  # before the loader's workers fork
+    return PredictConfig(batch_size=batch, workers=workers, tta=settings.tta, progress=not settings.quiet)

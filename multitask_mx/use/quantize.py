@@ -47,12 +47,12 @@ class PrecisionConfig:
     calib_root: Optional[str] = None
 
     @classmethod
-    def from_args(cls, args, precision=None):
+    def from_args(cls, flags, precision=None):
         """From the parsed flags (``precision`` overrides ``--precision``, e.g. export's ``--int8``)."""
-        if args.calib_images < 1:
-            raise UserInputError("--calib-images %d: give 1 or more (e.g. 64)." % args.calib_images)
-        return cls(precision=precision or args.precision, calib_images=args.calib_images,
-                   calib_mode=args.calib_mode, calib_list=args.calib_list, calib_root=args.calib_root)
+        if flags.calib_images < 1:
+            raise UserInputError("--calib-images %d: give 1 or more (e.g. 64)." % flags.calib_images)
+        return cls(precision=precision or flags.precision, calib_images=flags.calib_images,
+                   calib_mode=flags.calib_mode, calib_list=flags.calib_list, calib_root=flags.calib_root)
 
 
 def add_arguments(parser, choose_precision=True):

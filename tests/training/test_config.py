@@ -74,6 +74,6 @@ def _functions_taking_args(package):
 NAMESPACE_READERS = ["multitask_mx/training/config.py:from_args"]
 
 
-@pytest.mark.parametrize("package", ["data", "model", "training"])
+@pytest.mark.parametrize("package", ["data", "model", "training", "use"])
 def test_stage_functions_take_settings_not_the_namespace(package):
     assert [f for f in _functions_taking_args(package) if f not in NAMESPACE_READERS] == []

@@ -181,9 +181,10 @@ def test_top_k_and_find_image_files(tmp_path):
 def test_default_batch_follows_the_precision_and_the_flag_wins():
     import argparse
     from multitask_mx.commands import predict
+    from multitask_mx.use.settings import PredictSettings
     parser = argparse.ArgumentParser()
     predict.add_arguments(parser)
     for extra, batch in (([], 32), (["--precision", "int8"], 64), (["--precision", "int8", "--batch-size", "8"], 8),
                          (["--precision", "bf16"], 32)):
         args = parser.parse_args(["x.jpg", "--save-result", "runs/x"] + extra)
-        assert inference.predict_config(args).batch_size == batch, extra
+        assert inference.predict_config(PredictSettings.from_args(args), args.precision).batch_size == batch, extra
