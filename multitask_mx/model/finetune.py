@@ -14,13 +14,8 @@ _logger = logging.getLogger(__name__)
 
 NO_WD_PATTERN = ".*gamma|.*beta|.*bias|.*running_mean|.*running_var|.*moving_mean|.*moving_var"
 
-# The new heads' lr multiplier when fine-tuning a pretrained trunk that trains at the default lr (neither
-# --head-lr-mult nor --lr given):
-# the heads start from random weights and the trunk from good ones. benchmarks/bench_learning.py's
-# fine-tuning job (cifar_resnet20_v1, classes 5-9, 250 images x 3 epochs, batch 8, trunk pretrained on
-# classes 0-4 for 2,000 images x 5 epochs), seeds 1-3, held-out accuracy of `label`, trunk at the default
-# lr and heads at 1x / 4x / 10x it: Fashion-MNIST 0.865 / 0.881 / 0.859, MNIST digits 0.891 / 0.908 /
-# 0.895; 4x was ahead on each of the six seeds.
+# The new heads' lr multiplier when fine-tuning a trunk at the default lr: the heads start from random weights,
+# the trunk from good ones (4x was ahead of 1x and 10x on every seed: docs/reference.md "Defaults that learn").
 FINETUNE_HEAD_LR_MULT = 4.0
 
 
@@ -31,8 +26,7 @@ def default_head_lr_mult(model, lr):
     if model.freeze_trunk:
         return 1.0, "--freeze-trunk: only the heads learn, at --lr"
     if lr is not None:
-        # part of the default lr policy only: with a chosen --lr (1.6x the default per update in the same
-        # benchmark's `tuned` recipe) heads at 4x lost 0.08 on Fashion-MNIST (recipe tuned-heads-4x)
+        # part of the default lr policy only: at a chosen, higher --lr, heads at 4x lost (docs/reference.md)
         return 1.0, "--lr %s given: every layer learns at it" % lr
     return FINETUNE_HEAD_LR_MULT, "fine-tuning at the default lr: the new heads start from random weights, " \
         "the trunk from pretrained ones"

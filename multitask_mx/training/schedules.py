@@ -31,30 +31,16 @@ from .schedule_flags import DEFAULT_SCHEDULE, FLAG_DEFAULTS, FLAG_DESTS, NO_EFFE
 _logger = logging.getLogger(__name__)
 
 
-# --lr when not given, from scratch: SGD lr for a batch of 256 (linear scaling: the lr grows with the batch).
-# 0.2, i.e. CIFAR's ResNet recipe (0.1 at batch 128; 0.025 at batch 32). bench_learning, cifar_resnet20_v1
-# at 32 px from scratch, batch 32, no augmentation, seeds 1-3, held-out `label` accuracy at per-256
-# rates 0.1/0.2/0.4: Fashion-MNIST 48 updates 0.507/0.548/0.511, 160 updates 0.681/0.688/0.675; MNIST
-# digits 48 updates 0.382/0.421/0.411, 160 updates 0.753/0.867/0.878. 0.4 wins only digits at 160, and in a
-# sweep lost with augmentation (Fashion-MNIST, standard without flip, 48 updates: 0.394 against 0.461 at 0.2).
+# --lr when not given: SGD lr for a batch of 256, scaled linearly with the batch. 0.2 is CIFAR's ResNet recipe
+# and was best or within 0.011 of the best from scratch (docs/reference.md "Defaults that learn" has the runs).
 SCRATCH_LR_PER_256 = 0.2
-# Fine-tuning: the same 0.2 for the trunk (the new heads at 4x it: model/finetune.py FINETUNE_HEAD_LR_MULT).
-# Short fine-tuning runs learned faster the higher the rate up to it (side runs, not stored; bench_learning,
-# classes 5-9, 250 images x 3 epochs, a weaker trunk pretrained on classes 0-4 for 750 images x 3 epochs,
-# val acc of `label`): at batch 32, Fashion-MNIST, seed 1, per-256 0.05/0.1/0.2: 0.472/0.592/0.608; at
-# batch 8 (the default batch there), seeds 1-3, per-256 0.1/0.2/0.4: Fashion-MNIST 0.796/0.821/0.841,
-# digits 0.747/0.799/0.829. 0.4 won there but by less than the seeds' spread, and 0.2 is the rate that
-# won from scratch.
+# Fine-tuning: the trunk at the same rate (the new heads at 4x it: model/finetune.py FINETUNE_HEAD_LR_MULT).
 FINETUNE_LR_PER_256 = 0.2
 
 
 # --batch-size when not given, on one device: the largest of DEFAULT_BATCHES that gives the run at least
-# MIN_DEFAULT_UPDATES optimizer updates (8 if none does). Short runs learn from the number of updates,
-# not from the images per update: cifar_resnet20_v1 at 32 px from scratch, default flags otherwise,
-# seeds 1-3, held-out `label` accuracy: 500 images x 3 epochs, batch 32 (48 updates) Fashion-MNIST 0.526,
-# MNIST digits 0.468; batch 16 0.586 / 0.500; batch 8 (189 updates) 0.673 / 0.725. 1,000 x 5 epochs:
-# batch 32 (160 updates) 0.754 / 0.939, batch 16 (315) 0.767 / 0.957. Longer runs keep 32, which uses
-# the cores (and GPUs) better.
+# MIN_DEFAULT_UPDATES optimizer updates (8 if none does): short runs learn from the number of updates, not
+# from the images per update; longer runs keep 32, which uses the cores (and GPUs) better (docs/reference.md).
 DEFAULT_BATCHES = (32, 16, 8)
 MIN_DEFAULT_UPDATES = 300
 
