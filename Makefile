@@ -19,8 +19,14 @@ $(VENV)/.installed: setup.py constraints.txt
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash train_multitask.sh
 
+# The tests run in one process per core, each test file in one process (its module fixtures, such as a run
+# trained once for several tests, are made once). OMP_WAIT_POLICY=PASSIVE: two processes share the cores, and
+# OpenMP's spinning threads would take them from each other. -rs: each skipped test says why in the summary.
+PYTEST = OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -rs -n auto --dist loadfile
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: install lint
-	$(BIN)/python -m pytest -q -rs tests  # -rs: each skipped test says why in the summary
+	$(PYTEST) tests
 	$(MAKE) bench-smoke
 
 # ruff with the small rule set of ruff.toml: unused and undefined names, syntax errors, mutable defaults
@@ -28,17 +34,18 @@ lint: install
 	$(BIN)/ruff check multitask_mx tests benchmarks examples
 
 test-fast: install lint
-	$(BIN)/python -m pytest -q -rs -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # the full runs (about an hour on 2 quiet cores), then docs/benchmarks.md (and the README's figures) from their results
 bench: install
 	for b in $(BENCHES); do $(BIN)/python $$b || exit 1; done
 	$(BIN)/python benchmarks/report.py
 
-# every benchmark for a few seconds, so that none breaks unnoticed (CI runs it after the tests)
+# every benchmark for a few seconds, so that none breaks unnoticed (CI runs it after the tests), JOBS at a time
 bench-smoke: install
-	for b in $(BENCHES); do echo "== $$b --smoke"; start=$$(date +%s); \
-	  $(BIN)/python $$b --smoke > /dev/null || exit 1; echo "   $$(( $$(date +%s) - start )) s"; done
+	printf '%s\n' $(BENCHES) | xargs -P $(JOBS) -I{} sh -c 'start=$$(date +%s); \
+	  if $(BIN)/python {} --smoke > /dev/null; then echo "== {} --smoke: $$(( $$(date +%s) - start )) s"; \
+	  else echo "== {} --smoke FAILED" >&2; exit 255; fi'
 
 bench-report: install
 	$(BIN)/python benchmarks/report.py

@@ -52,7 +52,7 @@ setup(
         # HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 pip install
         # --no-build-isolation -c constraints.txt ".[horovod]" (.ci/run does; about 6 CPU-minutes)
         "horovod": ["horovod"],  # version pinned in constraints.txt
-        "test": ["pytest", "ruff", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
+        "test": ["pytest", "pytest-xdist", "ruff", "onnx", "onnxruntime", "flask", "waitress", "pillow", "websocket-client", "tensorboardX"],
     },
     entry_points={"console_scripts": ["multitask-mx=multitask_mx.cli:run_and_exit"]},
 )

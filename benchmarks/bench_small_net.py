@@ -39,7 +39,7 @@ import mxnet as mx  # noqa: E402
 
 from multitask_mx.data.tasks import build_tasks  # noqa: E402
 from multitask_mx.model.network import TrunkSpec, build_net  # noqa: E402
-import bench_training  # noqa: E402  (TrainEpochs, synthetic_batches, train_args: our step as train runs it)
+import bench_training  # noqa: E402  (TrainEpochs, synthetic_batches, train_config: our step as train runs it)
 from learning_data import DatasetMissing, Prepared  # noqa: E402
 
 BASELINE = os.path.join(HERE, "torch_baseline.py")
@@ -91,11 +91,11 @@ def our_step(args):
     tasks = build_tasks([10])
     net = build_net(TrunkSpec("cifar_resnet20_v1"), tasks, [mx.cpu()], (3, args.size, args.size))
     net.hybridize(static_alloc=True, static_shape=True)
-    flags = bench_training.train_args(bench_training.Settings(
+    config = bench_training.train_config(bench_training.Settings(
         network="cifar_resnet20_v1", size=args.size, batch_size=args.batch_size, images=0, photo=(0, 0), batches=0,
         seconds=0, warmup=0, loader_batches=0, workers=0, repeats=1, skip=frozenset(), classic_symbol="",
         as_shipped=False, smoke=False), "unused.lst")
-    epochs = bench_training.TrainEpochs(net, tasks, flags)
+    epochs = bench_training.TrainEpochs(net, tasks, config)
     epochs.epoch(bench_training.synthetic_batches(tasks, s, args.warmup))
     return lambda: epochs.epoch(bench_training.synthetic_batches(tasks, s, args.batches))
 
