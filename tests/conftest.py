@@ -1,5 +1,6 @@
 """Shared fixtures: tiny real JPEG datasets, .lst files and pretrained params files."""
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -106,6 +107,32 @@ def is_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def group_members(pgid):
+    """Live processes whose process group is ``pgid`` (each launched node leads its own group)."""
+    members = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(name))
+    return members
+
+
+def launched_pids(log_dir):
+    """The pids `launch` (or run_nodes) recorded in LOG_DIR/processes.json."""
+    with open(os.path.join(log_dir, "processes.json")) as f:
+        return [p["pid"] for p in json.load(f)]
+
+
+def assert_all_gone(pids):
+    """Fail naming any of ``pids``, or a member of their process groups, still running."""
+    left = {pid: group_members(pid) for pid in pids if is_alive(pid) or group_members(pid)}
+    assert not left, "processes still running: %s" % left
 
 
 def no_traceback(proc):

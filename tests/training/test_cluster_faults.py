@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, is_alive, make_images, write_list
+from conftest import REPO, assert_all_gone, launched_pids, make_images, write_list
 from multitask_mx.training import cluster, processes
 
 PY = sys.executable
@@ -27,27 +27,6 @@ STALL = 6  # --stall-timeout of these jobs, s
 DETECT_EXIT, DETECT_STALL = 15, STALL + 15
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "4", "--lr", "0.01",
         "--data-nthreads", "1", "--seed", "1", "--num-classes", "4", "--save-name", "net", "--quiet"]
-
-
-def group_members(pgid):
-    """Live processes of process group ``pgid`` (each launched node leads its own group)."""
-    members = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(name))
-    return members
-
-
-def assert_all_gone(launch_dir):
-    with open(os.path.join(launch_dir, "processes.json")) as f:
-        pids = [p["pid"] for p in json.load(f)]
-    left = {pid: group_members(pid) for pid in pids if is_alive(pid) or group_members(pid)}
-    assert not left, "processes still running: %s" % left
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +63,7 @@ def test_a_worker_that_stops_beating_is_named_and_every_process_ends(tmp_path, c
     code = processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0, stall=2.0)
     assert code == 1 and time.time() - tic < 15
     assert "worker 1 sent no heartbeat for 2 s (--stall-timeout 2): it is stopped (state T" in caplog.text
-    assert_all_gone(str(tmp_path))
+    assert_all_gone(launched_pids(str(tmp_path)))
     assert cluster.HEARTBEAT_MARK not in open(tmp_path / "worker-0.log").read()  # beats stay out of the logs
 
 
@@ -96,7 +75,7 @@ def test_workers_that_beat_but_use_no_cpu_are_a_stuck_job(tmp_path, caplog):
     assert processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0, stall=3.0) == 1
     assert 3 < time.time() - tic < 20
     assert "the job is stuck: for 3 s (--stall-timeout) every worker was alive but none used CPU" in caplog.text
-    assert_all_gone(str(tmp_path))
+    assert_all_gone(launched_pids(str(tmp_path)))
 
 
 def test_a_worker_that_said_done_may_fall_silent(tmp_path):
@@ -151,7 +130,7 @@ def fail_during_epoch_2(data, save, role, slot, sig):
             proc.communicate()
     assert proc.returncode == 1, err[-3000:]
     assert "Traceback" not in err
-    assert_all_gone(os.path.join(save, "launch"))
+    assert_all_gone(launched_pids(os.path.join(save, "launch")))
     return err, seconds
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, is_alive, launch_loopback, make_images, write_list
+from conftest import REPO, assert_all_gone, launch_loopback, launched_pids, make_images, write_list
 from multitask_mx import cli
 from multitask_mx.training import distributed, cluster as launch, processes
 from multitask_mx.errors import UserInputError
@@ -25,28 +25,6 @@ from multitask_mx.data.lists import ImageList, ListEntry
 import mxnet as mx
 
 PY = sys.executable
-
-
-# ---------------------------------------------------------------- process checks without psutil
-
-def group_members(pgid):
-    """Live processes whose process group is ``pgid`` (each launched node leads its own group)."""
-    members = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(name))
-    return members
-
-
-def assert_all_gone(pids):
-    left = {pid: group_members(pid) for pid in pids if is_alive(pid) or group_members(pid)}
-    assert not left, "processes still running: %s" % left
 
 
 # ---------------------------------------------------------------- hostfile and plans
@@ -225,11 +203,6 @@ def _node(role, slot, code):
     return launch.Node(role, slot, {"PYTHONUNBUFFERED": "1"}, [PY, "-c", code])
 
 
-def _pids(log_dir):
-    with open(os.path.join(log_dir, "processes.json")) as f:
-        return [p["pid"] for p in json.load(f)]
-
-
 def test_successful_job_logs_each_process_and_echoes_with_its_label(tmp_path):
     nodes = [_node("scheduler", 0, "import time; time.sleep(0.5)"),
              _node("worker", 0, "print('[worker 1/2] one'); print('two')"),
@@ -239,7 +212,7 @@ def test_successful_job_logs_each_process_and_echoes_with_its_label(tmp_path):
     assert open(tmp_path / "worker-0.log").read() == "[worker 1/2] one\ntwo\n"
     lines = echo.getvalue().splitlines()
     assert "[worker 1/2] one" in lines and "[worker 1/2] two" in lines and "[worker 0/2] three" in lines
-    assert_all_gone(_pids(str(tmp_path)))
+    assert_all_gone(launched_pids(str(tmp_path)))
 
 
 def test_failing_worker_stops_every_other_process_and_its_children(tmp_path, caplog):
@@ -255,7 +228,7 @@ def test_failing_worker_stops_every_other_process_and_its_children(tmp_path, cap
         code = processes.run_nodes(nodes, str(tmp_path / "logs"), timeout=60, echo=None, grace=1.0)
     assert code == 1 and time.time() - tic < 20
     assert "worker 1/2 (slot 1) exited with status 3" in caplog.text and "    [worker 1/2] bad flag" in caplog.text
-    assert_all_gone(_pids(str(tmp_path / "logs")) + [int(child_file.read_text())])
+    assert_all_gone(launched_pids(str(tmp_path / "logs")) + [int(child_file.read_text())])
 
 
 def test_timeout_stops_a_job_that_hangs(tmp_path, caplog):
@@ -264,7 +237,7 @@ def test_timeout_stops_a_job_that_hangs(tmp_path, caplog):
     code = processes.run_nodes(nodes, str(tmp_path), timeout=1.0, echo=None, grace=1.0)
     assert code == 1 and time.time() - tic < 15
     assert "--timeout 1 s passed" in caplog.text
-    assert_all_gone(_pids(str(tmp_path)))
+    assert_all_gone(launched_pids(str(tmp_path)))
 
 
 def test_server_ending_early_is_a_failure(tmp_path, caplog):
@@ -272,7 +245,7 @@ def test_server_ending_early_is_a_failure(tmp_path, caplog):
     # the server exits 0 while the worker runs; the worker is stopped after the grace period
     assert processes.run_nodes(nodes, str(tmp_path), timeout=60, echo=None, grace=1.0) == 1
     assert "still ran 1 s after the scheduler and servers had ended" in caplog.text
-    assert_all_gone(_pids(str(tmp_path)))
+    assert_all_gone(launched_pids(str(tmp_path)))
 
 
 def test_sigterm_to_the_launcher_stops_every_process(tmp_path):
@@ -288,7 +261,7 @@ def test_sigterm_to_the_launcher_stops_every_process(tmp_path):
     time.sleep(0.3)
     proc.terminate()
     assert proc.wait(timeout=30) == 143
-    assert_all_gone(_pids(str(tmp_path)))
+    assert_all_gone(launched_pids(str(tmp_path)))
 
 
 # ---------------------------------------------------------------- real jobs on loopback
@@ -390,7 +363,7 @@ def test_failing_worker_stops_the_job_and_every_process(data):
     assert proc.returncode == 1 and seconds < 60
     assert "exited with status 2; every other process was stopped" in proc.stderr
     assert "not_there.jpg does not exist" in proc.stderr.split("Last lines of")[-1]
-    assert_all_gone(_pids(os.path.join(save, "launch")))
+    assert_all_gone(launched_pids(os.path.join(save, "launch")))
 
 
 @pytest.mark.slow
