@@ -133,6 +133,12 @@ def parse_args(argv=None):
     args.datasets_given = argv is not None and "--datasets" in argv or "--datasets" in sys.argv[1:]
     if args.smoke:
         args.budgets, args.finetune, args.pretrain, args.val_per_class, args.seeds = "5x1", "5x1", "5x1", 5, "1"
+        # each kind of run once (a preset, the default, fine-tuning with and without its heads' multiplier):
+        # the other recipes differ only in their flags, which the tests parse
+        if args.recipes == p.get_default("recipes"):
+            args.recipes = "default,none"
+        if args.finetune_recipes == p.get_default("finetune_recipes"):
+            args.finetune_recipes = "default,heads-1x"
     args.dataset_list, args.recipe_list = args.datasets.split(","), args.recipes.split(",")
     args.seed_list = [int(s) for s in args.seeds.split(",")]
     args.budget_list = [budget(b) for b in args.budgets.split(",") if b]
