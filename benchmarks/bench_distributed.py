@@ -18,7 +18,9 @@ what one had: no speed-up is expected there, and the table says what the exchang
     python benchmarks/bench_distributed.py --scaling  # (c) and (d) instead, stored as bench_distributed_scaling:
 (c) ms per gradient exchange of ResNet-20-sized (cifar_resnet20_v1) and ResNet-50-sized (resnet50_v1)
     parameter sets with 2, 3 and 4 workers on loopback: ps-lite pushpull (1 server) against Horovod's
-    allreduce (horovodrun --gloo, when Horovod is installed);
+    allreduce (horovodrun --gloo, when Horovod is installed); then, as root, the same with 2 workers across the
+    network namespaces of tests/cluster/netns.sh, over ssh (distributed_netns.py; where they cannot be made,
+    or with --smoke, the run says why and stores no such rows);
 (d) what a failure costs: seconds from the fault (SIGKILL of a worker, a server, the scheduler; SIGSTOP of
     a worker) to the launcher's exit with every process stopped, for a 2-worker dist_sync job in epoch 2.
 """

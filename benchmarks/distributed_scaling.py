@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+import distributed_netns as netns
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKER_ENV = "BENCH_DISTRIBUTED_EXCHANGE"  # "ps-lite" or "horovod": this process is an exchange worker
@@ -18,6 +20,10 @@ WORKERS = (2, 3, 4)
 FAULTS = (("worker", 1, signal.SIGKILL), ("server", 0, signal.SIGKILL), ("scheduler", 0, signal.SIGKILL),
           ("worker", 0, signal.SIGSTOP))
 STALL = 10
+SMOKE_SKIP = "about 80 s on 2 cores"  # the namespaces part of a full run, for --smoke's note
+HOSTS_NOTE = ("ps-lite's scheduler on this machine (the bridge, %s), its server on host 1 and the 2 "
+              "workers on hosts 2 and 3; horovodrun on host 1, its 2 workers on hosts 2 and 3; tests/cluster/netns.sh"
+              % netns.ME)
 
 
 def _gradient_arrays(network):
@@ -52,29 +58,74 @@ def exchange_worker(engine, iterations):
     distributed.finish(kv, None)
 
 
-def run_exchange(engine, workers, iterations, log_dir):
-    """One job of ``workers`` exchange workers; rank 0's results."""
+def exchange_nodes(engine, workers, argv, log_dir, ssh_config=None):
+    """The nodes of one exchange job: all on loopback, or (``ssh_config`` given) on the namespaces' hosts."""
     from multitask_mx import _runtime
-    from multitask_mx.training import cluster, processes
-    argv = [sys.executable, os.path.join(HERE, "bench_distributed.py"), "--iterations", str(iterations)]
-    threads = str(max(1, _runtime.usable_cores() // workers))
+    from multitask_mx.training import cluster
+    # the same threads on loopback and across the hosts, which share this machine's cores
+    env = {"OMP_NUM_THREADS": str(max(1, _runtime.usable_cores() // workers)), WORKER_ENV: engine}
+    if ssh_config and engine == "horovod":
+        return netns.horovod_node(argv, env, ssh_config, log_dir)
+    if ssh_config:
+        return netns.ps_lite_nodes(argv, env, ssh_config)
     if engine == "horovod":
         command = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "--gloo", "-np", str(workers),
                    "-H", "localhost:%d" % workers, "--network-interface", "lo", "--disable-cache"] + argv
-        nodes = [cluster.Node("worker", 0, {"OMP_NUM_THREADS": threads, "HOROVOD_GLOO_IFACE": "lo",
-                                            WORKER_ENV: engine}, command)]
-    else:
-        nodes = cluster.plan_local(workers, 1, argv, worker_threads=int(threads))
-        for node in nodes:
-            node.env[WORKER_ENV] = engine
+        return [cluster.Node("worker", 0, dict(env, HOROVOD_GLOO_IFACE="lo"), command)]
+    nodes = cluster.plan_local(workers, 1, argv, worker_threads=int(env["OMP_NUM_THREADS"]))
+    for node in nodes:
+        node.env[WORKER_ENV] = engine
+    return nodes
+
+
+def run_exchange(engine, workers, iterations, log_dir, ssh_config=None):
+    """One job of ``workers`` exchange workers (on the namespaces' hosts with ``ssh_config``); rank 0's results."""
+    from multitask_mx.training import processes
+    argv = [sys.executable, os.path.join(HERE, "bench_distributed.py"), "--iterations", str(iterations)]
+    nodes = exchange_nodes(engine, workers, argv, log_dir, ssh_config)
     if processes.run_nodes(nodes, log_dir, timeout=900, echo=None) != 0:
         raise SystemExit("the %s exchange job with %d workers failed; logs in %s" % (engine, workers, log_dir))
     for name in sorted(os.listdir(log_dir)):
+        if not name.endswith(".log"):
+            continue
         for line in open(os.path.join(log_dir, name)):
             text = line[line.find("EXCHANGE "):] if "EXCHANGE " in line else ""
             if text and json.loads(text[9:])["rank"] == 0:
                 return json.loads(text[9:])["results"]
     raise SystemExit("no EXCHANGE line from rank 0 in %s" % log_dir)
+
+
+def exchange_rows(engine, workers, where, results):
+    """One table row per network: the median, min and max ms of rank 0's exchanges."""
+    return [{"engine": engine, "workers": workers, "where": where, "network": network,
+             "mfloats": round(r["floats"] / 1e6, 2), "ms_median": round(statistics.median(r["ms"]), 1),
+             "ms_min": round(min(r["ms"]), 1), "ms_max": round(max(r["ms"]), 1)}
+            for network, r in ((n, results[n]) for n in NETWORKS)]
+
+
+def across_hosts(engines, iterations, root, smoke):
+    """(c) with 2 workers on the namespaces' hosts: (rows, None), or ([], why nothing was measured)."""
+    import common
+    if smoke:
+        return [], "not run in --smoke: it brings up three hosts and runs a job per engine (%s)" % SMOKE_SKIP
+    reason = netns.why_not()
+    if reason:
+        return [], reason
+    rows = []
+    try:
+        with netns.hosts() as ssh_config:
+            before = netns.hosts_cpu_seconds()
+            try:
+                for engine in engines:
+                    print("measuring (c) %s, 2 workers across the namespaces ..." % engine, file=sys.stderr, flush=True)
+                    results = run_exchange(engine, 2, iterations, os.path.join(root, "hosts-" + engine), ssh_config)
+                    rows += exchange_rows(engine, 2, "namespaces", results)
+            finally:
+                netns.settle()
+                common.count_own_cpu(netns.hosts_cpu_seconds() - before)
+    except netns.HostsUnavailable as exc:
+        return [], str(exc)
+    return rows, None
 
 
 def fault_cost(root, role, slot, sig):
@@ -115,7 +166,7 @@ def _horovod_available():
 
 
 def main(args):
-    """Measure (c) and (d), print the tables, store bench_distributed_scaling."""
+    """Measure (c), on loopback and across the namespaces' hosts, and (d); print the tables, store the result."""
     import common
     common.start_run()
     print("# bench_distributed.py --scaling %s" % time.strftime("%Y-%m-%d %H:%M"))
@@ -127,22 +178,29 @@ def main(args):
             for workers in WORKERS:
                 print("measuring (c) %s, %d workers ..." % (engine, workers), file=sys.stderr, flush=True)
                 results = run_exchange(engine, workers, args.iterations, os.path.join(root, "%s%d" % (engine, workers)))
-                for network in NETWORKS:
-                    r = results[network]
-                    exchange.append({"engine": engine, "workers": workers, "network": network,
-                                     "mfloats": round(r["floats"] / 1e6, 2), "ms_median": round(statistics.median(r["ms"]), 1),
-                                     "ms_min": round(min(r["ms"]), 1), "ms_max": round(max(r["ms"]), 1)})
+                exchange += exchange_rows(engine, workers, "loopback", results)
+        rows, skipped = across_hosts(engines, args.iterations, root, args.smoke)
+        exchange += rows
         for role, slot, sig in FAULTS:
             print("measuring (d) %s of %s %d ..." % (sig.name, role, slot), file=sys.stderr, flush=True)
             faults.append(fault_cost(root, role, slot, sig))
-    print("\n%-8s %-18s %8s %10s %10s %10s" % ("engine", "parameters", "workers", "M floats", "ms/exch", "min"))
+    print_tables(exchange, faults, skipped)
+    common.write_result("bench_distributed_scaling", {"exchange": exchange, "faults": faults, "settings": {
+        "iterations": args.iterations, "stall": STALL, "namespaces": HOSTS_NOTE}},
+        notes="namespaces part not measured: %s" % skipped if skipped else None)
+    return 0
+
+
+def print_tables(exchange, faults, skipped):
+    """(c) and (d) as the run's tables."""
+    print("\n%-8s %-10s %-18s %8s %10s %10s %10s" % ("engine", "where", "parameters", "workers", "M floats",
+                                                     "ms/exch", "min"))
     for row in exchange:
-        print("%-8s %-18s %8d %10.2f %10.1f %10.1f" % (row["engine"], row["network"], row["workers"], row["mfloats"],
-                                                      row["ms_median"], row["ms_min"]))
+        print("%-8s %-10s %-18s %8d %10.2f %10.1f %10.1f" % (row["engine"], row["where"], row["network"],
+                                                            row["workers"], row["mfloats"], row["ms_median"],
+                                                            row["ms_min"]))
+    print("across the namespaces: " + HOSTS_NOTE if not skipped else "namespaces part not measured: %s" % skipped)
     print("\n%-22s %8s %5s  %s" % ("fault (stall %d s)" % STALL, "s to end", "exit", "what launch reported"))
     for row in faults:
         print("%-22s %8.1f %5d  %s" % (row["fault"], row["seconds"], row["exit"], row["reported"]))
     print("load average %.2f %.2f %.2f at the end" % os.getloadavg())
-    common.write_result("bench_distributed_scaling", {"exchange": exchange, "faults": faults,
-                                                      "settings": {"iterations": args.iterations, "stall": STALL}})
-    return 0

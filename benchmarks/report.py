@@ -88,6 +88,10 @@ LAYOUTS = {
                      ("log_file_bytes", "train.log bytes"), ("longest_stderr_line", "longest console line")]),
     "bench_distributed": ("Distributed training on one machine", "jobs",
                           [("name", "job"), ("img_s", "samples/s"), ("epoch_s", "s/epoch"), ("job_s", "command s")]),
+    "bench_distributed_scaling": ("Gradient exchange against the workers, on loopback and across network namespaces",
+                                  "exchange", [("engine", "engine"), ("where", "where"), ("network", "parameters"),
+                                               ("mfloats", "M floats"), ("workers", "workers"),
+                                               ("ms_median", "ms per exchange"), ("ms_min", "min"), ("ms_max", "max")]),
     "bench_demo": ("`make demo` on data_example/: the script as shipped against the one before", "rows",
                    [("side", "side"), ("flags", "flags appended"), ("epochs", "epochs"),
                     ("label_runs", "`label` per seed"), ("label", "`label` mean"), ("label_gt0", "`label_gt0` mean"),
@@ -221,6 +225,11 @@ def extra_lines(name, record):
     if name == "bench_distributed":
         out += ["%s: %.1f ms per pushpull of %d arrays" % (p["name"], p["ms_median"], p["arrays"])
                 for p in figures.get("pushpull", [])]
+    if name == "bench_distributed_scaling":
+        hosts = figures.get("settings", {}).get("namespaces")
+        out += ["Across the namespaces: %s." % hosts] if hosts and record.get("notes") is None else []
+        out += ["%s: the launcher ended the job %.1f s after it (exit %d)." % (f["fault"], f["seconds"], f["exit"])
+                for f in figures.get("faults", [])]
     if name == "bench_learning":
         trunks = ["%s %s per class x %s epochs, held-out accuracy %.3f" % (
             (ds,) + tuple(ft["pretrain"].split("x")) + (ft["pretrain_val_acc"],))

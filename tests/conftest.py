@@ -170,6 +170,20 @@ def horovod_missing():
 needs_horovod = pytest.mark.skipif(horovod_missing() is not None, reason=str(horovod_missing()))
 
 
+def why_no_namespaces():
+    """Why tests/cluster/netns.sh cannot make its hosts here (not root, a tool missing, a sandbox), or None."""
+    if os.geteuid() != 0:
+        return "needs root to make network namespaces (ip netns add)"
+    for tool in ("ip", "sshd", "ssh", "ssh-keygen", "unshare"):
+        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
+            return "%s is missing: apt-get install iproute2 openssh-server openssh-client util-linux" % tool
+    probe = subprocess.run(["ip", "netns", "add", "mtx-probe"], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", "mtx-probe"], capture_output=True)
+    if probe.returncode:
+        return "this sandbox cannot make network namespaces: %s" % probe.stderr.strip()
+    return None
+
+
 def launch_loopback(data, save, kv_store, train_flags, timeout=150, workers=2, env=None):
     """`python -m multitask_mx launch -n WORKERS -s 1 -- train ...` on loopback: (completed process, seconds).
 

@@ -110,6 +110,31 @@ def test_keyed_figures_render_as_rows_and_excluded_results_say_why(tmp_path):
     assert "29.1" not in text
 
 
+def test_exchange_rows_say_where_they_ran_and_faults_follow_the_table(tmp_path):
+    row = {"engine": "ps-lite", "workers": 2, "network": "resnet50_v1", "mfloats": 25.58, "ms_median": 1241.1,
+           "ms_min": 1195.4, "ms_max": 1406.8}
+    store(tmp_path, "bench_distributed_scaling", {
+        "exchange": [dict(row, where="loopback"), dict(row, where="namespaces", ms_median=1302.5)],
+        "faults": [{"fault": "SIGKILL worker 1", "seconds": 4.1, "exit": 1, "reported": "worker 1 was killed"}],
+        "settings": {"iterations": 10, "stall": 10, "namespaces": "the server on host 1"}}, quiet=True)
+    text = report.render(report.load_results(str(tmp_path)))
+    assert "| ps-lite | loopback | resnet50_v1 | 25.6 | 2 | 1241.1 |" in text
+    assert "| ps-lite | namespaces | resnet50_v1 | 25.6 | 2 | 1302.5 |" in text
+    assert "Across the namespaces: the server on host 1." in text
+    assert "SIGKILL worker 1: the launcher ended the job 4.1 s after it (exit 1)." in text
+
+
+def test_cpu_counted_as_own_is_not_taken_for_other_work():
+    # processes a run starts through an sshd are not its descendants: os.times() misses their CPU
+    before = common._busy_seconds()
+    common.count_own_cpu(5.0)
+    try:
+        assert common._busy_seconds()[1] - before[1] >= 5.0 - 1e-6
+        assert common._others_busy_cores((10.0, before[1]), (16.0, common._busy_seconds()[1]), 1.0) <= 1.0
+    finally:
+        common._OWN_ELSEWHERE[0] -= 5.0
+
+
 def test_the_repository_s_generated_blocks_are_current_and_name_their_machines():
     assert report.main(["--check"]) == 0  # README.md, docs/benchmarks.md, docs/serving.md match results/
     with open(os.path.join(REPO, "docs", "benchmarks.md")) as f:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, launch_loopback, make_images, needs_horovod, write_list
+from conftest import REPO, launch_loopback, make_images, needs_horovod, why_no_namespaces, write_list
 
 PY = sys.executable
 NETNS = os.path.join(REPO, "tests", "cluster", "netns.sh")
@@ -27,19 +27,6 @@ H1, H2, H3 = "10.213.7.2", "10.213.7.3", "10.213.7.4"
 STALL = 10
 TINY = ["--network", "mobilenet0.25", "--image-shape", "3,32,32", "--batch-size", "4", "--lr", "0.01",
         "--data-nthreads", "1", "--seed", "1", "--num-classes", "4", "--save-name", "net", "--quiet"]
-
-
-def _why_no_namespaces():
-    if os.geteuid() != 0:
-        return "needs root to make network namespaces (ip netns add)"
-    for tool in ("ip", "sshd", "ssh", "ssh-keygen", "unshare"):
-        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
-            return "%s is missing: apt-get install iproute2 openssh-server openssh-client util-linux" % tool
-    probe = subprocess.run(["ip", "netns", "add", "mtx-probe"], capture_output=True, text=True)
-    subprocess.run(["ip", "netns", "del", "mtx-probe"], capture_output=True)
-    if probe.returncode:
-        return "this sandbox cannot make network namespaces: %s" % probe.stderr.strip()
-    return None
 
 
 def _host_processes():
@@ -56,7 +43,7 @@ def _host_processes():
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
-    reason = _why_no_namespaces()
+    reason = why_no_namespaces()
     if reason:
         pytest.skip(reason)
     up = subprocess.run(["bash", NETNS, "up", STATE], capture_output=True, text=True, timeout=120)
