@@ -25,9 +25,7 @@ class Settings:
     @classmethod
     def flag_dests(cls):
         """The argparse destinations this stage's FLAGS declare (what its fields must be)."""
-        parser = argparse.ArgumentParser(add_help=False)
-        cls.add_arguments(parser)
-        return [action.dest for action in parser._actions]
+        return list(cls.defaults())
 
     @classmethod
     def from_args(cls, args):

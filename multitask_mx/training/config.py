@@ -86,9 +86,12 @@ class TrainConfig:
 
     def continues_run(self):
         """--resume, or --model SAVE_RESULT/SAVE_NAME (the original's way to continue a run)."""
-        own_prefix = os.path.join(self.checkpoint.save_result, self.checkpoint.save_name)
-        return bool(self.checkpoint.resume or (self.model.model and
-                                               os.path.abspath(self.model.model) == os.path.abspath(own_prefix)))
+        return bool(self.checkpoint.resume or self.model_is_own_prefix())
+
+    def model_is_own_prefix(self):
+        """True when --model names this run's own checkpoint prefix (SAVE_RESULT/SAVE_NAME)."""
+        return bool(self.model.model) and \
+            os.path.abspath(self.model.model) == os.path.abspath(self.run_dir().prefix)
 
     def draws_only(self):
         """True for --plot-lr and --preview-augmentation: the run writes its PNG(s) and trains nothing."""

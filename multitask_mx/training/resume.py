@@ -1,6 +1,5 @@
 """Where a run starts: a fresh network, or the one --resume continues (and the checks that keep runs apart)."""
 import logging
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,7 +27,7 @@ def plan_net(config, tasks, image_shape, saver):
 
     ``config``: the run's TrainConfig (its model, data and checkpoint settings decide).
     """
-    point = find_resume_point(config.model, config.checkpoint, saver)
+    point = find_resume_point(config, saver)
     if point is not None:
         saved = saver.read_config()
         check_resume_compatible(saved, config.model, tasks, image_shape, saver.save_dir)
@@ -85,19 +84,19 @@ def check_resume_flags(checkpoint):
                              "--fresh-optimizer is for a newest epoch whose .states is lost: give one of them.")
 
 
-def find_resume_point(model, checkpoint, saver):
+def find_resume_point(config, saver):
     """The ResumePoint of --resume (or --model SAVE_PREFIX --model-epoch N, the original's way), else None.
 
-    ``model`` and ``checkpoint``: the ModelSettings and CheckpointSettings.
+    ``config``: the run's TrainConfig; ``saver``: its run folder.
     """
-    own_prefix = model.model and os.path.abspath(model.model) == os.path.abspath(saver.prefix)
-    if not (checkpoint.resume or own_prefix):
+    checkpoint, own_prefix = config.checkpoint, config.model_is_own_prefix()
+    if not config.continues_run():
         return None
     if not saver.has_config():
         raise UserInputError("--resume: %s has no config.json, so there is no run to resume there. Check "
                              "--save-result/--save-name, or drop --resume to start a new run." % saver.save_dir)
     if own_prefix and not checkpoint.resume:
-        point = saver.resume_point(epoch=model.model_epoch)
+        point = saver.resume_point(epoch=config.model.model_epoch)
     else:
         point = saver.resume_point(epoch=checkpoint.resume_epoch, fresh_optimizer=checkpoint.fresh_optimizer)
     saver.resume_from(point)
